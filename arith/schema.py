@@ -1,0 +1,159 @@
+"""Typed configuration: dataclasses + Enums under the YAML files in ``arith/config``.
+
+Defaults live here, YAML presets override them, the command line overrides both. OmegaConf validates
+Enum fields and rejects unknown keys, so a typo is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Task(str, Enum):
+    addition = "addition"
+    subtraction = "subtraction"
+    multiplication = "multiplication"
+    sorting = "sorting"
+    bitwise_or = "bitwise_or"
+
+
+class AbsPos(str, Enum):
+    """Position slot that adds to the token embedding."""
+
+    none = "none"
+    learned = "learned"
+    abacus = "abacus"
+
+
+class RelPos(str, Enum):
+    """Position slot that acts inside attention."""
+
+    none = "none"
+    rope = "rope"
+    fire = "fire"
+
+
+class Injection(str, Enum):
+    none = "none"
+    add = "add"
+
+
+class Reduction(str, Enum):
+    mean = "mean"  # mean over every target token in the batch
+    per_sample = "per_sample"  # mean over tokens within a sample, then mean over samples
+
+
+@dataclass
+class ModelConfig:
+    width: int = 1024
+    heads: int = 16
+    ffn: int = 2048
+    layers: int = 16  # distinct layers in the recurrent block
+    recurrences: int = 1  # block applications; 1 = standard transformer
+    input_injection: Injection = Injection.none
+    abs_pos: AbsPos = AbsPos.abacus
+    rel_pos: RelPos = RelPos.none
+    max_pos: int = 256  # rows of the learned / Abacus position table
+    max_k: int = 100  # Abacus training offset range: k ~ U{0..max_k}
+    eval_k: int = 0  # Abacus offset used at evaluation
+    fire_max_length: int = 0  # > 0: randomized FIRE, positions drawn from [0, fire_max_length)
+    rope_base: float = 10000.0
+    alpha: float = 1.0  # progressive-loss weight of the random-depth pass
+    max_backprop: Optional[int] = None  # None -> recurrences // 2 (at least 1)
+    throttle: bool = True  # cap the random-depth pass at `recurrences` (False: may go past it)
+    eval_recurrences: Optional[int] = None  # None -> recurrences
+    dropout: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    task: Task = Task.addition
+    max_len: int = 20  # operand lengths 1..max_len (sorting: max digits)
+    max_len_b: Optional[int] = None  # second operand (sorting: max array length); None -> max_len
+    n_train: int = 20_000_000
+    test_frac: float = 0.01
+    seed: int = 0
+    streaming: bool = False  # True: make batches on the fly, nothing on disk
+    root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
+    name: str = "${data.task}_${data.max_len}x${oc.select:data.max_len_b,${data.max_len}}_n${data.n_train}_s${data.seed}"
+
+
+@dataclass
+class TrainConfig:
+    steps: Optional[int] = None  # stop after this many optimizer steps ...
+    budget_minutes: Optional[float] = None  # ... or after this much wall-clock, whichever ends first
+    batch_size: int = 128  # global batch
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01
+    clip: float = 0.5
+    warmup: float = 0.1  # fraction of the run
+    cooldown: float = 0.1  # fraction of the run
+    mask_before_equals: bool = True  # answer-only loss
+    loss_reduction: Reduction = Reduction.mean
+    seed: int = 0
+    compile: bool = False
+    bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
+    cpu_bf16: bool = False
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    save_every_minutes: float = 30.0
+    save_every_steps: int = 0  # 0 = off; extra trigger, handy in tests
+    keep_last: int = 3
+    log_every: int = 25
+    wandb: bool = False
+    wandb_project: str = "arith"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    a_lens: list[int] = field(default_factory=lambda: [1, 100])  # inclusive range
+    b_lens: Optional[list[int]] = None  # None -> a_lens
+    square: Optional[list[int]] = None  # [lo, hi]: only the diagonal cells lo..hi
+    n_per_cell: int = 100
+    batch_size: int = 256
+    shard: int = 0
+    num_shards: int = 1
+    recurrences: Optional[int] = None  # None -> the model's eval_recurrences
+    k: Optional[int] = None  # Abacus offset at evaluation; None -> model.eval_k
+    seed: int = 1234
+    cache: bool = True
+    out: str = "eval"  # CSV folder inside the run dir
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "${data.task}${data.max_len}_${model.abs_pos}-${model.rel_pos}_${model.layers}x${model.recurrences}_w${model.width}_s${train.seed}"
+    runs_root: str = "${oc.env:ARITH_RUNS,runs}"
+    run_dir: str = "${runs_root}/${name}"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # after training: greedy exact-match per operand length up to this many digits (0 = skip)
+    check_lens: int = 0
+    check_n: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the run config
+
+
+@dataclass
+class DataGenConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class EvalAppConfig:
+    run: str = MISSING  # run directory
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    task: Optional[Task] = None  # None -> the run's training task
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="pretrain_schema", node=PretrainConfig)
+    cs.store(name="makedata_schema", node=DataGenConfig)
+    cs.store(name="eval_schema", node=EvalAppConfig)
