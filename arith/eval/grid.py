@@ -1,0 +1,300 @@
+"""Evaluation grids as data: cells, a decoding cost model, cost-balanced shards, and resumable CSV files.
+
+A grid is a list of ``Cell(a_len, b_len)``; for sorting ``a_len`` is the maximum number of digits and ``b_len``
+the array length. Each shard writes one tidy CSV (``task,a_len,b_len,n,correct,acc`` plus optional extra
+columns) under ``<run_dir>/eval/``; ``read_results`` takes the union of every CSV there, so shards, resumed
+jobs and the square sizes beyond the main grid all merge into one table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from arith.errors import ConfigError, DataError
+
+BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
+_INT_COLUMNS = ("a_len", "b_len", "n", "correct")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    a_len: int
+    b_len: int
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# cells
+
+
+def _range(value, key: str) -> tuple[int, int]:
+    """Validate an inclusive ``[lo, hi]`` length range coming from the config (a list, tuple or ListConfig)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{key} must be a list [lo, hi] of two lengths, got {value!r}")
+    items = list(value)
+    if len(items) != 2:
+        raise ConfigError(f"{key} must be a list [lo, hi] of two lengths, got {items!r} ({len(items)} items)")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        raise ConfigError(f"{key} must hold integers, got {items!r}")
+    lo, hi = items
+    if lo < 1:
+        raise ConfigError(f"{key}: lengths start at 1, got lo={lo}")
+    if lo > hi:
+        raise ConfigError(f"{key}: lo must be <= hi, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def grid_cells(
+    a_lens: Sequence[int],
+    b_lens: Sequence[int] | None = None,
+    square: Sequence[int] | None = None,
+) -> list[Cell]:
+    """Cells of an evaluation grid, row-major (a_len outer).
+
+    ``a_lens`` and ``b_lens`` are inclusive ``[lo, hi]`` ranges (``b_lens=None`` means the same as ``a_lens``).
+    ``square=[lo, hi]`` selects only the diagonal cells ``(n, n)`` for ``n`` in ``lo..hi`` and ignores the
+    other two (the paper's sizes 101-160 beyond the 100x100 addition grid).
+    """
+    if square is not None:
+        lo, hi = _range(square, "eval.square")
+        return [Cell(n, n) for n in range(lo, hi + 1)]
+    a_lo, a_hi = _range(a_lens, "eval.a_lens")
+    b_lo, b_hi = (a_lo, a_hi) if b_lens is None else _range(b_lens, "eval.b_lens")
+    return [Cell(a, b) for a in range(a_lo, a_hi + 1) for b in range(b_lo, b_hi + 1)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# cost model and shards
+
+
+def _answer_len(task: str, a: int, b: int) -> int:
+    if task == "addition":
+        return max(a, b) + 1
+    if task == "subtraction":
+        return max(a, b) + 1  # digits plus a possible sign
+    if task == "multiplication":
+        return a + b
+    if task == "bitwise_or":
+        return max(a, b)
+    raise ConfigError(
+        f"unknown task {task!r}; valid: addition, subtraction, multiplication, bitwise_or, sorting"
+    )
+
+
+def cell_cost(cell: Cell, task: str) -> float:
+    """Relative cost of decoding one example of ``cell``: (prompt + answer tokens) squared.
+
+    With a KV cache, each generated token attends over everything before it, so the work per example grows
+    roughly with the square of the sequence length. Sorting: ``b_len`` numbers of up to ``a_len`` digits,
+    each with a label and two separators, then ``b_len`` labels and commas in the answer.
+    """
+    task = getattr(task, "value", task)  # accept the schema's Task enum as well as its string
+    a, b = cell.a_len, cell.b_len
+    if task == "sorting":
+        tokens = b * (a + 2) + 2 * b
+    else:
+        tokens = a + b + 2 + _answer_len(task, a, b)  # operator and '=' between the operands and the answer
+    return float(tokens) ** 2
+
+
+def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task: str) -> list[Cell]:
+    """This shard's cells, balanced by ``cell_cost`` with greedy longest-processing-time assignment.
+
+    Cells are taken in order of decreasing cost (ties: by position in ``cells``) and each goes to the least
+    loaded shard (ties: the lowest shard index), so every process computes the same split without talking to
+    the others. The returned cells keep their order in ``cells``; the shards union to ``cells`` exactly.
+    """
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ConfigError(f"eval.num_shards must be an integer >= 1, got {num_shards!r}")
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
+        raise ConfigError(
+            f"eval.shard must be in 0..{num_shards - 1} (eval.num_shards={num_shards}), got {shard!r}"
+        )
+    costs = [cell_cost(c, task) for c in cells]
+    order = sorted(range(len(cells)), key=lambda i: (-costs[i], i))
+    load = [0.0] * num_shards
+    owner = [0] * len(cells)
+    for i in order:
+        s = min(range(num_shards), key=lambda k: (load[k], k))
+        owner[i] = s
+        load[s] += costs[i]
+    return [c for i, c in enumerate(cells) if owner[i] == shard]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CSV files
+
+
+def csv_path(
+    run_dir: str | os.PathLike,
+    task: str,
+    *,
+    a_lens: Sequence[int] | None = None,
+    b_lens: Sequence[int] | None = None,
+    square: Sequence[int] | None = None,
+    num_shards: int = 1,
+    shard: int = 0,
+    out: str = "eval",
+) -> Path:
+    """``<run_dir>/<out>/<task>_<grid>_<shard>.csv``, e.g. ``addition_a1-100_b1-100_s03of20.csv``.
+
+    The grid is part of the name so the square sizes beyond the main grid, or a re-run with another shard
+    count, land in their own files instead of clobbering (or resuming from) the wrong one.
+    """
+    task = getattr(task, "value", task)
+    if square is not None:
+        lo, hi = _range(square, "eval.square")
+        grid = f"sq{lo}-{hi}"
+    elif a_lens is not None:
+        a_lo, a_hi = _range(a_lens, "eval.a_lens")
+        b_lo, b_hi = (a_lo, a_hi) if b_lens is None else _range(b_lens, "eval.b_lens")
+        grid = f"a{a_lo}-{a_hi}_b{b_lo}-{b_hi}"
+    else:
+        grid = "grid"
+    width = len(str(max(num_shards - 1, 0)))
+    return Path(run_dir) / out / f"{task}_{grid}_s{shard:0{width}d}of{num_shards}.csv"
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly
+    return str(value)
+
+
+def _parse(value: str):
+    """CSV text -> int, float, None (empty) or the string itself."""
+    if value == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+class GridCSV:
+    """One shard's results: a CSV that grows by one row per finished cell and survives being killed.
+
+    Every ``append`` writes the whole file to a temporary file in the same folder and renames it over the old
+    one (``os.replace`` is atomic on POSIX), so a reader or a resumed job never sees half a row.
+    """
+
+    def __init__(self, path: str | os.PathLike, extra_columns: tuple[str, ...] = ()):
+        self.path = Path(path)
+        self.extra_columns = tuple(extra_columns)
+        self.columns = BASE_COLUMNS + self.extra_columns
+        clash = set(BASE_COLUMNS) & set(self.extra_columns)
+        if clash or len(set(self.extra_columns)) != len(self.extra_columns):
+            raise ValueError(
+                f"extra_columns must be distinct and not among {BASE_COLUMNS}: {self.extra_columns}"
+            )
+        self._rows: list[dict[str, str]] | None = None
+        self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file as we last read or wrote it
+
+    def _load(self) -> list[dict[str, str]]:
+        """Rows as strings; cached, re-read only when the file changed behind our back."""
+        if not self.path.exists():
+            self._rows, self._stamp = [], None
+            return self._rows
+        st = self.path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        if self._rows is not None and stamp == self._stamp:
+            return self._rows
+        with open(self.path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = tuple(reader.fieldnames or ())
+            if header != self.columns:
+                raise DataError(
+                    f"{self.path}: header {','.join(header)!r} does not match the expected "
+                    f"{','.join(self.columns)!r}; move the file away or evaluate into another folder"
+                )
+            self._rows = [dict(r) for r in reader]
+        self._stamp = stamp
+        return self._rows
+
+    def done(self) -> set[tuple[int, int]]:
+        """``(a_len, b_len)`` of every cell already in the file, so a resumed job can skip them."""
+        return {(int(r["a_len"]), int(r["b_len"])) for r in self._load()}
+
+    def append(self, task: str, cell: Cell, n: int, correct: int, **extra) -> None:
+        """Add the row for ``cell`` (replacing an earlier row for the same task and cell).
+
+        ``acc = correct / n``. Extra columns are passed by name; an extra column ``X_acc`` that is not given
+        is filled in as ``X_correct / n`` when ``X_correct`` is (sorting's ``first_correct, first_acc``).
+        """
+        task = getattr(task, "value", task)
+        if n < 1 or not 0 <= correct <= n:
+            raise ValueError(f"need n >= 1 and 0 <= correct <= n, got n={n}, correct={correct}")
+        for col in self.extra_columns:
+            stem = col.removesuffix("_acc")
+            if col not in extra and col != stem and f"{stem}_correct" in extra:
+                extra[col] = extra[f"{stem}_correct"] / n
+        unknown = set(extra) - set(self.extra_columns)
+        missing = set(self.extra_columns) - set(extra)
+        if unknown or missing:
+            raise ValueError(f"extra columns: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        values = {"task": task, "a_len": cell.a_len, "b_len": cell.b_len, "n": n, "correct": correct}
+        values["acc"] = correct / n
+        values.update(extra)
+        row = {k: _format(values[k]) for k in self.columns}
+
+        key = (task, str(cell.a_len), str(cell.b_len))
+        rows = [r for r in self._load() if (r["task"], r["a_len"], r["b_len"]) != key] + [row]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        st = self.path.stat()
+        self._rows, self._stamp = rows, (st.st_mtime_ns, st.st_size)
+
+
+def read_results(run_dir: str | os.PathLike, out: str = "eval") -> list[dict]:
+    """Every row of every CSV under ``<run_dir>/<out>/``, deduplicated on ``(task, a_len, b_len)``.
+
+    Files are read oldest first (ties by name), so where two files hold the same cell the most recently
+    written wins. Returns a list of dicts (numbers parsed; a column missing from a file is ``None``), sorted
+    by task, a_len, b_len; ``[]`` when there is nothing to read. ``pandas.DataFrame(rows)`` if you want one.
+    """
+    folder = Path(run_dir) / out
+    if not folder.is_dir():
+        return []
+    files = sorted(folder.glob("*.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    merged: dict[tuple[str, int, int], dict] = {}
+    columns: list[str] = []
+    for path in files:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or ())
+            if not header:
+                continue  # an empty file: nothing written yet
+            if not set(BASE_COLUMNS) <= set(header):
+                raise DataError(f"{path}: not an eval CSV, header must start with {','.join(BASE_COLUMNS)}")
+            columns += [c for c in header if c not in columns]
+            for line, raw in enumerate(reader, start=2):
+                row = {k: _parse(v) for k, v in raw.items() if k is not None}
+                if any(not isinstance(row[c], int) for c in _INT_COLUMNS) or row["task"] is None:
+                    raise DataError(f"{path}:{line}: malformed row {raw}")
+                row["task"] = str(row["task"])
+                merged[(row["task"], row["a_len"], row["b_len"])] = row
+    rows = [{c: r.get(c) for c in columns} for _, r in sorted(merged.items())]
+    return rows

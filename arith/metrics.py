@@ -1,0 +1,54 @@
+"""Metrics: JSON lines in the run directory, and wandb when asked (offline works with no login)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from arith.checkpoint import atomic_write_text
+
+METRICS = "metrics.jsonl"
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, resume_step: int, use_wandb: bool, project: str, config: dict):
+        self.path = Path(run_dir) / METRICS
+        self._truncate_after(resume_step)
+        self.file = open(self.path, "a")
+        self.wandb = None
+        if use_wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("train.wandb=true needs wandb: pip install 'arith[wandb]'") from None
+            os.environ.setdefault(
+                "WANDB_MODE", "offline" if not os.environ.get("WANDB_API_KEY") else "online"
+            )
+            self.wandb = wandb.init(
+                project=project, name=Path(run_dir).name, dir=str(run_dir), config=config, resume="allow"
+            )
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run rewrites history from its checkpoint: drop lines logged after it."""
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except ValueError:  # a line cut by a kill
+                continue
+        atomic_write_text(self.path, "".join(x + "\n" for x in keep))
+
+    def log(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log(row, step=row.get("step"))
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb is not None:
+            self.wandb.finish()

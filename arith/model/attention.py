@@ -1,0 +1,99 @@
+"""The one attention path: causal self-attention through `F.scaled_dot_product_attention`.
+
+A relative-position module (see `positions.py`) contributes an optional q/k rotation (RoPE) and an optional
+additive bias (FIRE). Both depend only on positions, so `Attention.prepare` builds them (and the causal mask)
+once per forward pass and layer; the looped decoder reuses them across recurrences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from arith.model.positions import build_rel_pos, rotate
+
+
+class KVCache:
+    """Keys (already rotated) and values of the tokens seen so far, for one (recurrence, layer) pair.
+
+    Storage grows by doubling so that appending one token per decoding step does not copy the whole past.
+    """
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None  # (B, H, capacity, D)
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, H, T, D = k.shape
+        need = self.length + T
+        if self.k is None or need > self.k.shape[2] or self.k.dtype != k.dtype:
+            capacity = max(need, 2 * self.length, 16)
+            new_k = k.new_empty(B, H, capacity, D)
+            new_v = v.new_empty(B, H, capacity, D)
+            if self.k is not None:
+                new_k[:, :, : self.length] = self.k[:, :, : self.length]
+                new_v[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = new_k, new_v
+        self.k[:, :, self.length : need] = k
+        self.v[:, :, self.length : need] = v
+        self.length = need
+        return self.k[:, :, :need], self.v[:, :, :need]  # (B, H, past + T, D)
+
+
+@dataclass
+class AttnInputs:
+    """Everything attention needs from positions, shared by every call of one layer in a forward pass."""
+
+    rot: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (Tq, D), for the new tokens
+    mask: torch.Tensor | None  # float (H, Tq, Tk) bias with -inf above the diagonal, or bool (Tq, Tk)
+    is_causal: bool
+
+
+def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """(Tq, Tk) bool, True where key j may be seen by query i; the queries are the last Tq of the Tk tokens."""
+    past = t_k - t_q
+    q_idx = torch.arange(past, t_k, device=device)[:, None]
+    k_idx = torch.arange(t_k, device=device)[None, :]
+    return k_idx <= q_idx
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_dim = cfg.width // cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.rel = build_rel_pos(cfg)
+
+    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
+        """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""
+        t_q, t_k = q_pos.numel(), k_pos.numel()
+        rot = self.rel.rotary(q_pos)
+        bias = self.rel.bias(q_pos, k_pos)
+        if bias is None:
+            if t_q == t_k:
+                return AttnInputs(rot, None, True)
+            if t_q == 1:  # one new token sees every cached one
+                return AttnInputs(rot, None, False)
+            return AttnInputs(rot, causal_mask(t_q, t_k, q_pos.device), False)
+        allowed = causal_mask(t_q, t_k, q_pos.device)
+        return AttnInputs(rot, bias.masked_fill(~allowed, float("-inf")), False)
+
+    def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
+        if inp.rot is not None:
+            q, k = rotate(q, inp.rot), rotate(k, inp.rot)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, past + T, D)
+        mask = inp.mask
+        if mask is not None and mask.dtype not in (torch.bool, q.dtype):
+            mask = mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=inp.is_causal)  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)

@@ -1,0 +1,175 @@
+"""Run directories: validation before work starts, the saved config, resume checks, and loading a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from arith.data.tasks import eval_cell
+from omegaconf import OmegaConf
+
+from arith import checkpoint
+from arith.data.tokenizer import ArithTokenizer
+from arith.errors import CheckpointError, ConfigError, require
+from arith.schema import ModelConfig, PretrainConfig
+
+CONFIG = "config.yaml"
+# keys that define what a run *is*: a resumed run must agree on them (steps / budget may change)
+IDENTITY_KEYS = (
+    "model",
+    "data.task",
+    "data.max_len",
+    "data.max_len_b",
+    "data.n_train",
+    "data.seed",
+    "data.streaming",
+    "train.batch_size",
+    "train.seed",
+    "train.lr",
+    "train.mask_before_equals",
+    "train.loss_reduction",
+)
+
+
+def validate_pretrain(cfg: PretrainConfig) -> None:
+    t, d = cfg.train, cfg.data
+    require(
+        bool(t.steps) or bool(t.budget_minutes),
+        "set train.steps or train.budget_minutes (> 0): the run needs an end",
+    )
+    for key, value in [("train.steps", t.steps), ("train.budget_minutes", t.budget_minutes)]:
+        require(value is None or value > 0, f"{key}={value} must be > 0 (or null)")
+    for key, value in [
+        ("train.batch_size", t.batch_size),
+        ("train.lr", t.lr),
+        ("train.clip", t.clip),
+        ("train.keep_last", t.keep_last),
+        ("train.log_every", t.log_every),
+        ("data.max_len", d.max_len),
+        ("data.n_train", d.n_train),
+    ]:
+        require(value > 0, f"{key}={value} must be > 0")
+    require(d.max_len_b is None or d.max_len_b > 0, f"data.max_len_b={d.max_len_b} must be > 0 (or null)")
+    require(
+        0 <= t.warmup and 0 <= t.cooldown and t.warmup + t.cooldown <= 1,
+        f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be >= 0 and sum to <= 1",
+    )
+    require(0 <= d.test_frac < 1, f"data.test_frac={d.test_frac} must be in [0, 1)")
+    require(0 <= cfg.model.alpha <= 1, f"model.alpha={cfg.model.alpha} must be in [0, 1]")
+    require(
+        cfg.model.max_backprop is None or cfg.model.max_backprop > 0,
+        f"model.max_backprop={cfg.model.max_backprop} must be > 0 (or null)",
+    )
+
+
+def longest_digit_run(ids: np.ndarray, tok: ArithTokenizer) -> int:
+    is_digit = tok.is_digit(ids)
+    best, run = 0, np.zeros(ids.shape[0], dtype=np.int64)
+    for col in range(ids.shape[1]):
+        run = np.where(is_digit[:, col], run + 1, 0)
+        best = max(best, int(run.max()))
+    return best
+
+
+def position_needs(
+    cfg: PretrainConfig,
+    tok: ArithTokenizer,
+    a_len: int | None = None,
+    b_len: int | None = None,
+    training: bool = True,
+) -> tuple[int, int]:
+    """Longest sequence and digit run of the (a_len, b_len) cell; raises when the position table can't hold them."""
+    from arith.model import check_positions
+
+    a = a_len or cfg.data.max_len
+    b = b_len or cfg.data.max_len_b or cfg.data.max_len
+    probe = eval_cell(
+        cfg.data.task.value if hasattr(cfg.data.task, "value") else cfg.data.task, tok, a, b, 8, 0
+    )
+    max_tokens, max_digits = int(probe.length.max()), longest_digit_run(probe.ids, tok)
+    check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training)
+    return max_tokens, max_digits
+
+
+def model_config_dict(model_cfg: ModelConfig, tok: ArithTokenizer) -> dict:
+    out = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True, enum_to_str=True)
+    out["vocab_size"] = tok.vocab_size
+    return out
+
+
+def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:
+    checkpoint.atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    tok.save(run_dir)
+
+
+def _select(cfg, key: str):
+    value = OmegaConf.select(cfg, key)
+    return (
+        OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+        if OmegaConf.is_config(value)
+        else (value.value if hasattr(value, "value") else value)
+    )
+
+
+def check_resume_compatible(cfg: PretrainConfig, run_dir: Path) -> None:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return
+    saved = OmegaConf.load(path)
+    for key in IDENTITY_KEYS:
+        old, new = _select(saved, key), _select(cfg, key)
+        if isinstance(old, dict):
+            diffs = [
+                f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
+        else:
+            diffs = [f"{key}: {old!r} -> {new!r}"] if old != new else []
+        if diffs:
+            raise ConfigError(
+                f"{run_dir} holds a different run ({diffs[0]}); pick another name=... "
+                "or repeat the original settings to resume"
+            )
+
+
+def load_config(run_dir: Path) -> PretrainConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory: no {CONFIG}")
+    return OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path))
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    cfg: PretrainConfig
+    tok: ArithTokenizer
+    model: torch.nn.Module
+    step: int
+
+    def solve(self, problem: str, **kwargs) -> str:
+        from arith.solve import solve
+
+        return solve(self, problem, **kwargs)
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A trained run ready for inference: `arith.load(run_dir).solve("12345+678")`."""
+    from arith.model import build_model
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    tok = ArithTokenizer.load(run_dir)
+    ckpt = checkpoint.latest(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet: train it first")
+    saved = checkpoint.read_model_config(ckpt)
+    saved.pop("vocab_size", None)
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved)
+    model = build_model(model_cfg, tok)
+    checkpoint.load_weights(ckpt, model)
+    model.to(device).eval()
+    return Run(run_dir=run_dir, cfg=cfg, tok=tok, model=model, step=int(ckpt.name))

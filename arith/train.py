@@ -1,0 +1,274 @@
+"""train(cfg): the training loop. Runs under `python pretrain.py` and `torchrun ... pretrain.py` alike."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from arith.data.datasets import ensure, make_batches
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from arith import checkpoint, dist
+from arith.data.tokenizer import ArithTokenizer
+from arith.metrics import MetricsLog
+from arith.model import build_model
+from arith.optim import build_optimizer, run_progress, trapezoid
+from arith.runs import (
+    check_resume_compatible,
+    model_config_dict,
+    position_needs,
+    save_run_config,
+    validate_pretrain,
+)
+from arith.schema import PretrainConfig, Reduction
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def lm_loss(
+    logits: torch.Tensor, ids: torch.Tensor, tok: ArithTokenizer, answer_only: bool, reduction: Reduction
+) -> torch.Tensor:
+    """Next-token cross-entropy over ids[:, 1:], normalised over the *global* batch.
+
+    Each rank divides its summed loss by the global token (or sample) count times the world size, so that
+    DDP's gradient averaging yields exactly the single-process gradient of the same global batch.
+    """
+    targets = ids[:, 1:]  # (B, T-1)
+    valid = targets != tok.pad_id
+    if answer_only:  # SPEC: mask every target up to and including '='
+        valid &= torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1) > 0
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+    token_loss = token_loss * valid
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if reduction == Reduction.mean:
+        count = dist.all_reduce_sum(valid.sum().to(token_loss.dtype)).clamp_min(1)
+        return token_loss.sum() * world / count
+    per_row = valid.sum(dim=1)
+    row_mean = token_loss.sum(dim=1) / per_row.clamp_min(1)
+    rows = dist.all_reduce_sum((per_row > 0).sum().to(token_loss.dtype)).clamp_min(1)
+    return row_mean.sum() * world / rows
+
+
+def progressive_depths(recurrences: int, max_backprop: int | None, throttle: bool) -> tuple[int, int]:
+    """Progressive loss (McLeish et al. 2024 / Bansal et al. 2022): n recurrences without gradient, then k with.
+
+    n ~ U{0..R-1}; k ~ U{1..min(R-n, max_backprop)} when throttled (depth never exceeds R), U{1..max_backprop}
+    otherwise. Drawn from torch's global RNG so they are part of the checkpointed RNG state.
+    """
+    mb = max_backprop or max(1, recurrences // 2)
+    n = int(torch.randint(0, recurrences, ()).item())
+    k_max = min(recurrences - n, mb) if throttle else mb
+    k = int(torch.randint(1, k_max + 1, ()).item())
+    return n, k
+
+
+def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
+    m = cfg.model
+    x = ids[:, :-1]
+    k = int(torch.randint(0, m.max_k + 1, ()).item())  # one Abacus offset per step, shared by every pass
+
+    def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
+        logits = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k)
+        return lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
+
+    if m.recurrences == 1 or m.alpha == 0:
+        return loss_at(m.recurrences)
+    n, kk = progressive_depths(m.recurrences, m.max_backprop, m.throttle)
+    loss = m.alpha * loss_at(n + kk, no_grad=n)
+    if m.alpha < 1:
+        loss = loss + (1 - m.alpha) * loss_at(m.recurrences)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------- state
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = random.getstate()
+    random.setstate((py[0], tuple(int(v) for v in state["python"].tolist()), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT ask the loop to save and stop instead of losing the work since the last checkpoint."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        if self.raised:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train(cfg: PretrainConfig) -> Path:
+    # ======== setup: processes, config, run directory
+    info = dist.init()
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    validate_pretrain(cfg)
+    tcfg = cfg.train
+    run_dir = Path(cfg.run_dir)
+    ckpt = checkpoint.latest(run_dir)
+    check_resume_compatible(cfg, run_dir)
+
+    # ======== data: rank 0 builds a missing on-disk dataset, the others wait for it
+    if not cfg.data.streaming:
+        if info.is_main:
+            ensure(cfg.data)
+        dist.barrier()
+    batches, tok = make_batches(cfg.data, tcfg.batch_size, tcfg.seed, info.rank, info.world)
+
+    # ======== model and optimizer
+    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    position_needs(cfg, tok)  # raises before any work when the position table is too small
+    raw_model = build_model(cfg.model, tok).to(info.device)
+    opt = build_optimizer(raw_model, tcfg)
+    step, elapsed, tokens = 0, 0.0, 0
+    if ckpt is not None:
+        checkpoint.load_weights(ckpt, raw_model)
+        state = checkpoint.load_trainer_state(ckpt)
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
+        set_rng_state(state["rng"])
+        dist.print0(f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
+    model = raw_model
+    if tcfg.compile:
+        model = torch.compile(model)
+    if info.world > 1:
+        model = DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    use_bf16 = tcfg.bf16 and (info.device.type == "cuda" or tcfg.cpu_bf16)
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, run_dir, tok)
+    log = (
+        MetricsLog(run_dir, step, tcfg.wandb, tcfg.wandb_project, OmegaConf.to_container(cfg, resolve=True))
+        if info.is_main
+        else None
+    )
+    model_cfg = model_config_dict(cfg.model, tok)
+
+    def save(final: bool = False) -> None:
+        if info.is_main:
+            state = {
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "tokens": tokens,
+                "rng": rng_state(),
+            }
+            checkpoint.save(run_dir, step, raw_model, model_cfg, state, tcfg.keep_last)
+        dist.barrier()
+
+    # ======== loop
+    stop = _StopFlag()
+    bar = tqdm(
+        total=tcfg.steps or int(60 * tcfg.budget_minutes),
+        initial=step if tcfg.steps else int(elapsed),
+        unit="step" if tcfg.steps else "s",
+        disable=not (tcfg.progress and info.is_main),
+        dynamic_ncols=True,
+    )
+    dist.print0(
+        f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
+    )
+    t0, last_save, window_tokens, window_t = time.perf_counter(), time.perf_counter(), 0, time.perf_counter()
+    start_elapsed, loss_ema = elapsed, None
+    model.train()
+    while True:
+        progress = run_progress(step, elapsed, tcfg.steps, tcfg.budget_minutes)
+        if progress >= 1.0 or stop.raised:
+            break
+        lr = tcfg.lr * trapezoid(progress, tcfg.warmup, tcfg.cooldown)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ids = batches.batch(step).to(info.device, non_blocking=True)
+        with autocast:
+            loss = forward_loss(model, raw_model, ids, cfg, tok)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tcfg.clip)
+        opt.step()
+
+        step += 1
+        n_tok = int(dist.all_reduce_sum(torch.tensor(ids.numel(), device=info.device)).item())
+        tokens += n_tok
+        window_tokens += n_tok
+        now = time.perf_counter()
+        elapsed = start_elapsed + (now - t0)
+        if info.world > 1:  # every rank must agree on when the budget ends
+            elapsed = (
+                float(dist.all_reduce_sum(torch.tensor(elapsed, dtype=torch.float64)).item()) / info.world
+            )
+        loss_val = float(dist.all_reduce_mean(loss.detach()).item())
+        if not math.isfinite(loss_val):
+            raise FloatingPointError(f"loss is {loss_val} at step {step}; lower train.lr or raise train.clip")
+        loss_ema = loss_val if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_val
+        if tcfg.steps:
+            bar.update(1)
+        else:
+            bar.update(int(elapsed) - bar.n)
+        if step % tcfg.log_every == 0 or step == 1:
+            tps = window_tokens / max(now - window_t, 1e-9)
+            window_tokens, window_t = 0, now
+            bar.set_postfix(loss=f"{loss_ema:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
+            if log:
+                log.log(
+                    {
+                        "step": step,
+                        "loss": loss_val,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "tokens": tokens,
+                        "tokens_per_s": tps,
+                        "elapsed_s": elapsed,
+                    }
+                )
+        due = (now - last_save) > 60 * tcfg.save_every_minutes or (
+            tcfg.save_every_steps > 0 and step % tcfg.save_every_steps == 0
+        )
+        if due:
+            save()
+            last_save = time.perf_counter()
+    bar.close()
+    stop.restore()
+    save(final=True)
+    if log:
+        log.close()
+    dist.print0(
+        f"stopped at step {step} after {elapsed / 60:.1f} min; checkpoint in {run_dir / 'checkpoints'}"
+    )
+    if stop.raised:
+        raise KeyboardInterrupt("stopped by signal after saving")
+    return run_dir

@@ -1,0 +1,47 @@
+"""Plot evaluation grids of finished runs.
+
+    python scripts/plot_grid.py runs/addition20_abacus-none_2x8_w1024_s0
+    python scripts/plot_grid.py runs/RUN_A runs/RUN_B [--out DIR]
+
+For each run directory: ``heatmap_<task>.png`` and ``.pdf`` inside it (titled from the run's config.yaml).
+With several runs, also ``compare.png`` and ``compare.pdf`` (accuracy against operand length, one line per run)
+in ``--out`` (default: the first run's parent folder). Prints every path written. A run without evaluation
+results is a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from arith.errors import ArithError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for compare.png/pdf (several runs)")
+    args = parser.parse_args(argv)
+
+    from arith.eval.grid import read_results  # after argparse, so --help stays instant
+    from arith.plots import plot_compare, plot_run
+
+    try:
+        for run in args.runs:  # check every run first: fail before writing anything
+            if not read_results(run):
+                raise ArithError(f"{run}: no evaluation results (no CSV rows under {run / 'eval'})")
+        written = [p for run in args.runs for p in plot_run(run)]
+        if len(args.runs) > 1:
+            out_dir = args.out if args.out is not None else args.runs[0].resolve().parent
+            written += plot_compare(args.runs, out_dir / "compare")
+    except ArithError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in written:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
