@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from arith.data.tasks import eval_cell
 from omegaconf import OmegaConf
 
 from arith import checkpoint
+from arith.data.tasks import eval_cell
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import CheckpointError, ConfigError, require
 from arith.schema import ModelConfig, PretrainConfig
@@ -79,6 +79,7 @@ def position_needs(
     a_len: int | None = None,
     b_len: int | None = None,
     training: bool = True,
+    k: int | None = None,
 ) -> tuple[int, int]:
     """Longest sequence and digit run of the (a_len, b_len) cell; raises when the position table can't hold them."""
     from arith.model import check_positions
@@ -89,7 +90,7 @@ def position_needs(
         cfg.data.task.value if hasattr(cfg.data.task, "value") else cfg.data.task, tok, a, b, 8, 0
     )
     max_tokens, max_digits = int(probe.length.max()), longest_digit_run(probe.ids, tok)
-    check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training)
+    check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training, k=k)
     return max_tokens, max_digits
 
 

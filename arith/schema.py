@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class Task(str, Enum):
+class _Choice(str, Enum):
+    """A config choice; prints as its value, so run names read `abacus`, not `AbsPos.abacus`."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Task(_Choice):
     addition = "addition"
     subtraction = "subtraction"
     multiplication = "multiplication"
@@ -22,7 +29,7 @@ class Task(str, Enum):
     bitwise_or = "bitwise_or"
 
 
-class AbsPos(str, Enum):
+class AbsPos(_Choice):
     """Position slot that adds to the token embedding."""
 
     none = "none"
@@ -30,7 +37,7 @@ class AbsPos(str, Enum):
     abacus = "abacus"
 
 
-class RelPos(str, Enum):
+class RelPos(_Choice):
     """Position slot that acts inside attention."""
 
     none = "none"
@@ -38,12 +45,12 @@ class RelPos(str, Enum):
     fire = "fire"
 
 
-class Injection(str, Enum):
+class Injection(_Choice):
     none = "none"
     add = "add"
 
 
-class Reduction(str, Enum):
+class Reduction(_Choice):
     mean = "mean"  # mean over every target token in the batch
     per_sample = "per_sample"  # mean over tokens within a sample, then mean over samples
 
@@ -137,7 +144,6 @@ class PretrainConfig:
     # after training: greedy exact-match per operand length up to this many digits (0 = skip)
     check_lens: int = 0
     check_n: int = 50
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the run config
 
 
 @dataclass

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from arith.data.datasets import ensure, make_batches
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from arith import checkpoint, dist
+from arith.data.datasets import ensure, make_batches
 from arith.data.tokenizer import ArithTokenizer
 from arith.metrics import MetricsLog
 from arith.model import build_model

@@ -72,7 +72,8 @@ def test_unknown_key_is_an_error(compose):
 def test_unknown_choice_lists_valid_ones(compose):
     with pytest.raises(Exception) as err:
         compose(["model.abs_pos=abacs"])
-    assert "abacus" in str(err.value) and "learned" in str(err.value)
+    message = f"{err.value} {err.value.__cause__}"
+    assert "abacus" in message and "learned" in message
 
 
 def test_wrong_type_is_an_error(compose):

@@ -39,9 +39,20 @@ def evaluate_cell(
         for start in range(0, len(rows), batch_size):
             idx = rows[start : start + batch_size]
             prompts = torch.as_tensor(ex.ids[idx, :p], device=device)
-            out = generate(
-                model, prompts, max_new, tok.eos_id, tok.pad_id, recurrences=recurrences, k=k, use_cache=use_cache
-            ).cpu().numpy()
+            out = (
+                generate(
+                    model,
+                    prompts,
+                    max_new,
+                    tok.eos_id,
+                    tok.pad_id,
+                    recurrences=recurrences,
+                    k=k,
+                    use_cache=use_cache,
+                )
+                .cpu()
+                .numpy()
+            )
             for j, i in enumerate(idx):
                 truth = ex.ids[i, p : ex.length[i]]  # answer tokens + EOS
                 correct[i] = np.array_equal(out[j, : len(truth)], truth)

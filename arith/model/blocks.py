@@ -45,7 +45,9 @@ class PreLNBlock(nn.Module):
         """The projections that write into the residual stream (scaled down at init)."""
         return [self.attn.proj, self.ffn.w_out]
 
-    def forward(self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
         if inp is None:
             pos = torch.arange(x.shape[1], device=x.device)
             inp = self.prepare(pos, pos)

@@ -16,7 +16,6 @@ from enum import Enum
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from arith.errors import ConfigError
 
@@ -104,6 +103,7 @@ class AbacusPos(nn.Module):
         pos = abacus_positions(self.is_digit(ids))
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
         if pos.numel():
+            # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error
             top = int(pos.max())
             if top >= self.max_pos:
                 raise ConfigError(
@@ -157,7 +157,9 @@ class RoPE(nn.Module):
     def __init__(self, head_dim: int, base: float):
         super().__init__()
         if head_dim % 2:
-            raise ConfigError(f"model.rel_pos=rope needs an even head dim (model.width / model.heads), got {head_dim}")
+            raise ConfigError(
+                f"model.rel_pos=rope needs an even head dim (model.width / model.heads), got {head_dim}"
+            )
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -220,4 +222,3 @@ def random_positions(length: int, max_length: int, device=None) -> torch.Tensor:
             f"model.fire_max_length={max_length} too small: a sequence of {length} tokens needs at least {length}"
         )
     return torch.randperm(max_length)[:length].sort().values.to(device)
-

@@ -1,0 +1,304 @@
+"""On-disk and streaming training data, and deterministic batches.
+
+On disk (``build``): a Hugging Face ``DatasetDict(train, test)`` saved with ``save_to_disk`` in
+``<root>/<name>/``, one column ``input_ids`` (variable-length token ids, no padding, stored as uint8 while the
+vocabulary fits: Batches return int64), plus ``tokenizer.json`` and ``arith_data.json`` (what was built).
+Rows are generated in chunks of ``CHUNK`` with ``numpy.random.default_rng([seed, split, chunk])`` and turned
+into Arrow list arrays from flat values + offsets, so a build is deterministic for a seed and needs no Python
+per row. test = round(test_frac * n_train) rows drawn like the training rows (train keeps the rest): it
+measures in-distribution loss; held-out evaluation uses ``tasks.eval_cell``.
+bitwise_or stores its exhaustive set once, shuffled, whatever n_train (the original kept 100 of 2,870 rows
+by mistake); its test split is a random sample of that set.
+
+Batches: ``batch(step)`` depends only on (seed, step, rank, world), so resuming at a step replays exactly the
+data a run would have seen. Rank r of `world` takes global rows r::world; each local batch is padded to its
+own longest row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from arith.data import tasks
+from arith.data.tokenizer import ArithTokenizer
+from arith.errors import DataError, require
+
+FORMAT_VERSION = 1
+META = "arith_data.json"
+CHUNK = 1_000_000
+_TRAIN, _TEST = 0, 1  # rng stream ids
+
+
+def _task(cfg) -> str:
+    return getattr(cfg.task, "value", cfg.task)
+
+
+def _lens(cfg) -> tuple[int, int]:
+    return int(cfg.max_len), int(cfg.max_len if cfg.max_len_b is None else cfg.max_len_b)
+
+
+def dataset_dir(cfg) -> Path:
+    for key in ("root", "name"):
+        value = str(getattr(cfg, key))
+        require(
+            "${" not in value,
+            f"data.{key} is an unresolved interpolation {value!r}: compose the config "
+            f"through Hydra or set data.{key}",
+        )
+    return Path(cfg.root) / cfg.name
+
+
+def _complete(path: Path) -> bool:
+    return (path / META).is_file()
+
+
+# ---------------------------------------------------------------- build
+
+
+def _to_arrow(ex: tasks.Examples) -> pa.ListArray:
+    """(N, T) padded matrix -> list array of the unpadded rows, without Python per row."""
+    t = ex.ids.shape[1]
+    flat = ex.ids[np.arange(t)[None, :] < ex.length[:, None]]  # row-major: rows one after another
+    offsets = np.zeros(len(ex.length) + 1, dtype=np.int32)
+    np.cumsum(ex.length, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
+def _store_dtype(tok: ArithTokenizer):
+    return np.uint8 if tok.vocab_size <= 256 else np.int32
+
+
+def _generate(cfg, tok, stream: int, n: int, bar, timings: dict) -> list[pa.ListArray]:
+    max_a, max_b = _lens(cfg)
+    chunks = []
+    for c, lo in enumerate(range(0, n, CHUNK)):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, stream, c])
+        ex = tasks.train_examples(
+            _task(cfg), tok, rng, min(CHUNK, n - lo), max_a, max_b, dtype=_store_dtype(tok)
+        )
+        t1 = time.perf_counter()
+        chunks.append(_to_arrow(ex))
+        t2 = time.perf_counter()
+        timings["generate"] = timings.get("generate", 0.0) + t1 - t0
+        timings["arrow"] = timings.get("arrow", 0.0) + t2 - t1
+        if bar is not None:
+            bar.update(len(ex))
+    return chunks
+
+
+def _or_splits(cfg, tok) -> tuple[list[pa.ListArray], list[pa.ListArray]]:
+    max_a, max_b = _lens(cfg)
+    ex = tasks.exhaustive_or(tok, max_a, max_b)
+    ex = tasks.Examples(ex.ids.astype(_store_dtype(tok)), ex.prompt_len, ex.length)
+    train_rows = np.random.default_rng([cfg.seed, _TRAIN]).permutation(len(ex))
+    n_test = min(len(ex), max(1, round(cfg.test_frac * len(ex)))) if cfg.test_frac > 0 else 0
+    test_rows = np.random.default_rng([cfg.seed, _TEST]).choice(len(ex), size=n_test, replace=False)
+
+    def take(rows):
+        return [_to_arrow(tasks.Examples(ex.ids[rows], ex.prompt_len[rows], ex.length[rows]))]
+
+    return take(train_rows), take(test_rows)
+
+
+def _dataset(chunks: list[pa.ListArray], tok):
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    if not chunks:  # an empty split still needs the column's type
+        chunks = [pa.array([], type=pa.list_(pa.from_numpy_dtype(_store_dtype(tok))))]
+    table = pa.Table.from_arrays([pa.chunked_array(chunks)], names=["input_ids"])
+    return Dataset(InMemoryTable(table))
+
+
+def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
+    """Generate and save the dataset for `cfg` atomically; refuses to overwrite a complete one.
+
+    `timings`, when given, receives seconds per stage (generate, arrow, save, total).
+    """
+    import datasets as hf
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    timings = {} if timings is None else timings
+    task = _task(cfg)
+    spec = tasks.get_task(task)
+    max_a, max_b = _lens(cfg)
+    spec.validate_lengths(max_a, max_b)
+    require(0 <= cfg.test_frac < 1, f"data.test_frac must be in [0, 1), got {cfg.test_frac}")
+    require(cfg.n_train >= 1, f"data.n_train must be >= 1, got {cfg.n_train}")
+    target = dataset_dir(cfg)
+    if target.exists():
+        state = "a complete dataset" if _complete(target) else "an incomplete dataset (remove it)"
+        raise DataError(f"{target} already holds {state}; build() never overwrites: delete it to rebuild")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tok = ArithTokenizer.build()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    bars = hf.is_progress_bar_enabled()
+    try:
+        if task == "bitwise_or":
+            train, test = _or_splits(cfg, tok)
+        else:
+            n_test = round(cfg.n_train * cfg.test_frac)
+            bar = tqdm(total=cfg.n_train, desc=f"data {target.name}", unit="ex") if progress else None
+            train = _generate(cfg, tok, _TRAIN, cfg.n_train - n_test, bar, timings)
+            test = _generate(cfg, tok, _TEST, n_test, bar, timings)
+            if bar is not None:
+                bar.close()
+        t0 = time.perf_counter()
+        if not progress:
+            hf.disable_progress_bars()
+        dd = hf.DatasetDict({"train": _dataset(train, tok), "test": _dataset(test, tok)})
+        dd.save_to_disk(str(tmp))
+        tok.save(tmp)
+        meta = {
+            "format": FORMAT_VERSION,
+            "task": task,
+            "max_len": max_a,
+            "max_len_b": max_b,
+            "n_train": int(cfg.n_train),
+            "test_frac": float(cfg.test_frac),
+            "seed": int(cfg.seed),
+            "rows": {"train": len(dd["train"]), "test": len(dd["test"])},
+            "dtype": np.dtype(_store_dtype(tok)).name,
+            "chunk": CHUNK,
+        }
+        if task == "bitwise_or":
+            meta["note"] = "exhaustive training set, shuffled; n_train ignored"
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        timings["save"] = time.perf_counter() - t0
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _complete(target):  # not a concurrent builder that finished first
+                raise
+    finally:
+        if bars:
+            hf.enable_progress_bars()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    timings["total"] = time.perf_counter() - t_start
+    return target
+
+
+def load(cfg):
+    """(DatasetDict, tokenizer) for `cfg`; DataError if missing or built for another task or lengths."""
+    from datasets import load_from_disk
+
+    path = dataset_dir(cfg)
+    if not _complete(path):
+        raise DataError(
+            f"no dataset at {path} (missing {META}): build it with ensure()/scripts/make_data.py "
+            "or set data.streaming=true"
+        )
+    meta = json.loads((path / META).read_text())
+    max_a, max_b = _lens(cfg)
+    want = {"task": _task(cfg), "max_len": max_a, "max_len_b": max_b}
+    got = {k: meta.get(k) for k in want}
+    if got != want or meta.get("format") != FORMAT_VERSION:
+        raise DataError(
+            f"dataset at {path} was built for {got} (format {meta.get('format')}), config asks "
+            f"{want} (format {FORMAT_VERSION}): wrong data.name or data.root?"
+        )
+    return load_from_disk(str(path)), ArithTokenizer.load(path)
+
+
+def ensure(cfg) -> Path:
+    """The dataset's directory, building it first if missing (call on one rank, then synchronize)."""
+    path = dataset_dir(cfg)
+    return path if _complete(path) else build(cfg)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def _pad(length: np.ndarray, values: np.ndarray, pad_id: int) -> torch.Tensor:
+    """Flat row values + lengths -> (N, longest) int64 tensor padded with pad_id."""
+    t = int(length.max()) if len(length) else 0
+    out = np.full((len(length), t), pad_id, dtype=np.int64)
+    out[np.arange(t)[None, :] < length[:, None]] = values
+    return torch.from_numpy(out)
+
+
+class Batches:
+    """batch(step) -> (global_batch // world, T) int64 tensor, right-padded with PAD; pure in (seed, step)."""
+
+    def __init__(self, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+        require(world >= 1 and 0 <= rank < world, f"rank {rank} is not in 0..world-1 (world {world})")
+        require(
+            global_batch >= 1 and global_batch % world == 0,
+            f"train.batch_size {global_batch} must be a positive multiple of the world size {world}",
+        )
+        self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
+        self.local_batch = global_batch // world
+
+    def batch(self, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DiskBatches(Batches):
+    """Epoch e visits the split in permutation(seed, e); step s takes global rows perm[s*B:(s+1)*B] (wrapping)."""
+
+    def __init__(
+        self, split_ds, tok: ArithTokenizer, global_batch: int, seed: int, rank: int = 0, world: int = 1
+    ):
+        super().__init__(global_batch, seed, rank, world)
+        self.ds = split_ds.with_format("arrow")
+        self.n = len(split_ds)
+        require(self.n > 0, "the dataset split is empty", DataError)
+        self.pad_id = tok.pad_id
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> torch.Tensor:
+        pos = step * self.global_batch + np.arange(self.rank, self.global_batch, self.world, dtype=np.int64)
+        epoch, idx = np.divmod(pos, self.n)
+        rows = np.empty_like(pos)
+        for e in np.unique(epoch):
+            sel = epoch == e
+            rows[sel] = self._perm(int(e))[idx[sel]]
+        col = self.ds[rows.tolist()].column("input_ids").combine_chunks()
+        length = np.diff(np.asarray(col.offsets))
+        return _pad(length, np.asarray(col.flatten()), self.pad_id)
+
+
+class StreamBatches(Batches):
+    """Generates the global batch of step s with default_rng([seed, s]) and keeps rows rank::world."""
+
+    def __init__(self, cfg, tok: ArithTokenizer, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+        super().__init__(global_batch, seed, rank, world)
+        self.task = _task(cfg)
+        self.max_a, self.max_b = _lens(cfg)
+        tasks.get_task(self.task).validate_lengths(self.max_a, self.max_b)
+        self.tok = tok
+
+    def batch(self, step: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, step])
+        ex = tasks.train_examples(self.task, self.tok, rng, self.global_batch, self.max_a, self.max_b)
+        ids, length = ex.ids[self.rank :: self.world], ex.length[self.rank :: self.world]
+        return torch.from_numpy(np.ascontiguousarray(ids[:, : int(length.max())]))
+
+
+def make_batches(cfg, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+    """(Batches, tokenizer): streaming, or from disk (building the dataset if missing)."""
+    if cfg.streaming:
+        tok = ArithTokenizer.build()
+        return StreamBatches(cfg, tok, global_batch, seed, rank, world), tok
+    ensure(cfg)
+    ds, tok = load(cfg)
+    return DiskBatches(ds["train"], tok, global_batch, seed, rank, world), tok

@@ -1,0 +1,507 @@
+"""Tasks: vectorized example generators, one `TaskSpec` per task, in the `TASKS` registry.
+
+Formats (SPEC "Data formats"; numbers least-significant digit first, no spaces, no padding, no BOS):
+addition ``21+543=753`` (12+345=357), subtraction ``21-543=333-`` (12-345=-333: the answer is the reversal of
+the natural string, so a negative result ends in ``-``), multiplication ``21x43=804``, sorting
+``a:503,b:7,c:14=b,c,a``, bitwise OR ``0100+00=0100``. Every row ends with EOS, then PAD.
+
+Train / eval disjointness (the hash split): every example's operands (digits and lengths; for sorting the
+numbers and the array length, not the labels) get a polynomial hash mod 2^31-1, mixed to 64 bits
+(`digits.operand_hash`). The example is *held out* iff that hash % 50 == 0 (about 2% of each cell).
+``split="train"`` resamples held-out rows until none is left; ``split="eval"`` keeps only held-out ones
+(oversampled rejection sampling). So no evaluation example can appear in training, at any length.
+Exceptions, by design:
+- bitwise_or is exempt: its training set is exhaustive, evaluation is plain sampling.
+- a cell (a_len, b_len) whose examples are all of one class (tiny cells, e.g. 1x1 addition has 100 examples)
+  cannot be split; train and eval then both sample it plainly. Cells over `_SPLIT_CHECK_MAX` examples are
+  assumed to hold both classes; smaller ones are checked by a fixed-seed sample of 20x their size.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from arith.data import digits as D
+from arith.data.tokenizer import LABELS, ArithTokenizer
+from arith.errors import ConfigError
+
+HOLDOUT_MOD = 50
+_SPLIT_CHECK_MAX = 10_000
+_EVAL_OVERSAMPLE = 128  # candidates per wanted eval row: P(no held-out among them) = 0.98^128 ~ 7%
+_MAX_ROUNDS = 1000
+
+
+@dataclass
+class Examples:
+    ids: np.ndarray  # (N, T) int64, right-padded with tok.pad_id; row = prompt (through '='), answer, EOS
+    prompt_len: np.ndarray  # (N,) tokens up to and including '='
+    length: np.ndarray  # (N,) tokens including EOS
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _lut(ids, dtype) -> np.ndarray:
+    return np.asarray(ids, dtype=dtype)
+
+
+def _digit_tokens(tok: ArithTokenizer, d: np.ndarray, dtype) -> np.ndarray:
+    """Digit values -> token ids (an add when the tokenizer's digit ids are consecutive, else a lookup)."""
+    first = tok.digit_ids[0]
+    if list(tok.digit_ids) == list(range(first, first + 10)):
+        return d.astype(dtype) + dtype(first)
+    return _lut(tok.digit_ids, dtype)[d]
+
+
+def _clean(problem: str) -> str:
+    return "".join(problem.split())
+
+
+class TaskSpec:
+    """One task: sampling, tokens, the split, checking and the natural <-> reversed forms."""
+
+    name: str = ""
+    op: str = ""
+    hash_split: bool = True
+
+    def __init__(self) -> None:
+        self._splittable_cache: dict[tuple[int, int], bool] = {}
+
+    # ------------------------------------------------------------ to implement per task
+    def _sample(self, rng, a_len, b_len, wa: int, wb: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _hash(self, ops: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _tokens(self, tok: ArithTokenizer, ops, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def cell_size(self, a_len: int, b_len: int) -> int:
+        """Number of distinct operand tuples in a cell (a Python int, may be huge)."""
+        raise NotImplementedError
+
+    def check(self, text: str) -> bool:
+        raise NotImplementedError
+
+    def prompt(self, problem: str) -> str:
+        raise NotImplementedError
+
+    def answer(self, reversed_answer: str) -> str:
+        return reversed_answer[::-1]
+
+    def max_answer_len(self, a_len: int, b_len: int) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ shared
+    def validate_lengths(self, max_a: int, max_b: int) -> None:
+        if max_a < 1 or max_b < 1:
+            raise ConfigError(f"{self.name}: operand lengths must be >= 1, got {max_a}x{max_b}")
+
+    def lengths(self, rng, n: int, max_a: int, max_b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over every pair (1..max_a) x (1..max_b)."""
+        self.validate_lengths(max_a, max_b)
+        return rng.integers(1, max_a + 1, size=n), rng.integers(1, max_b + 1, size=n)
+
+    def make(self, tok, rng, a_len, b_len, split: str = "train", *, dtype=np.int64) -> Examples:
+        """Examples with exactly these lengths per row. `dtype` is for callers that store narrow ids."""
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        a_len = np.asarray(a_len, dtype=np.int64)
+        b_len = np.asarray(b_len, dtype=np.int64)
+        if len(a_len) == 0:
+            return Examples(np.zeros((0, 0), dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.validate_lengths(int(a_len.max()), int(b_len.max()))
+        if a_len.min() < 1 or b_len.min() < 1:
+            raise ValueError(f"{self.name}: lengths must be >= 1")
+        ops = self._draw(rng, a_len, b_len, split)
+        narrow = np.uint8 if tok.vocab_size <= 256 else np.int32
+        ids, prompt_len, length = self._tokens(tok, ops, narrow)
+        return Examples(ids.astype(dtype), prompt_len.astype(np.int64), length.astype(np.int64))
+
+    def held_out(self, ops) -> np.ndarray:
+        return self._hash(ops) % np.uint64(HOLDOUT_MOD) == 0
+
+    def splittable(self, a_len: int, b_len: int) -> bool:
+        """True iff the cell holds both held-out and training examples (see the module docstring)."""
+        key = (int(a_len), int(b_len))
+        if key not in self._splittable_cache:
+            size = self.cell_size(*key)
+            ok = True
+            if size <= _SPLIT_CHECK_MAX:
+                rng = np.random.default_rng([12345, *key])
+                n = 20 * size
+                ops = self._sample(rng, np.full(n, key[0]), np.full(n, key[1]), *key)
+                h = self.held_out(ops)
+                ok = bool(h.any() and not h.all())
+            self._splittable_cache[key] = ok
+        return self._splittable_cache[key]
+
+    def _active(self, a_len: np.ndarray, b_len: np.ndarray) -> np.ndarray:
+        """Rows whose cell takes part in the hash split."""
+        if not self.hash_split:
+            return np.zeros(len(a_len), dtype=bool)
+        nb = int(b_len.max()) + 1
+        cell = a_len * nb + b_len
+        present = np.flatnonzero(np.bincount(cell))
+        table = np.zeros(int(cell.max()) + 1, dtype=bool)
+        for c in present:
+            table[c] = self.splittable(c // nb, c % nb)
+        return table[cell]
+
+    def _draw(self, rng, a_len, b_len, split: str) -> dict[str, np.ndarray]:
+        wa, wb = int(a_len.max()), int(b_len.max())
+        ops = self._sample(rng, a_len, b_len, wa, wb)
+        active = self._active(a_len, b_len)
+        if split == "train":
+            todo = np.flatnonzero(active & self.held_out(ops))
+            for _ in range(_MAX_ROUNDS):
+                if todo.size == 0:
+                    return ops
+                new = self._sample(rng, a_len[todo], b_len[todo], wa, wb)
+                _put(ops, todo, new)
+                todo = todo[self.held_out(new)]
+        else:
+            todo = np.flatnonzero(active)
+            for _ in range(_MAX_ROUNDS):
+                if todo.size == 0:
+                    return ops
+                rep = np.repeat(todo, _EVAL_OVERSAMPLE)
+                cand = self._sample(rng, a_len[rep], b_len[rep], wa, wb)
+                ok = self.held_out(cand).reshape(len(todo), _EVAL_OVERSAMPLE)
+                got = ok.any(axis=1)
+                pick = np.arange(len(todo)) * _EVAL_OVERSAMPLE + ok.argmax(axis=1)
+                _put(ops, todo[got], _take(cand, pick[got]))
+                todo = todo[~got]
+        raise RuntimeError(f"{self.name}: hash-split sampling did not converge (a bug)")
+
+
+def _take(ops: dict, idx: np.ndarray) -> dict:
+    return {k: v[idx] for k, v in ops.items()}
+
+
+def _put(ops: dict, idx: np.ndarray, new: dict) -> None:
+    for k, v in ops.items():
+        v[idx] = new[k]
+
+
+# ---------------------------------------------------------------- + - x and OR: two operands
+
+
+class _Binary(TaskSpec):
+    """Two operands and an answer made of digits (plus a trailing '-' for negative differences)."""
+
+    def _sample(self, rng, a_len, b_len, wa, wb):
+        return {
+            "a": D.random_digits(rng, a_len, wa),
+            "la": a_len,
+            "b": D.random_digits(rng, b_len, wb),
+            "lb": b_len,
+        }
+
+    def _hash(self, ops):
+        wa, wb = ops["a"].shape[1], ops["b"].shape[1]
+        w = max(wa, wb)
+        dig = np.zeros((len(ops["a"]), 2, w), dtype=np.uint8)
+        dig[:, 0, :wa] = ops["a"]
+        dig[:, 1, :wb] = ops["b"]
+        return D.operand_hash(dig, np.stack([ops["la"], ops["lb"]], axis=1))
+
+    def _result(self, ops) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(answer digits, answer length, negative flag or None)."""
+        raise NotImplementedError
+
+    def _tokens(self, tok, ops, dtype):
+        c, lc, neg = self._result(ops)
+        segs = [
+            (_digit_tokens(tok, ops["a"], dtype), ops["la"]),
+            (tok.op_ids[self.op], None),
+            (_digit_tokens(tok, ops["b"], dtype), ops["lb"]),
+            (tok.eq_id, None),
+            (_digit_tokens(tok, c, dtype), lc),
+        ]
+        if neg is not None:
+            segs.append((np.full((len(c), 1), tok.op_ids["-"], dtype=dtype), neg.astype(np.int64)))
+        segs.append((tok.eos_id, None))
+        ids, length, starts = D.assemble(segs, len(c), tok.pad_id, dtype)
+        return ids, starts[4], length
+
+    def cell_size(self, a_len, b_len):
+        def count(n):
+            return 10 if n == 1 else 9 * 10 ** (n - 1)
+
+        return count(a_len) * count(b_len)
+
+    def _natural(self, text: str) -> tuple[str, str, str] | None:
+        m = re.fullmatch(rf"([0-9]+){re.escape(self.op)}([0-9]+)=(-?[0-9]+|[0-9]+-)", text)
+        return m.groups() if m else None
+
+    def _expected(self, a: int, b: int) -> str:
+        raise NotImplementedError
+
+    def check(self, text: str) -> bool:
+        parts = self._natural(text)
+        if parts is None:
+            return False
+        a, b, ans = parts
+        return ans == self._expected(int(a[::-1]), int(b[::-1]))[::-1]
+
+    _ops_accepted: tuple[str, ...] = ()
+
+    def prompt(self, problem: str) -> str:
+        p = _clean(problem)
+        ops = "".join(re.escape(o) for o in self._ops_accepted)
+        m = re.fullmatch(rf"([0-9]*)([{ops}])([0-9]*)", p)
+        if m is None:
+            found = re.sub(r"[0-9]", "", p) or "no operator"
+            raise ValueError(
+                f"{self.name}: expected <digits>{self.op}<digits>, got {problem!r} ({found!r} is not allowed)"
+            )
+        a, _, b = m.groups()
+        if not a or not b:
+            raise ValueError(f"{self.name}: empty operand in {problem!r}")
+        a, b = self._normalize(a), self._normalize(b)
+        return f"{a[::-1]}{self.op}{b[::-1]}="
+
+    def _normalize(self, operand: str) -> str:
+        return operand.lstrip("0") or "0"  # the model never saw leading zeros
+
+    def max_answer_len(self, a_len, b_len):
+        return max(a_len, b_len) + 2
+
+
+class Addition(_Binary):
+    name, op = "addition", "+"
+    _ops_accepted = ("+",)
+
+    def _result(self, ops):
+        c = D.add(ops["a"], ops["b"])
+        return c, D.num_len(c), None
+
+    def _expected(self, a, b):
+        return str(a + b)
+
+
+class Subtraction(_Binary):
+    name, op = "subtraction", "-"
+    _ops_accepted = ("-",)
+
+    def _result(self, ops):
+        c, neg = D.subtract(ops["a"], ops["la"], ops["b"], ops["lb"])
+        return c, D.num_len(c), neg
+
+    def _expected(self, a, b):
+        return str(a - b)
+
+    def max_answer_len(self, a_len, b_len):
+        return max(a_len, b_len) + 2  # digits, '-', EOS (no carry out of a difference)
+
+
+class Multiplication(_Binary):
+    name, op = "multiplication", "x"
+    _ops_accepted = ("x", "*")
+
+    def _result(self, ops):
+        c = D.multiply(ops["a"], ops["b"])
+        return c, D.num_len(c), None
+
+    def _expected(self, a, b):
+        return str(a * b)
+
+    def max_answer_len(self, a_len, b_len):
+        return a_len + b_len + 1
+
+
+class BitwiseOr(_Binary):
+    """One operand is one-hot (the shorter; either when equal lengths), the other all zeros."""
+
+    name, op = "bitwise_or", "+"
+    hash_split = False  # training is exhaustive by design
+    _ops_accepted = ("+", "|")
+
+    def _sample(self, rng, a_len, b_len, wa, wb):
+        n = len(a_len)
+        hot_a = np.where(a_len == b_len, rng.integers(0, 2, size=n) == 1, a_len < b_len)
+        hot = (rng.random(n) * np.minimum(a_len, b_len)).astype(np.int64)
+        return _or_digits(a_len, b_len, hot_a, hot, wa, wb)
+
+    def _result(self, ops):
+        w = max(ops["a"].shape[1], ops["b"].shape[1])
+        c = np.zeros((len(ops["a"]), w), dtype=np.uint8)
+        c[:, : ops["a"].shape[1]] |= ops["a"]
+        c[:, : ops["b"].shape[1]] |= ops["b"]
+        return c, np.maximum(ops["la"], ops["lb"]), None
+
+    def cell_size(self, a_len, b_len):
+        return min(a_len, b_len) * (2 if a_len == b_len else 1)
+
+    def check(self, text):
+        m = re.fullmatch(r"([01]+)\+([01]+)=([01]+)", text)
+        if m is None:
+            return False
+        a, b, ans = m.groups()
+        w = max(len(a), len(b))
+        a, b = a.ljust(w, "0"), b.ljust(w, "0")  # LSB first: pad at the end
+        return ans == "".join("1" if "1" in (x, y) else "0" for x, y in zip(a, b))
+
+    def _normalize(self, operand):
+        if set(operand) - {"0", "1"}:
+            raise ValueError(f"bitwise_or: operands are 0/1 strings, got {operand!r}")
+        return operand  # leading zeros are part of a bit vector's length
+
+    def max_answer_len(self, a_len, b_len):
+        return max(a_len, b_len) + 1
+
+
+def _or_digits(a_len, b_len, hot_a, hot, wa, wb) -> dict[str, np.ndarray]:
+    n = len(a_len)
+    a = np.zeros((n, wa), dtype=np.uint8)
+    b = np.zeros((n, wb), dtype=np.uint8)
+    ra, rb = np.flatnonzero(hot_a), np.flatnonzero(~hot_a)
+    a[ra, hot[ra]] = 1
+    b[rb, hot[rb]] = 1
+    return {"a": a, "la": a_len, "b": b, "lb": b_len}
+
+
+# ---------------------------------------------------------------- sorting
+
+
+class Sorting(TaskSpec):
+    """a_len = max digits per number, b_len = array length; labels are a cyclic run of LABELS."""
+
+    name, op = "sorting", ""
+
+    def validate_lengths(self, max_a, max_b):
+        super().validate_lengths(max_a, max_b)
+        if max_b > len(LABELS):
+            raise ConfigError(f"sorting: array length {max_b} > {len(LABELS)} labels available")
+
+    def _sample(self, rng, a_len, b_len, wa, wb):
+        n = len(a_len)
+        lens = (rng.random((n, wb)) * a_len[:, None]).astype(np.int64) + 1  # uniform 1..a_len
+        lens[np.arange(n), (rng.random(n) * b_len).astype(np.int64)] = a_len  # one number has a_len digits
+        lens *= np.arange(wb)[None, :] < b_len[:, None]  # absent items: length 0
+        dig = D.random_digits(rng, lens.ravel(), wa).reshape(n, wb, wa)
+        start = rng.integers(0, len(LABELS), size=n)
+        return {"dig": dig, "lens": lens, "m": b_len, "start": start}
+
+    def _hash(self, ops):
+        return D.operand_hash(ops["dig"], ops["lens"], ops["m"])
+
+    def _order(self, ops) -> np.ndarray:
+        """(N, M) item indices in ascending value, ties by position, absent items last."""
+        n, mmax, _ = ops["dig"].shape
+        order = np.broadcast_to(np.arange(mmax), (n, mmax))
+        absent = np.arange(mmax)[None, :] >= ops["m"][:, None]
+        limbs = D.limbs(ops["dig"])
+        limbs[-1] = np.where(absent, np.iinfo(np.int64).max, limbs[-1])
+        for limb in limbs:  # least significant limb first; stable sorts make this lexicographic
+            keys = np.take_along_axis(limb, order, axis=1)
+            order = np.take_along_axis(order, np.argsort(keys, axis=1, kind="stable"), axis=1)
+        return order
+
+    def _tokens(self, tok, ops, dtype):
+        dig, lens, m, start = ops["dig"], ops["lens"], ops["m"], ops["start"]
+        n, mmax, w = dig.shape
+        dig_tok = _digit_tokens(tok, dig, dtype)
+        labels = _lut(tok.label_ids, dtype)
+        rows = np.arange(n)
+        segs = []
+        for i in range(mmax):
+            item = np.empty((n, w + 3), dtype=dtype)
+            item[:, 0] = labels[(start + i) % len(LABELS)]
+            item[:, 1] = tok.colon_id
+            item[:, 2 : w + 2] = dig_tok[:, i]
+            item[rows, 2 + lens[:, i]] = tok.comma_id
+            last = (i == m - 1) | (i >= m)
+            segs.append((item, np.where(i < m, lens[:, i] + 3 - last, 0)))
+        segs.append((tok.eq_id, None))
+        order = self._order(ops)
+        ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
+        ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
+        segs.append((ans, 2 * m - 1))
+        segs.append((tok.eos_id, None))
+        ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
+        return ids, starts[mmax + 1], length
+
+    def cell_size(self, a_len, b_len):
+        if a_len == 1:
+            return 10**b_len
+        return 10 ** (a_len * b_len) - 10 ** ((a_len - 1) * b_len)
+
+    def check(self, text):
+        m = re.fullmatch(r"((?:[A-Za-z]:[0-9]+,)*[A-Za-z]:[0-9]+)=((?:[A-Za-z],)*[A-Za-z])", text)
+        if m is None:
+            return False
+        items = [(s[0], int(s[2:][::-1])) for s in m.group(1).split(",")]
+        want = [lab for _, lab in sorted(((v, i), lab) for i, (lab, v) in enumerate(items))]
+        return m.group(2).split(",") == want
+
+    def prompt(self, problem):
+        p = _clean(problem)
+        if not p:
+            raise ValueError("sorting: empty problem, expected comma-separated numbers like 305,7,41")
+        nums = p.split(",")
+        bad = [x for x in nums if not x.isdigit() or not x.isascii()]
+        if bad:
+            raise ValueError(
+                f"sorting: expected comma-separated numbers like 305,7,41, got {bad[0]!r} in {problem!r}"
+            )
+        if len(nums) > len(LABELS):
+            raise ValueError(f"sorting: {len(nums)} numbers, at most {len(LABELS)} (one label each)")
+        nums = [x.lstrip("0") or "0" for x in nums]
+        return ",".join(f"{LABELS[i]}:{x[::-1]}" for i, x in enumerate(nums)) + "="
+
+    def answer(self, reversed_answer):
+        return reversed_answer
+
+    def max_answer_len(self, a_len, b_len):
+        return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
+
+
+# ---------------------------------------------------------------- registry and entry points
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t for t in (Addition(), Subtraction(), Multiplication(), Sorting(), BitwiseOr())
+}
+
+
+def get_task(name) -> TaskSpec:
+    name = getattr(name, "value", name)
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def train_examples(task, tok, rng, n: int, max_a: int, max_b: int, *, dtype=np.int64) -> Examples:
+    """n training examples, lengths uniform over (1..max_a) x (1..max_b); bitwise_or samples here too."""
+    spec = get_task(task)
+    a_len, b_len = spec.lengths(rng, n, max_a, max_b)
+    return spec.make(tok, rng, a_len, b_len, split="train", dtype=dtype)
+
+
+def eval_cell(task, tok, a_len: int, b_len: int, n: int, seed: int) -> Examples:
+    """n held-out examples of one cell; deterministic in (task, a_len, b_len, n, seed)."""
+    spec = get_task(task)
+    rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode()), a_len, b_len, n])
+    return spec.make(tok, rng, np.full(n, a_len), np.full(n, b_len), split="eval")
+
+
+def exhaustive_or(tok, max_a: int, max_b: int) -> Examples:
+    """Every (i, j, hot index, and which operand is hot when i == j): sum over cells of min(i, j) (x2 if i == j)."""
+    cells = []  # (i, j, hot_a, count); the loops run over cells, the rows are built by numpy
+    for i in range(1, max_a + 1):
+        for j in range(1, max_b + 1):
+            for hot_a in (True, False) if i == j else (i < j,):
+                cells.append((i, j, hot_a, min(i, j)))
+    i, j, hot_a, count = (np.array(c) for c in zip(*cells))
+    a_len, b_len, hot_a = np.repeat(i, count), np.repeat(j, count), np.repeat(hot_a.astype(bool), count)
+    hot = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)  # 0..count-1 within each cell
+    spec = TASKS["bitwise_or"]
+    ops = _or_digits(a_len, b_len, hot_a.astype(bool), hot, max_a, max_b)
+    ids, prompt_len, length = spec._tokens(tok, ops, np.int64)
+    return Examples(ids, prompt_len, length)

@@ -1,0 +1,200 @@
+"""The looped decoder (McLeish et al. 2024, arXiv 2405.17399, SPEC "Architectures").
+
+A block of `layers` distinct layers is applied `recurrences` times with tied weights; recurrences = 1 is the
+standard transformer. With input injection the embedded input (token + absolute position) is added to the
+hidden state before every block application after the first (the first one starts from the embedding
+itself), so a looped model with one recurrence is exactly the plain stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+
+from arith.errors import ConfigError
+from arith.model.attention import KVCache
+from arith.model.blocks import BLOCKS
+from arith.model.positions import ABS_POS, FIRE, REL_POS, build_abs_pos, choice, random_positions
+
+INJECTIONS = ("none", "add")
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError naming the key for any model setting that cannot work."""
+    for key in ("width", "heads", "ffn", "layers", "recurrences", "max_pos"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+    if cfg.width % cfg.heads:
+        raise ConfigError(f"model.width={cfg.width} must be divisible by model.heads={cfg.heads}")
+    for key in ("max_k", "eval_k", "fire_max_length"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
+    if cfg.eval_recurrences is not None and (
+        not isinstance(cfg.eval_recurrences, int) or cfg.eval_recurrences <= 0
+    ):
+        raise ConfigError(
+            f"model.eval_recurrences={cfg.eval_recurrences!r} must be a positive integer or null"
+        )
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout={cfg.dropout!r} must be in [0, 1)")
+    for key, valid in (("abs_pos", ABS_POS), ("rel_pos", REL_POS), ("input_injection", INJECTIONS)):
+        name = choice(getattr(cfg, key))
+        if name not in valid:
+            raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(valid)}")
+
+
+class DecoderCache:
+    """State of KV-cached decoding.
+
+    Holds the token history (a token's Abacus position depends on the digits before it), the offset k and
+    the recurrence count fixed by the first call, and one `KVCache` per (recurrence, layer) pair.
+    """
+
+    def __init__(self):
+        self.tokens: torch.Tensor | None = None  # (B, tokens so far)
+        self.k: int | None = None
+        self.recurrences: int | None = None
+        self.kv: dict[tuple[int, int], KVCache] = {}
+
+    @property
+    def length(self) -> int:
+        return 0 if self.tokens is None else self.tokens.shape[1]
+
+    def layer(self, recurrence: int, layer: int) -> KVCache:
+        return self.kv.setdefault((recurrence, layer), KVCache())
+
+
+class ArithModel(nn.Module):
+    def __init__(self, cfg, tok, block: str = "pre_ln"):
+        super().__init__()
+        validate(cfg)
+        if block not in BLOCKS:
+            raise ConfigError(f"block={block!r} unknown; valid: {', '.join(BLOCKS)}")
+        self.cfg = cfg
+        self.abs_name, self.rel_name = choice(cfg.abs_pos), choice(cfg.rel_pos)
+        self.inject = choice(cfg.input_injection) == "add"
+        self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
+        self.max_k, self.eval_k, self.fire_max_length = cfg.max_k, cfg.eval_k, cfg.fire_max_length
+
+        self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
+        self.abs_pos = build_abs_pos(cfg, tok)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(BLOCKS[block](cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(cfg.width, bias=False)
+        self.head = nn.Linear(cfg.width, tok.vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """normal(0, 0.02) everywhere (GPT-2, Radford et al. 2019); the projections that write into the residual
+        stream get 0.02 / sqrt(2 * layers * recurrences), GPT-2's depth scaling with the effective (unrolled)
+        training depth, since every block application adds to the same stream. FIRE's MLP keeps its default init.
+        """
+        std = 0.02
+        out_std = std / math.sqrt(2 * self.cfg.layers * self.cfg.recurrences)
+        fire_parts = {id(sub) for m in self.modules() if isinstance(m, FIRE) for sub in m.modules()}
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)) and id(m) not in fire_parts:
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+        for layer in self.layers:
+            for proj in layer.out_projections():
+                nn.init.normal_(proj.weight, mean=0.0, std=out_std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache()
+
+    # ------------------------------------------------------------------ defaults that depend on the mode
+    def resolve_k(self, k: int | None = None) -> int:
+        """Abacus offset: as given; else one uniform draw in 0..max_k from torch's global RNG in training
+        (SPEC: shared by the batch), eval_k in eval mode. Only Abacus draws, so other schemes use no RNG."""
+        if k is not None:
+            return int(k)
+        if self.abs_name != "abacus":
+            return 0
+        if self.training:
+            return int(torch.randint(0, self.max_k + 1, ()).item())
+        return self.eval_k
+
+    def resolve_recurrences(self, recurrences: int | None = None) -> int:
+        if recurrences is not None:
+            if recurrences <= 0:
+                raise ValueError(f"recurrences={recurrences} must be positive")
+            return int(recurrences)
+        if self.training or self.eval_recurrences is None:
+            return self.recurrences
+        return self.eval_recurrences
+
+    def rel_positions(
+        self, length: int, start: int, cached: bool, device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query positions (T,), key positions (start + T,)) for the relative slot."""
+        if self.rel_name == "fire" and self.fire_max_length > 0 and self.training:
+            if cached:
+                raise ValueError(
+                    "randomized FIRE draws new positions per call: decode with the model in eval mode"
+                )
+            pos = random_positions(length, self.fire_max_length, device)
+            return pos, pos
+        k_pos = torch.arange(start + length, device=device)
+        return k_pos[start:], k_pos
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
+        tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
+        pos = self.abs_pos.positions(tokens, k)[:, tokens.shape[1] - ids.shape[1] :]  # (B, T)
+        return self.drop(self.tok_emb(ids) + self.abs_pos.embed(pos))  # (B, T, width)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        recurrences: int | None = None,
+        no_grad_recurrences: int = 0,
+        k: int | None = None,
+        cache: DecoderCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, vocab) in float32.
+
+        no_grad_recurrences: the first n block applications run without autograd (truncated backprop for the
+        progressive loss); cache/start: incremental decoding, `ids` being the tokens at start..start+T-1 and
+        `start` the number of tokens the cache already holds (k and recurrences stay those of its first call).
+        """
+        B, T = ids.shape
+        R = self.resolve_recurrences(recurrences)
+        if cache is None:
+            if start != 0:
+                raise ValueError("start > 0 needs the cache that holds the earlier tokens")
+            k = self.resolve_k(k)
+        else:
+            if start != cache.length:
+                raise ValueError(f"start={start} but the cache holds {cache.length} tokens")
+            if cache.k is None:
+                cache.k, cache.recurrences = self.resolve_k(k), R
+            elif (k is not None and int(k) != cache.k) or R != cache.recurrences:
+                raise ValueError("k and recurrences must stay those of the cache's first call")
+            k = cache.k
+        if not 0 <= no_grad_recurrences <= R:
+            raise ValueError(f"no_grad_recurrences={no_grad_recurrences} must be in 0..{R}")
+
+        emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
+        q_pos, k_pos = self.rel_positions(T, start, cache is not None, ids.device)
+        inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
+
+        h = emb
+        for r in range(R):
+            with torch.no_grad() if r < no_grad_recurrences else contextlib.nullcontext():
+                if self.inject and r > 0:
+                    h = h + emb
+                for i, layer in enumerate(self.layers):
+                    h = layer(h, inputs[i], None if cache is None else cache.layer(r, i))
+        if cache is not None:
+            cache.tokens = ids if cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
+        return self.head(self.ln_f(h)).float()

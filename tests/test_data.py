@@ -1,0 +1,247 @@
+"""Task generators: formats, exact lengths, checking, prompts, the hash split, exhaustive OR."""
+
+import re
+
+import numpy as np
+import pytest
+
+from arith.data import tasks as T
+from arith.data.tokenizer import LABELS, ArithTokenizer
+from arith.errors import ConfigError
+from arith.schema import Task
+
+TOK = ArithTokenizer.build()
+PAIRS = {
+    "addition": [(1, 1), (3, 7), (12, 5), (20, 20)],
+    "subtraction": [(1, 1), (2, 2), (6, 3), (3, 9), (25, 25)],
+    "multiplication": [(1, 1), (2, 4), (7, 7), (15, 3)],
+    "sorting": [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))],
+    "bitwise_or": [(1, 1), (3, 3), (2, 9), (20, 4)],
+}
+
+
+def _rows(task, pairs, per_pair=60, seed=0, split="train"):
+    a = np.repeat([p[0] for p in pairs], per_pair)
+    b = np.repeat([p[1] for p in pairs], per_pair)
+    ex = T.get_task(task).make(TOK, np.random.default_rng(seed), a, b, split=split)
+    return ex, a, b, [TOK.decode(r) for r in ex.ids]
+
+
+def _corrupt(text: str, rng) -> str:
+    """The same example with a wrong answer in the answer's own alphabet."""
+    prompt, ans = text.split("=")
+    if ans[0].isalpha():  # sorting: swap two labels, or name another label
+        labels = ans.split(",")
+        if len(labels) == 1:
+            labels = [LABELS[(LABELS.index(labels[0]) + 1) % len(LABELS)]]
+        else:
+            i, j = rng.choice(len(labels), 2, replace=False)
+            labels[i], labels[j] = labels[j], labels[i]
+        return prompt + "=" + ",".join(labels)
+    i = int(rng.choice([k for k, c in enumerate(ans) if c.isdigit()]))
+    wrong = "1" if ans[i] == "0" else "0"  # stays a valid bit for bitwise_or
+    return prompt + "=" + ans[:i] + wrong + ans[i + 1 :]
+
+
+def _lengths_of(task, text):
+    """(a_len, b_len) as the task defines them, read from an example's text."""
+    prompt = text.split("=")[0]
+    if task == "sorting":
+        nums = [item.split(":")[1] for item in prompt.split(",")]
+        for x in nums:
+            assert len(x) == 1 or x[-1] != "0", f"leading zero in {text}"
+        return max(len(x) for x in nums), len(nums)
+    a, b = re.split(r"[+\-x]", prompt)
+    if task != "bitwise_or":
+        for x in (a, b):
+            assert len(x) == 1 or x[-1] != "0", f"leading zero in {text}"
+    return len(a), len(b)
+
+
+def test_registry_matches_schema():
+    assert set(T.TASKS) == {t.value for t in Task}
+    assert T.get_task(Task.sorting) is T.TASKS["sorting"]
+    with pytest.raises(ConfigError, match="addition, subtraction"):
+        T.get_task("division")
+
+
+@pytest.mark.parametrize("task", list(PAIRS))
+def test_examples_are_correct_and_exact(task):
+    spec = T.get_task(task)
+    ex, a, b, texts = _rows(task, PAIRS[task])
+    rng = np.random.default_rng(1)
+    assert ex.ids.dtype == np.int64 and ex.ids.shape[1] == ex.length.max()
+    for r, text in enumerate(texts):
+        assert spec.check(text), text
+        assert not spec.check(_corrupt(text, rng)), text
+        assert _lengths_of(task, text) == (a[r], b[r]), text
+        row, n = ex.ids[r], ex.length[r]
+        assert row[n - 1] == TOK.eos_id and (row[n:] == TOK.pad_id).all()
+        assert row[ex.prompt_len[r] - 1] == TOK.eq_id and TOK.eq_id not in row[: ex.prompt_len[r] - 1]
+        assert n - ex.prompt_len[r] <= spec.max_answer_len(a[r], b[r])
+        # tokenizer round trip: library encoder == vectorized encoder == generated row
+        assert TOK.encode(text) == row[: n - 1].tolist() == TOK.encode_fast(text).tolist()
+
+
+def test_sorting_labels_and_order():
+    ex, _, b, texts = _rows("sorting", [(2, 6), (1, 3)], per_pair=40)
+    for text in texts:
+        items = text.split("=")[0].split(",")
+        labels = [it[0] for it in items]
+        first = LABELS.index(labels[0])
+        assert labels == [LABELS[(first + i) % len(LABELS)] for i in range(len(labels))]
+    assert T.TASKS["sorting"].check("a:1,b:1,c:0=c,a,b")  # ties keep their order
+    assert not T.TASKS["sorting"].check("a:1,b:1,c:0=c,b,a")
+    with pytest.raises(ConfigError, match="labels"):
+        T.TASKS["sorting"].lengths(np.random.default_rng(0), 4, 3, len(LABELS) + 1)
+
+
+def test_bitwise_or_operands():
+    _, _, _, texts = _rows("bitwise_or", [(3, 3), (2, 5), (6, 1)], per_pair=80)
+    hot_first_when_equal = set()
+    for text in texts:
+        a, rest = text.split("+")
+        b, ans = rest.split("=")
+        short, long_ = (a, b) if len(a) < len(b) else (b, a)
+        if len(a) == len(b):
+            short, long_ = (a, b) if "1" in a else (b, a)
+            hot_first_when_equal.add("1" in a)
+        assert short.count("1") == 1 and set(long_) == {"0"} and len(ans) == len(long_)
+    assert hot_first_when_equal == {True, False}
+
+
+def test_subtraction_zero_and_sign():
+    spec = T.TASKS["subtraction"]
+    _, _, _, texts = _rows("subtraction", [(1, 1)], per_pair=1000)
+    answers = {t.split("=")[1] for t in texts}
+    assert "0" in answers and "0-" not in answers and any(x.endswith("-") for x in answers)
+    assert spec.check("21-543=333-") and spec.check("5-5=0") and not spec.check("5-5=0-")
+
+
+def test_lengths_cover_all_pairs_uniformly():
+    a, b = T.TASKS["addition"].lengths(np.random.default_rng(0), 40_000, 4, 5)
+    counts = np.zeros((4, 5))
+    np.add.at(counts, (a - 1, b - 1), 1)
+    assert counts.min() > 0.85 * 2000 and counts.max() < 1.15 * 2000
+
+
+PROBLEMS = {
+    "addition": [(12, 345), (99999, 1), (0, 0), (123456789012345678901234567890, 98765)],
+    "subtraction": [(12, 345), (345, 12), (7, 7), (10**30, 1)],
+    "multiplication": [(12, 34), (999, 999), (0, 5), (2**70, 3**40)],
+}
+
+
+@pytest.mark.parametrize("task", list(PROBLEMS))
+def test_prompt_answer_round_trip(task):
+    spec = T.TASKS[task]
+    fn = {"addition": int.__add__, "subtraction": int.__sub__, "multiplication": int.__mul__}[task]
+    for a, b in PROBLEMS[task]:
+        natural = str(fn(a, b))
+        prompt = spec.prompt(f"{a} {spec.op} {b}")
+        assert prompt == f"{str(a)[::-1]}{spec.op}{str(b)[::-1]}="
+        assert spec.check(prompt + natural[::-1])
+        assert spec.answer(natural[::-1]) == natural
+    assert T.TASKS["addition"].prompt("12345+678") == "54321+876="
+    assert T.TASKS["multiplication"].prompt("12*34") == "21x43="
+    assert T.TASKS["addition"].prompt("007+3") == "7+3="
+
+
+def test_prompt_sorting_and_or():
+    s = T.TASKS["sorting"]
+    assert s.prompt("305,7,41") == "a:503,b:7,c:14="
+    assert s.check(s.prompt("305,7,41") + "b,c,a") and s.answer("b,c,a") == "b,c,a"
+    o = T.TASKS["bitwise_or"]
+    assert o.prompt("0010+01") == "0100+10="
+    assert o.check("0100+10=1100") and o.answer("1100") == "0011"
+
+
+@pytest.mark.parametrize(
+    "task,problem",
+    [
+        ("addition", "12a+3"),
+        ("addition", "+3"),
+        ("addition", "12+"),
+        ("addition", "12-3"),
+        ("addition", "1+2+3"),
+        ("addition", ""),
+        ("subtraction", "-5-3"),
+        ("multiplication", "12+3"),
+        ("sorting", "3,,4"),
+        ("sorting", "3,a"),
+        ("sorting", ""),
+        ("sorting", ",".join(["1"] * (len(LABELS) + 1))),
+        ("bitwise_or", "0120+01"),
+    ],
+)
+def test_malformed_problems_raise(task, problem):
+    with pytest.raises(ValueError) as err:
+        T.TASKS[task].prompt(problem)
+    assert "\n" not in str(err.value)
+
+
+def _ops_from_texts(task, texts):
+    """Operands back from decoded text, in the generator's layout, to recompute the held-out hash."""
+    if task == "sorting":
+        items = [[it.split(":")[1] for it in t.split("=")[0].split(",")] for t in texts]
+        m = max(len(x) for x in items)
+        w = max(len(n) for x in items for n in x)
+        dig = np.zeros((len(texts), m, w), dtype=np.uint8)
+        lens = np.zeros((len(texts), m), dtype=np.int64)
+        for r, x in enumerate(items):
+            for i, num in enumerate(x):
+                dig[r, i, : len(num)] = [int(c) for c in num]
+                lens[r, i] = len(num)
+        return {"dig": dig, "lens": lens, "m": np.array([len(x) for x in items])}
+    pairs = [re.split(r"[+\-x]", t.split("=")[0]) for t in texts]
+    out = {}
+    for k, col in (("a", 0), ("b", 1)):
+        nums = [p[col] for p in pairs]
+        d = np.zeros((len(nums), max(map(len, nums))), dtype=np.uint8)
+        for r, num in enumerate(nums):
+            d[r, : len(num)] = [int(c) for c in num]
+        out[k], out["l" + k] = d, np.array([len(x) for x in nums])
+    return out
+
+
+@pytest.mark.parametrize("task,cell", [("addition", (2, 2)), ("multiplication", (3, 4)), ("sorting", (2, 3))])
+def test_eval_cells_deterministic_and_held_out(task, cell):
+    spec = T.TASKS[task]
+    e1 = T.eval_cell(task, TOK, *cell, n=60, seed=3)
+    e2 = T.eval_cell(task, TOK, *cell, n=60, seed=3)
+    assert np.array_equal(e1.ids, e2.ids)
+    assert not np.array_equal(e1.ids, T.eval_cell(task, TOK, *cell, n=60, seed=4).ids)
+    ev = [TOK.decode(r) for r in e1.ids]
+    assert all(spec.check(t) and _lengths_of(task, t) == cell for t in ev)
+    assert spec.held_out(_ops_from_texts(task, ev)).all()
+    _, _, _, tr = _rows(task, [cell], per_pair=3000, seed=5)
+    assert not spec.held_out(_ops_from_texts(task, tr)).any()
+    assert not {t.split("=")[0] for t in ev} & {t.split("=")[0] for t in tr}
+    # train examples over many cells hold no held-out example either
+    ex = T.train_examples(task, TOK, np.random.default_rng(0), 3000, 6, 6)
+    assert not spec.held_out(_ops_from_texts(task, [TOK.decode(r) for r in ex.ids])).any()
+
+
+def test_tiny_cells_fall_back_to_plain_sampling():
+    spec = T.TASKS["sorting"]
+    assert not spec.splittable(1, 1)  # ten examples, none held out: train and eval both sample it plainly
+    assert spec.splittable(5, 5)
+    ev = [TOK.decode(r) for r in T.eval_cell("sorting", TOK, 1, 1, 20, seed=0).ids]
+    assert all(spec.check(t) for t in ev)
+
+
+def test_exhaustive_or():
+    max_a, max_b = 7, 5
+    ex = T.exhaustive_or(TOK, max_a, max_b)
+    expected = sum(min(i, j) * (2 if i == j else 1) for i in range(1, max_a + 1) for j in range(1, max_b + 1))
+    texts = [TOK.decode(r) for r in ex.ids]
+    assert len(texts) == len(set(texts)) == expected
+    assert all(T.TASKS["bitwise_or"].check(t) for t in texts)
+    assert len(T.exhaustive_or(TOK, 20, 20)) == 2870 + sum(range(1, 21))
+
+
+def test_eval_for_or_and_multichar():
+    ex = T.eval_cell("bitwise_or", TOK, 40, 40, 50, seed=0)
+    assert all(T.TASKS["bitwise_or"].check(TOK.decode(r)) for r in ex.ids)
+    big = T.eval_cell("addition", TOK, 100, 100, 20, seed=0)
+    assert all(T.TASKS["addition"].check(TOK.decode(r)) for r in big.ids)

@@ -1,0 +1,129 @@
+"""Decoding tests: KV-cached == full recompute (logits and tokens), EOS/pad handling, mode restore."""
+
+import pytest
+import torch
+
+from arith.data.tokenizer import ArithTokenizer
+from arith.eval.decode import generate
+from arith.model import build_model
+from arith.schema import AbsPos, Injection, ModelConfig, RelPos
+
+TOK = ArithTokenizer.build()
+COMBOS = [(a.value, r.value) for a in AbsPos for r in RelPos]
+
+
+def make(abs_pos="abacus", rel_pos="none", layers=2, recurrences=1, injection="none", seed=0, **kw):
+    sizes = dict(width=32, heads=4, ffn=64, max_pos=64, max_k=8) | kw
+    cfg = ModelConfig(
+        layers=layers, recurrences=recurrences, input_injection=Injection(injection),
+        abs_pos=AbsPos(abs_pos), rel_pos=RelPos(rel_pos), **sizes,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return build_model(cfg, TOK)
+
+
+def encode(*texts, eos=True):
+    rows = [TOK.encode(t) + ([TOK.eos_id] if eos else []) for t in texts]
+    width = max(map(len, rows))
+    return torch.tensor([r + [TOK.pad_id] * (width - len(r)) for r in rows])
+
+
+KINDS = [dict(abs_pos=a, rel_pos=r) for a, r in COMBOS] + [
+    dict(abs_pos="abacus", rel_pos="fire", layers=1, recurrences=2, injection="add", eval_recurrences=4),
+    dict(abs_pos="abacus", rel_pos="rope", layers=2, recurrences=2, injection="add", eval_recurrences=3),
+    dict(abs_pos="learned", rel_pos="fire", fire_max_length=48),  # randomized FIRE, decoded in eval mode
+    dict(abs_pos="abacus", rel_pos="fire", fire_max_length=48, eval_k=2),
+]
+
+
+def kind_id(kind):
+    return "-".join(f"{v}" for v in kind.values())
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=kind_id)
+def test_cached_logits_equal_full_recompute(kind):
+    model = make(**kind)
+    model.eval()
+    ids = encode("21+543=753", "999+1=0001")  # (2, 11)
+    full = model(ids, k=1)
+    cache = model.new_cache()
+    # a prompt chunk, a multi-token chunk (causal mask with a past), then one token at a time
+    pieces, start = [], 0
+    for end in (4, 7, 8, 9, 10, 11):
+        pieces.append(model(ids[:, start:end], k=1, cache=cache, start=start))
+        start = end
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=kind_id)
+def test_cached_generate_equals_uncached(kind):
+    model = make(**kind)
+    model.eval()
+    prompts = encode("21+54=", "99+19=", "5+555=", eos=False)  # equal lengths (6)
+    for recurrences in (None, 1, 3):
+        cached = generate(model, prompts, 12, TOK.eos_id, TOK.pad_id, recurrences=recurrences)
+        plain = generate(model, prompts, 12, TOK.eos_id, TOK.pad_id, recurrences=recurrences, use_cache=False)
+        assert cached.shape == (3, 12)
+        assert torch.equal(cached, plain)
+
+
+class Scripted(torch.nn.Module):
+    """Stand-in model: row b answers digit 1 until its sequence reaches `stop[b]` tokens, then EOS."""
+
+    def __init__(self, stop):
+        super().__init__()
+        self.stop = torch.tensor(stop)
+        self.calls = 0
+
+    def resolve_k(self, k=None):
+        return 0 if k is None else k
+
+    def resolve_recurrences(self, r=None):
+        return 1 if r is None else r
+
+    def new_cache(self):
+        return object()
+
+    def forward(self, ids, recurrences=None, k=None, cache=None, start=0):
+        self.calls += 1
+        length = start + ids.shape[1]
+        logits = torch.zeros(ids.shape[0], ids.shape[1], TOK.vocab_size)
+        nxt = torch.where(length >= self.stop, TOK.eos_id, TOK.digit_ids[1])
+        logits[torch.arange(ids.shape[0]), -1, nxt] = 1.0
+        return logits
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_pad_after_eos_and_early_stop(use_cache):
+    model = Scripted(stop=[4, 6])
+    out = generate(
+        model, torch.full((2, 3), TOK.digit_ids[2]), 10, TOK.eos_id, TOK.pad_id, use_cache=use_cache
+    )
+    one, eos, pad = TOK.digit_ids[1], TOK.eos_id, TOK.pad_id
+    assert out.tolist() == [[one, eos] + [pad] * 8, [one, one, one, eos] + [pad] * 6]
+    assert model.calls == 4  # stopped once both rows finished
+
+
+def test_generate_runs_in_eval_mode_and_restores_training():
+    model = make(abs_pos="abacus", rel_pos="fire", fire_max_length=48, max_k=8)
+    model.train()
+    prompts = encode("21+54=", eos=False)
+    torch.manual_seed(0)
+    a = generate(model, prompts, 6, TOK.eos_id, TOK.pad_id)
+    assert model.training
+    model.eval()
+    b = generate(model, prompts, 6, TOK.eos_id, TOK.pad_id)
+    assert torch.equal(a, b)
+
+
+def test_cache_guards():
+    model = make(abs_pos="abacus")
+    model.eval()
+    cache = model.new_cache()
+    model(encode("21+5", eos=False), k=1, cache=cache)
+    with pytest.raises(ValueError, match="start=3"):
+        model(encode("4", eos=False), cache=cache, start=3)
+    with pytest.raises(ValueError, match="k and recurrences"):
+        model(encode("4", eos=False), k=2, cache=cache, start=4)
+    model(encode("4", eos=False), cache=cache, start=4)  # k None -> the cache's k
+    assert cache.length == 5 and cache.k == 1
