@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
     parser.add_argument("--out", type=Path, default=None, help="folder for compare.png/pdf (several runs)")
+    parser.add_argument("--summary", action="store_true", help="also print accuracy by operand length")
     args = parser.parse_args(argv)
 
-    from arith.eval.grid import read_results  # after argparse, so --help stays instant
+    from arith.eval.grid import format_summary, read_results  # after argparse, so --help stays instant
     from arith.plots import plot_compare, plot_run
 
     try:
@@ -40,7 +41,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for p in written:
         print(p)
+    if args.summary:
+        for run in args.runs:
+            rows = read_results(run)
+            trained = _trained_length(run)
+            for task in sorted({r["task"] for r in rows}):
+                print(f"\n{run}\n" + format_summary(rows, task, trained))
     return 0
+
+
+def _trained_length(run: Path) -> int | None:
+    config = run / "config.yaml"
+    if not config.exists():
+        return None
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.load(config).get("data", {})
+    return max(data.get("max_len") or 0, data.get("max_len_b") or 0) or None
 
 
 if __name__ == "__main__":

@@ -240,8 +240,9 @@ def test_exhaustive_or():
     assert len(T.exhaustive_or(TOK, 20, 20)) == 2870 + sum(range(1, 21))
 
 
-def test_eval_for_or_and_multichar():
+def test_eval_or_and_long_operands():
     ex = T.eval_cell("bitwise_or", TOK, 40, 40, 50, seed=0)
     assert all(T.TASKS["bitwise_or"].check(TOK.decode(r)) for r in ex.ids)
-    big = T.eval_cell("addition", TOK, 100, 100, 20, seed=0)
-    assert all(T.TASKS["addition"].check(TOK.decode(r)) for r in big.ids)
+    for task, cell in (("addition", (100, 100)), ("multiplication", (40, 35)), ("subtraction", (60, 60))):
+        big = T.eval_cell(task, TOK, *cell, 20, seed=0)
+        assert all(T.TASKS[task].check(TOK.decode(r)) for r in big.ids)

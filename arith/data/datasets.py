@@ -17,6 +17,7 @@ own longest row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from arith.errors import DataError, require
 FORMAT_VERSION = 1
 META = "arith_data.json"
 CHUNK = 1_000_000
+_SHARD_BYTES = 500 << 20
 _TRAIN, _TEST = 0, 1  # rng stream ids
 
 
@@ -110,14 +112,15 @@ def _or_splits(cfg, tok) -> tuple[list[pa.ListArray], list[pa.ListArray]]:
     return take(train_rows), take(test_rows)
 
 
-def _dataset(chunks: list[pa.ListArray], tok):
+def _dataset(chunks: list[pa.ListArray], tok, fingerprint: str):
     from datasets import Dataset
     from datasets.table import InMemoryTable
 
     if not chunks:  # an empty split still needs the column's type
         chunks = [pa.array([], type=pa.list_(pa.from_numpy_dtype(_store_dtype(tok))))]
     table = pa.Table.from_arrays([pa.chunked_array(chunks)], names=["input_ids"])
-    return Dataset(InMemoryTable(table))
+    # a given fingerprint spares `datasets` from hashing the whole table (seconds and a copy at 20M rows)
+    return Dataset(InMemoryTable(table), fingerprint=fingerprint)
 
 
 def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
@@ -140,15 +143,33 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
     if target.exists():
         state = "a complete dataset" if _complete(target) else "an incomplete dataset (remove it)"
         raise DataError(f"{target} already holds {state}; build() never overwrites: delete it to rebuild")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tok = ArithTokenizer.build()
+    meta = {
+        "format": FORMAT_VERSION,
+        "task": task,
+        "max_len": max_a,
+        "max_len_b": max_b,
+        "n_train": int(cfg.n_train),
+        "test_frac": float(cfg.test_frac),
+        "seed": int(cfg.seed),
+        "dtype": np.dtype(_store_dtype(tok)).name,
+        "chunk": CHUNK,
+    }
+    n_test = round(cfg.n_train * cfg.test_frac)
+    if task == "bitwise_or":
+        meta["note"] = "exhaustive training set, shuffled; n_train ignored"
+    else:
+        require(
+            n_test < cfg.n_train, f"data.test_frac {cfg.test_frac} leaves no training rows of {cfg.n_train}"
+        )
+    fingerprint = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     bars = hf.is_progress_bar_enabled()
     try:
         if task == "bitwise_or":
             train, test = _or_splits(cfg, tok)
         else:
-            n_test = round(cfg.n_train * cfg.test_frac)
             bar = tqdm(total=cfg.n_train, desc=f"data {target.name}", unit="ex") if progress else None
             train = _generate(cfg, tok, _TRAIN, cfg.n_train - n_test, bar, timings)
             test = _generate(cfg, tok, _TEST, n_test, bar, timings)
@@ -157,23 +178,14 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         t0 = time.perf_counter()
         if not progress:
             hf.disable_progress_bars()
-        dd = hf.DatasetDict({"train": _dataset(train, tok), "test": _dataset(test, tok)})
-        dd.save_to_disk(str(tmp))
+        dd = hf.DatasetDict(
+            {k: _dataset(v, tok, f"{fingerprint}-{k}") for k, v in (("train", train), ("test", test))}
+        )
+        # explicit shard counts: an empty split (test_frac=0) must still get one shard to load back
+        shards = {k: max(1, -(-v.data.nbytes // _SHARD_BYTES)) for k, v in dd.items()}
+        dd.save_to_disk(str(tmp), num_shards=shards)
         tok.save(tmp)
-        meta = {
-            "format": FORMAT_VERSION,
-            "task": task,
-            "max_len": max_a,
-            "max_len_b": max_b,
-            "n_train": int(cfg.n_train),
-            "test_frac": float(cfg.test_frac),
-            "seed": int(cfg.seed),
-            "rows": {"train": len(dd["train"]), "test": len(dd["test"])},
-            "dtype": np.dtype(_store_dtype(tok)).name,
-            "chunk": CHUNK,
-        }
-        if task == "bitwise_or":
-            meta["note"] = "exhaustive training set, shuffled; n_train ignored"
+        meta["rows"] = {"train": len(dd["train"]), "test": len(dd["test"])}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         timings["save"] = time.perf_counter() - t0
         try:

@@ -5,188 +5,31 @@ addition ``21+543=753`` (12+345=357), subtraction ``21-543=333-`` (12-345=-333: 
 the natural string, so a negative result ends in ``-``), multiplication ``21x43=804``, sorting
 ``a:503,b:7,c:14=b,c,a``, bitwise OR ``0100+00=0100``. Every row ends with EOS, then PAD.
 
-Train / eval disjointness (the hash split): every example's operands (digits and lengths; for sorting the
-numbers and the array length, not the labels) get a polynomial hash mod 2^31-1, mixed to 64 bits
-(`digits.operand_hash`). The example is *held out* iff that hash % 50 == 0 (about 2% of each cell).
-``split="train"`` resamples held-out rows until none is left; ``split="eval"`` keeps only held-out ones
-(oversampled rejection sampling). So no evaluation example can appear in training, at any length.
-Exceptions, by design:
-- bitwise_or is exempt: its training set is exhaustive, evaluation is plain sampling.
-- a cell (a_len, b_len) whose examples are all of one class (tiny cells, e.g. 1x1 addition has 100 examples)
-  cannot be split; train and eval then both sample it plainly. Cells over `_SPLIT_CHECK_MAX` examples are
-  assumed to hold both classes; smaller ones are checked by a fixed-seed sample of 20x their size.
+The train / eval hash split and the `TaskSpec` interface live in `arith.data.spec`.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from arith.data import digits as D
-from arith.data.tokenizer import LABELS, ArithTokenizer
+from arith.data.spec import HOLDOUT_MOD, Examples, TaskSpec, clean_problem, digit_tokens, id_array
+from arith.data.tokenizer import LABELS
 from arith.errors import ConfigError
 
-HOLDOUT_MOD = 50
-_SPLIT_CHECK_MAX = 10_000
-_EVAL_OVERSAMPLE = 128  # candidates per wanted eval row: P(no held-out among them) = 0.98^128 ~ 7%
-_MAX_ROUNDS = 1000
-
-
-@dataclass
-class Examples:
-    ids: np.ndarray  # (N, T) int64, right-padded with tok.pad_id; row = prompt (through '='), answer, EOS
-    prompt_len: np.ndarray  # (N,) tokens up to and including '='
-    length: np.ndarray  # (N,) tokens including EOS
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def _lut(ids, dtype) -> np.ndarray:
-    return np.asarray(ids, dtype=dtype)
-
-
-def _digit_tokens(tok: ArithTokenizer, d: np.ndarray, dtype) -> np.ndarray:
-    """Digit values -> token ids (an add when the tokenizer's digit ids are consecutive, else a lookup)."""
-    first = tok.digit_ids[0]
-    if list(tok.digit_ids) == list(range(first, first + 10)):
-        return d.astype(dtype) + dtype(first)
-    return _lut(tok.digit_ids, dtype)[d]
-
-
-def _clean(problem: str) -> str:
-    return "".join(problem.split())
-
-
-class TaskSpec:
-    """One task: sampling, tokens, the split, checking and the natural <-> reversed forms."""
-
-    name: str = ""
-    op: str = ""
-    hash_split: bool = True
-
-    def __init__(self) -> None:
-        self._splittable_cache: dict[tuple[int, int], bool] = {}
-
-    # ------------------------------------------------------------ to implement per task
-    def _sample(self, rng, a_len, b_len, wa: int, wb: int) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def _hash(self, ops: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
-
-    def _tokens(self, tok: ArithTokenizer, ops, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def cell_size(self, a_len: int, b_len: int) -> int:
-        """Number of distinct operand tuples in a cell (a Python int, may be huge)."""
-        raise NotImplementedError
-
-    def check(self, text: str) -> bool:
-        raise NotImplementedError
-
-    def prompt(self, problem: str) -> str:
-        raise NotImplementedError
-
-    def answer(self, reversed_answer: str) -> str:
-        return reversed_answer[::-1]
-
-    def max_answer_len(self, a_len: int, b_len: int) -> int:
-        raise NotImplementedError
-
-    # ------------------------------------------------------------ shared
-    def validate_lengths(self, max_a: int, max_b: int) -> None:
-        if max_a < 1 or max_b < 1:
-            raise ConfigError(f"{self.name}: operand lengths must be >= 1, got {max_a}x{max_b}")
-
-    def lengths(self, rng, n: int, max_a: int, max_b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over every pair (1..max_a) x (1..max_b)."""
-        self.validate_lengths(max_a, max_b)
-        return rng.integers(1, max_a + 1, size=n), rng.integers(1, max_b + 1, size=n)
-
-    def make(self, tok, rng, a_len, b_len, split: str = "train", *, dtype=np.int64) -> Examples:
-        """Examples with exactly these lengths per row. `dtype` is for callers that store narrow ids."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        a_len = np.asarray(a_len, dtype=np.int64)
-        b_len = np.asarray(b_len, dtype=np.int64)
-        if len(a_len) == 0:
-            return Examples(np.zeros((0, 0), dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self.validate_lengths(int(a_len.max()), int(b_len.max()))
-        if a_len.min() < 1 or b_len.min() < 1:
-            raise ValueError(f"{self.name}: lengths must be >= 1")
-        ops = self._draw(rng, a_len, b_len, split)
-        narrow = np.uint8 if tok.vocab_size <= 256 else np.int32
-        ids, prompt_len, length = self._tokens(tok, ops, narrow)
-        return Examples(ids.astype(dtype), prompt_len.astype(np.int64), length.astype(np.int64))
-
-    def held_out(self, ops) -> np.ndarray:
-        return self._hash(ops) % np.uint64(HOLDOUT_MOD) == 0
-
-    def splittable(self, a_len: int, b_len: int) -> bool:
-        """True iff the cell holds both held-out and training examples (see the module docstring)."""
-        key = (int(a_len), int(b_len))
-        if key not in self._splittable_cache:
-            size = self.cell_size(*key)
-            ok = True
-            if size <= _SPLIT_CHECK_MAX:
-                rng = np.random.default_rng([12345, *key])
-                n = 20 * size
-                ops = self._sample(rng, np.full(n, key[0]), np.full(n, key[1]), *key)
-                h = self.held_out(ops)
-                ok = bool(h.any() and not h.all())
-            self._splittable_cache[key] = ok
-        return self._splittable_cache[key]
-
-    def _active(self, a_len: np.ndarray, b_len: np.ndarray) -> np.ndarray:
-        """Rows whose cell takes part in the hash split."""
-        if not self.hash_split:
-            return np.zeros(len(a_len), dtype=bool)
-        nb = int(b_len.max()) + 1
-        cell = a_len * nb + b_len
-        present = np.flatnonzero(np.bincount(cell))
-        table = np.zeros(int(cell.max()) + 1, dtype=bool)
-        for c in present:
-            table[c] = self.splittable(c // nb, c % nb)
-        return table[cell]
-
-    def _draw(self, rng, a_len, b_len, split: str) -> dict[str, np.ndarray]:
-        wa, wb = int(a_len.max()), int(b_len.max())
-        ops = self._sample(rng, a_len, b_len, wa, wb)
-        active = self._active(a_len, b_len)
-        if split == "train":
-            todo = np.flatnonzero(active & self.held_out(ops))
-            for _ in range(_MAX_ROUNDS):
-                if todo.size == 0:
-                    return ops
-                new = self._sample(rng, a_len[todo], b_len[todo], wa, wb)
-                _put(ops, todo, new)
-                todo = todo[self.held_out(new)]
-        else:
-            todo = np.flatnonzero(active)
-            for _ in range(_MAX_ROUNDS):
-                if todo.size == 0:
-                    return ops
-                rep = np.repeat(todo, _EVAL_OVERSAMPLE)
-                cand = self._sample(rng, a_len[rep], b_len[rep], wa, wb)
-                ok = self.held_out(cand).reshape(len(todo), _EVAL_OVERSAMPLE)
-                got = ok.any(axis=1)
-                pick = np.arange(len(todo)) * _EVAL_OVERSAMPLE + ok.argmax(axis=1)
-                _put(ops, todo[got], _take(cand, pick[got]))
-                todo = todo[~got]
-        raise RuntimeError(f"{self.name}: hash-split sampling did not converge (a bug)")
-
-
-def _take(ops: dict, idx: np.ndarray) -> dict:
-    return {k: v[idx] for k, v in ops.items()}
-
-
-def _put(ops: dict, idx: np.ndarray, new: dict) -> None:
-    for k, v in ops.items():
-        v[idx] = new[k]
+__all__ = [
+    "HOLDOUT_MOD",
+    "TASKS",
+    "Examples",
+    "TaskSpec",
+    "eval_cell",
+    "exhaustive_or",
+    "get_task",
+    "train_examples",
+]
 
 
 # ---------------------------------------------------------------- + - x and OR: two operands
@@ -218,11 +61,11 @@ class _Binary(TaskSpec):
     def _tokens(self, tok, ops, dtype):
         c, lc, neg = self._result(ops)
         segs = [
-            (_digit_tokens(tok, ops["a"], dtype), ops["la"]),
+            (digit_tokens(tok, ops["a"], dtype), ops["la"]),
             (tok.op_ids[self.op], None),
-            (_digit_tokens(tok, ops["b"], dtype), ops["lb"]),
+            (digit_tokens(tok, ops["b"], dtype), ops["lb"]),
             (tok.eq_id, None),
-            (_digit_tokens(tok, c, dtype), lc),
+            (digit_tokens(tok, c, dtype), lc),
         ]
         if neg is not None:
             segs.append((np.full((len(c), 1), tok.op_ids["-"], dtype=dtype), neg.astype(np.int64)))
@@ -253,7 +96,7 @@ class _Binary(TaskSpec):
     _ops_accepted: tuple[str, ...] = ()
 
     def prompt(self, problem: str) -> str:
-        p = _clean(problem)
+        p = clean_problem(problem)
         ops = "".join(re.escape(o) for o in self._ops_accepted)
         m = re.fullmatch(rf"([0-9]*)([{ops}])([0-9]*)", p)
         if m is None:
@@ -407,8 +250,8 @@ class Sorting(TaskSpec):
     def _tokens(self, tok, ops, dtype):
         dig, lens, m, start = ops["dig"], ops["lens"], ops["m"], ops["start"]
         n, mmax, w = dig.shape
-        dig_tok = _digit_tokens(tok, dig, dtype)
-        labels = _lut(tok.label_ids, dtype)
+        dig_tok = digit_tokens(tok, dig, dtype)
+        labels = id_array(tok.label_ids, dtype)
         rows = np.arange(n)
         segs = []
         for i in range(mmax):
@@ -442,7 +285,7 @@ class Sorting(TaskSpec):
         return m.group(2).split(",") == want
 
     def prompt(self, problem):
-        p = _clean(problem)
+        p = clean_problem(problem)
         if not p:
             raise ValueError("sorting: empty problem, expected comma-separated numbers like 305,7,41")
         nums = p.split(",")
@@ -493,6 +336,7 @@ def eval_cell(task, tok, a_len: int, b_len: int, n: int, seed: int) -> Examples:
 
 def exhaustive_or(tok, max_a: int, max_b: int) -> Examples:
     """Every (i, j, hot index, and which operand is hot when i == j): sum over cells of min(i, j) (x2 if i == j)."""
+    TASKS["bitwise_or"].validate_lengths(max_a, max_b)
     cells = []  # (i, j, hot_a, count); the loops run over cells, the rows are built by numpy
     for i in range(1, max_a + 1):
         for j in range(1, max_b + 1):

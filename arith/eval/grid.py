@@ -298,3 +298,30 @@ def read_results(run_dir: str | os.PathLike, out: str = "eval") -> list[dict]:
                 merged[(row["task"], row["a_len"], row["b_len"])] = row
     rows = [{c: r.get(c) for c in columns} for _, r in sorted(merged.items())]
     return rows
+
+
+def summary_by_length(rows: list[dict], task: str) -> list[tuple[int, float | None, float, int]]:
+    """Per length L: (L, accuracy on the diagonal cell (L, L) or None, mean accuracy over the cells whose
+    longer operand has L digits, number of such cells) for one task's rows."""
+    by_len: dict[int, list[float]] = {}
+    diagonal: dict[int, float] = {}
+    for r in rows:
+        if r["task"] != task or r.get("acc") is None:
+            continue
+        length = max(r["a_len"], r["b_len"])
+        by_len.setdefault(length, []).append(float(r["acc"]))
+        if r["a_len"] == r["b_len"]:
+            diagonal[length] = float(r["acc"])
+    return [(L, diagonal.get(L), sum(v) / len(v), len(v)) for L, v in sorted(by_len.items())]
+
+
+def format_summary(rows: list[dict], task: str, trained: int | None = None) -> str:
+    lines = [
+        f"{task}: accuracy (%) by operand length",
+        f"{'length':>6} {'L x L':>7} {'max=L':>7} {'cells':>6}",
+    ]
+    for length, diag, mean, cells in summary_by_length(rows, task):
+        mark = "  (trained)" if trained is not None and length <= trained else ""
+        diag_text = f"{100 * diag:7.1f}" if diag is not None else f"{'-':>7}"
+        lines.append(f"{length:>6} {diag_text} {100 * mean:7.1f} {cells:>6}{mark}")
+    return "\n".join(lines)
