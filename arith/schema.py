@@ -35,6 +35,7 @@ class AbsPos(_Choice):
     none = "none"
     learned = "learned"
     abacus = "abacus"
+    coupling = "coupling"  # Position Coupling (Cho et al. 2024): Abacus ids, a random start per example
 
 
 class RelPos(_Choice):
@@ -43,6 +44,22 @@ class RelPos(_Choice):
     none = "none"
     rope = "rope"
     fire = "fire"
+    rerope = "rerope"  # RoPE with relative distances clipped at model.rerope_window (Su 2023)
+
+
+class Block(_Choice):
+    """Layer layout (`arith/model/blocks.py`)."""
+
+    pre_ln = "pre_ln"
+    post_ln = "post_ln"
+    parallel = "parallel"
+    sas_p = "sas_p"
+
+
+class Optimizer(_Choice):
+    adamw = "adamw"
+    lion = "lion"
+    tiger = "tiger"
 
 
 class Injection(_Choice):
@@ -70,6 +87,11 @@ class ModelConfig:
     eval_k: int = 0  # Abacus offset used at evaluation
     fire_max_length: int = 0  # > 0: randomized FIRE, positions drawn from [0, fire_max_length)
     rope_base: float = 10000.0
+    rope_fraction: float = 1.0  # share of each head's dims that rotate (GPT-NeoX-20B: 0.25); rope and rerope
+    rerope_window: int = 64  # rerope: relative distances >= this window are clipped (or leak, see below)
+    rerope_leaky_k: float = 0.0  # rerope: 0 = clip at the window; k > 0 = grow with slope 1/k beyond it
+    block: Block = Block.pre_ln
+    tie_embeddings: bool = False  # the output head reuses the token embedding matrix
     alpha: float = 1.0  # progressive-loss weight of the random-depth pass
     max_backprop: Optional[int] = None  # None -> recurrences // 2 (at least 1)
     throttle: bool = True  # cap the random-depth pass at `recurrences` (False: may go past it)
@@ -96,9 +118,11 @@ class TrainConfig:
     budget_minutes: Optional[float] = None  # ... or after this much wall-clock, whichever ends first
     batch_size: int = 128  # global batch
     lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.98)
+    optimizer: Optimizer = Optimizer.adamw
+    betas: tuple[float, float] = (0.9, 0.98)  # lion: (beta1, beta2); tiger: its one beta is betas[1]
     weight_decay: float = 0.01
     clip: float = 0.5
+    embedding_lr_scale: float = 1.0  # lr multiplier of the token and position tables (0 = frozen)
     warmup: float = 0.1  # fraction of the run
     cooldown: float = 0.1  # fraction of the run
     mask_before_equals: bool = True  # answer-only loss

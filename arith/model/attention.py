@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from arith.model import flex
 from arith.model.positions import build_rel_pos, rotate
 
 
@@ -51,6 +52,8 @@ class AttnInputs:
     rot: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (Tq, D), for the new tokens
     mask: torch.Tensor | None  # float (H, Tq, Tk) bias with -inf above the diagonal, or bool (Tq, Tk)
     is_causal: bool
+    flex_bias: torch.Tensor | None = None  # (H, T, T) FIRE bias for the FlexAttention path (see flex.py)
+    block_mask: object | None = None  # its causal BlockMask
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -69,6 +72,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
         self.rel = build_rel_pos(cfg)
+        self.attn_impl = "auto"  # auto | sdpa | flex: how an additive bias is applied (flex.set_attention_impl)
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""
@@ -81,6 +85,8 @@ class Attention(nn.Module):
             if t_q == 1:  # one new token sees every cached one
                 return AttnInputs(rot, None, False)
             return AttnInputs(rot, causal_mask(t_q, t_k, q_pos.device), False)
+        if flex.wanted(self.attn_impl, q_pos.device, t_q, t_k):
+            return AttnInputs(rot, None, False, bias, flex.causal_block_mask(t_q, q_pos.device))
         allowed = causal_mask(t_q, t_k, q_pos.device)
         return AttnInputs(rot, bias.masked_fill(~allowed, float("-inf")), False)
 
@@ -92,6 +98,9 @@ class Attention(nn.Module):
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
+        if inp.flex_bias is not None:
+            y = flex.attention(q, k, v, inp.flex_bias, inp.block_mask)  # (B, H, T, D)
+            return self.proj(y.transpose(1, 2).reshape(B, T, C))
         mask = inp.mask
         if mask is not None and mask.dtype not in (torch.bool, q.dtype):
             mask = mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)

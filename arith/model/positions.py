@@ -102,8 +102,9 @@ class AbacusPos(nn.Module):
     def positions(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
         pos = abacus_positions(self.is_digit(ids))
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
-        if pos.numel():
-            # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error
+        if pos.numel() and not torch.compiler.is_compiling():
+            # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error.
+            # Skipped inside torch.compile (it would break the graph): training checks the table up front.
             top = int(pos.max())
             if top >= self.max_pos:
                 raise ConfigError(
@@ -119,10 +120,24 @@ class AbacusPos(nn.Module):
         return self.embed(self.positions(ids, k))
 
 
+class CouplingPos(AbacusPos):
+    """Position Coupling (Cho et al. 2024, arXiv 2405.20671): tokens of equal significance share one id.
+
+    In our formats every number is stored least-significant digit first, so "significance within the
+    number" is exactly Abacus's index within the run of digits: for `a+b=c` the j-th digit of a, of b and of
+    the answer all read row j + offset. What Cho et al. do differently is the random start: one offset per
+    *example* in training (the caller passes k as a (B, 1) tensor), not one per batch; evaluation uses one
+    int like Abacus. Their zero-padding of operands and their ids for `+` and `=` are not copied: our data
+    carries no padding, and non-digits keep row 0 (which also keeps a token's id independent of the
+    tokens after it, so KV-cached decoding continues exactly).
+    """
+
+
 ABS_POS: dict[str, Callable[..., nn.Module]] = {
     "none": lambda cfg, tok: NoAbsPos(cfg.width),
     "learned": lambda cfg, tok: LearnedPos(cfg.width, cfg.max_pos),
     "abacus": lambda cfg, tok: AbacusPos(cfg.width, cfg.max_pos, tok.digit_ids),
+    "coupling": lambda cfg, tok: CouplingPos(cfg.width, cfg.max_pos, tok.digit_ids),
 }
 
 
@@ -145,6 +160,9 @@ class NoRelPos(nn.Module):
 def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Apply a rotary (cos, sin) of shape (T, D) to x (B, H, T, D); computed in float32, returned in x's dtype."""
     cos, sin = rot
+    if cos.shape[-1] < x.shape[-1]:  # partial rotary: only the first dims of each head turn, the rest pass
+        d = cos.shape[-1]
+        return torch.cat((rotate(x[..., :d], rot), x[..., d:]), dim=-1)
     xf = x.float()
     x1, x2 = xf.chunk(2, dim=-1)  # (B, H, T, D/2) each: rotate-half pairing (i, i + D/2)
     rotated = torch.cat((-x2, x1), dim=-1)
@@ -152,24 +170,69 @@ def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 
 
 class RoPE(nn.Module):
-    """Rotary position embedding (Su et al. 2021, arXiv 2104.09864): q and k rotated by their absolute index."""
+    """Rotary position embedding (Su et al. 2021, arXiv 2104.09864): q and k rotated by their absolute index.
 
-    def __init__(self, head_dim: int, base: float):
+    `fraction` < 1 rotates only the first `fraction` of each head's dims (GPT-NeoX-20B, Black et al. 2022,
+    used 0.25), with frequencies spread over the rotated dims; the others carry content only.
+    """
+
+    def __init__(self, head_dim: int, base: float, fraction: float = 1.0):
         super().__init__()
         if head_dim % 2:
             raise ConfigError(
                 f"model.rel_pos=rope needs an even head dim (model.width / model.heads), got {head_dim}"
             )
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
+        rot_dim = int(head_dim * fraction) // 2 * 2  # even: dims turn in pairs
+        if not 0 < fraction <= 1 or rot_dim < 2:
+            raise ConfigError(
+                f"model.rope_fraction={fraction!r} must be in (0, 1] and rotate at least 2 of the "
+                f"{head_dim} dims of a head"
+            )
+        inv_freq = base ** (-torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim)  # (R/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotary(self, pos: torch.Tensor):
-        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
-        angles = torch.cat((angles, angles), dim=-1)  # (T, D)
+        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, R/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (T, R), R = rotated dims (D unless partial)
         return angles.cos(), angles.sin()
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
         return None
+
+
+class ReRoPE(RoPE):
+    """ReRoPE (Su 2023, "Rectified Rotary Position Embeddings"): RoPE whose relative distance stops growing.
+
+    The score of query i and key j uses the rotation of distance d = i - j while d < window, and of
+    window + (d - window) / k beyond it ("leaky ReRoPE"; k = 0 means slope 0: every distance >= window
+    reads as window). So a model meets no distance it was not trained on, however long the sequence; with
+    window >= the training length, training is exactly RoPE. A clipped distance is not a difference of two
+    absolute rotations, so attention computes two score matrices, both as rotated q . rotated k:
+        near: q at i,                         k at j        -> distance i - j
+        far:  q at i/k + window (1 - 1/k),    k at j/k      -> distance window + (i - j - window) / k
+    and keeps `near` inside the window, `far` outside (with 1/k read as 0 when k = 0). The KV cache keeps
+    unrotated keys for this, since each key is rotated twice.
+    """
+
+    def __init__(self, head_dim: int, base: float, fraction: float, window: int, leaky_k: float):
+        super().__init__(head_dim, base, fraction)
+        if window < 1 or leaky_k < 0:
+            raise ConfigError(
+                f"model.rerope_window={window!r} must be >= 1 and model.rerope_leaky_k={leaky_k!r} >= 0"
+            )
+        self.window, self.slope = window, (1.0 / leaky_k if leaky_k > 0 else 0.0)
+
+    def rotary(self, pos: torch.Tensor):
+        return None  # the rotations depend on the (query, key) pair: see `windows`
+
+    def windows(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> tuple:
+        """((q rot, k rot) near, (q rot, k rot) far, in_window (Tq, Tk) bool), rots as `RoPE.rotary`."""
+        q_pos, k_pos = q_pos.float(), k_pos.float()
+        near = (RoPE.rotary(self, q_pos), RoPE.rotary(self, k_pos))
+        far_q = q_pos * self.slope + self.window * (1.0 - self.slope)
+        far = (RoPE.rotary(self, far_q), RoPE.rotary(self, k_pos * self.slope))
+        in_window = (q_pos[:, None] - k_pos[None, :]) < self.window  # (Tq, Tk)
+        return near, far, in_window
 
 
 class FIRE(nn.Module):
@@ -202,8 +265,11 @@ class FIRE(nn.Module):
 
 REL_POS: dict[str, Callable[..., nn.Module]] = {
     "none": lambda cfg: NoRelPos(),
-    "rope": lambda cfg: RoPE(cfg.width // cfg.heads, cfg.rope_base),
+    "rope": lambda cfg: RoPE(cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction),
     "fire": lambda cfg: FIRE(cfg.heads),
+    "rerope": lambda cfg: ReRoPE(
+        cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction, cfg.rerope_window, cfg.rerope_leaky_k
+    ),
 }
 
 
