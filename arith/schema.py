@@ -67,6 +67,14 @@ class Injection(_Choice):
     add = "add"
 
 
+class AttnImpl(_Choice):
+    """How attention applies an additive bias (FIRE); see arith/model/flex.py."""
+
+    auto = "auto"  # FlexAttention on CUDA (torch >= 2.6), SDPA otherwise
+    sdpa = "sdpa"  # always SDPA with a dense additive mask (the reference)
+    flex = "flex"  # always FlexAttention (on CPU: forward only)
+
+
 class Reduction(_Choice):
     mean = "mean"  # mean over every target token in the batch
     per_sample = "per_sample"  # mean over tokens within a sample, then mean over samples
@@ -128,7 +136,8 @@ class TrainConfig:
     mask_before_equals: bool = True  # answer-only loss
     loss_reduction: Reduction = Reduction.mean
     seed: int = 0
-    compile: bool = False
+    compile: bool = False  # torch.compile each layer of the block (in place; works under DDP as is)
+    attention: AttnImpl = AttnImpl.auto  # FIRE's biased attention: FlexAttention or SDPA (arith/model/flex.py)
     bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
     cpu_bf16: bool = False
     threads: int = 0  # torch CPU threads; 0 = torch's default

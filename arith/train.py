@@ -20,6 +20,7 @@ from arith.data.datasets import ensure, make_batches
 from arith.data.tokenizer import ArithTokenizer
 from arith.metrics import MetricsLog
 from arith.model import build_model
+from arith.model.flex import set_attention_impl
 from arith.optim import build_optimizer, run_progress, trapezoid
 from arith.runs import (
     check_resume_compatible,
@@ -85,6 +86,18 @@ def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tenso
     if m.alpha < 1:
         loss = loss + (1 - m.alpha) * loss_at(m.recurrences)
     return loss
+
+
+def compile_blocks(model) -> None:
+    """torch.compile every layer of the recurrent block in place (parameter names unchanged).
+
+    Not the whole model: its Python loop unrolls per (depth, no-grad depth), so the progressive loss's
+    random depths would recompile every step and hit dynamo's recompile limit. A layer compiles to a few
+    graphs (with / without grad, then dynamic sequence length) shared by every layer and recurrence, and DDP
+    wraps the model as usual, with no extra flag.
+    """
+    for layer in model.layers:
+        layer.compile()
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -162,8 +175,9 @@ def train(cfg: PretrainConfig) -> Path:
         set_rng_state(state["rng"])
         dist.print0(f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
     model = raw_model
+    set_attention_impl(raw_model, tcfg.attention)
     if tcfg.compile:
-        model = torch.compile(model)
+        compile_blocks(raw_model)
     if info.world > 1:
         model = DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     use_bf16 = tcfg.bf16 and (info.device.type == "cuda" or tcfg.cpu_bf16)

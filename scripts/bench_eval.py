@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         outs, t0 = [], time.perf_counter()
         for i in range(0, args.n, args.batch):
             outs.append(
-                generate(run.model, prompts[i : i + args.batch], max_new, run.tok.eos_id, run.tok.pad_id, use_cache=use_cache)
+                generate(
+                    run.model,
+                    prompts[i : i + args.batch],
+                    max_new,
+                    run.tok.eos_id,
+                    run.tok.pad_id,
+                    use_cache=use_cache,
+                )
             )
         return args.n / (time.perf_counter() - t0), torch.cat(outs)
 
@@ -58,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     uncached, b = decode(False)
     assert torch.equal(a, b), "cached and uncached decoding disagree"
     answers_right = sum(
-        int(torch.equal(a[i, : ex.length[i] - prompt_len], torch.as_tensor(ex.ids[i, prompt_len : ex.length[i]])))
+        int(
+            torch.equal(
+                a[i, : ex.length[i] - prompt_len], torch.as_tensor(ex.ids[i, prompt_len : ex.length[i]])
+            )
+        )
         for i in range(args.n)
     )
     lines = [

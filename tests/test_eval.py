@@ -88,7 +88,9 @@ def test_shards_union_to_the_whole_grid(adder, compose):
     whole = run_grid(eval_cfg(compose, adder, "eval.a_lens=[1,4]", "eval.out=whole"), sorting=False)
     parts = []
     for shard in range(3):
-        cfg = eval_cfg(compose, adder, "eval.a_lens=[1,4]", "eval.out=parts", f"eval.shard={shard}", "eval.num_shards=3")
+        cfg = eval_cfg(
+            compose, adder, "eval.a_lens=[1,4]", "eval.out=parts", f"eval.shard={shard}", "eval.num_shards=3"
+        )
         parts += run_grid(cfg, sorting=False)
     key = lambda r: (r["a_len"], r["b_len"])  # noqa: E731
     assert sorted(map(key, parts)) == sorted(map(key, whole)) and len(set(map(key, parts))) == 16
@@ -97,7 +99,9 @@ def test_shards_union_to_the_whole_grid(adder, compose):
 
 def test_cached_and_uncached_grids_agree(adder, compose):
     a = run_grid(eval_cfg(compose, adder, "eval.a_lens=[1,3]", "eval.out=cache"), sorting=False)
-    b = run_grid(eval_cfg(compose, adder, "eval.a_lens=[1,3]", "eval.out=nocache", "eval.cache=false"), sorting=False)
+    b = run_grid(
+        eval_cfg(compose, adder, "eval.a_lens=[1,3]", "eval.out=nocache", "eval.cache=false"), sorting=False
+    )
     assert a == b
 
 
@@ -138,3 +142,27 @@ def test_killed_evaluation_resumes_without_redoing_cells(adder, compose):
     (a,) = victim.glob("*.csv")
     (b,) = (adder / "reference").glob("*.csv")
     assert read_csv(a) == read_csv(b)
+
+
+def test_sort_eval_writes_exact_and_first_label_accuracy(compose, tmp_path):
+    cfg = compose(
+        [
+            *TINY[:7],
+            "data=sorting",
+            "data.max_len=2",
+            "data.max_len_b=3",
+            "data.streaming=true",
+            "train.steps=3",
+            "train.progress=false",
+            "train.batch_size=8",
+            f"runs_root={tmp_path}",
+            "name=sorter",
+        ]
+    )
+    run_dir = train(cfg)
+    rows = run_grid(eval_cfg(compose, run_dir, "eval.a_lens=[1,2]", "eval.b_lens=[2,4]"), sorting=True)
+    assert len(rows) == 6
+    (path,) = (run_dir / "eval").glob("sorting_*.csv")
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == ["task", "a_len", "b_len", "n", "correct", "acc", "first_correct", "first_acc"]
+    assert all(0 <= r["first_acc"] <= 1 and r["acc"] <= r["first_acc"] for r in rows)

@@ -217,3 +217,27 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert [r["step"] for r in metrics(victim_dir)] == [r["step"] for r in metrics(ref_dir)]
+
+
+def test_wandb_offline_needs_no_login(compose, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = train(tiny(compose, tmp_path, "train.steps=3", "train.wandb=true", "train.log_every=1"))
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_make_data_cli_writes_a_dataset_once(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "make_data.py"),
+        "data=multiplication",
+        "data.max_len=3",
+        "data.n_train=500",
+        f"data.root={tmp_path}",
+    ]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    (path,) = tmp_path.iterdir()
+    assert {"train", "test"} <= {p.name for p in path.iterdir()} and (path / "tokenizer.json").exists()
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "kept existing" in second.stdout

@@ -2,7 +2,8 @@
 
 A relative-position module (see `positions.py`) contributes an optional q/k rotation (RoPE) and an optional
 additive bias (FIRE). Both depend only on positions, so `Attention.prepare` builds them (and the causal mask)
-once per forward pass and layer; the looped decoder reuses them across recurrences.
+once per forward pass and layer; the looped decoder reuses them across recurrences. ReRoPE, whose clipped
+distances are not a rotation of q and k alone, takes the one exception: explicit scores (`rerope_attention`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class AttnInputs:
     is_causal: bool
     flex_bias: torch.Tensor | None = None  # (H, T, T) FIRE bias for the FlexAttention path (see flex.py)
     block_mask: object | None = None  # its causal BlockMask
+    rerope: tuple | None = None  # ReRoPE's (near rots, far rots, in-window (Tq, Tk)); mask is then bool
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -77,6 +79,9 @@ class Attention(nn.Module):
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""
         t_q, t_k = q_pos.numel(), k_pos.numel()
+        if hasattr(self.rel, "windows"):  # ReRoPE: the rotation depends on the (query, key) pair
+            allowed = causal_mask(t_q, t_k, q_pos.device)
+            return AttnInputs(None, allowed, False, rerope=self.rel.windows(q_pos, k_pos))
         rot = self.rel.rotary(q_pos)
         bias = self.rel.bias(q_pos, k_pos)
         if bias is None:
@@ -94,15 +99,40 @@ class Attention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
+        y = self.attend(q, k, v, inp, cache)  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """Causal softmax(q k / sqrt(D) + positions) v; q, k, v (B, H, T, D) of the new tokens, whose k and v
+        join `cache` -> (B, H, T, D). Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        if inp.rerope is not None:
+            return rerope_attention(q, k, v, inp, cache)
         if inp.rot is not None:
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
         if inp.flex_bias is not None:
-            y = flex.attention(q, k, v, inp.flex_bias, inp.block_mask)  # (B, H, T, D)
-            return self.proj(y.transpose(1, 2).reshape(B, T, C))
+            return flex.attention(q, k, v, inp.flex_bias, inp.block_mask)  # (B, H, T, D)
         mask = inp.mask
         if mask is not None and mask.dtype not in (torch.bool, q.dtype):
             mask = mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=inp.is_causal)  # (B, H, T, D)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=inp.is_causal)
+
+
+def rerope_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None
+) -> torch.Tensor:
+    """Attention under ReRoPE (see `positions.ReRoPE`): two score matrices, merged by the window, one softmax.
+
+    Explicit scores instead of SDPA: (B, H, Tq, Tk) twice, fine for the small models and short sequences here.
+    """
+    if cache is not None:
+        k, v = cache.append(k, v)  # unrotated keys: every key is rotated twice, once per score matrix
+    (q_near, k_near), (q_far, k_far), in_window = inp.rerope
+    near = rotate(q, q_near) @ rotate(k, k_near).transpose(-2, -1)  # (B, H, Tq, Tk)
+    far = rotate(q, q_far) @ rotate(k, k_far).transpose(-2, -1)  # (B, H, Tq, Tk)
+    scores = torch.where(in_window, near, far).float() * q.shape[-1] ** -0.5
+    scores = scores.masked_fill(~inp.mask, float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, Tq, D)

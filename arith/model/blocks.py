@@ -1,7 +1,15 @@
-"""Transformer layers. `BLOCKS` maps a name to a layer class so other layouts (post-LN, parallel) can be added.
+"""Transformer layers. `BLOCKS` maps `model.block` to a layer class, built as `cls(cfg, index)`.
 
 Every layer takes `(x, inp=None, cache=None)`: `inp` is the `AttnInputs` its `prepare(q_pos, k_pos)` built for
-this forward pass (None: a fresh causal sequence at positions 0..T-1), `cache` its `KVCache`.
+this forward pass (None: a fresh causal sequence at positions 0..T-1), `cache` its `KVCache`. The decoder
+first gives every matrix its normal(0.02) init and `out_projections()` the depth-scaled one; a layer with its
+own prescription adds `init_weights(depth)`, depth being the unrolled training depth (layers x recurrences).
+
+    pre_ln    x + attn(ln(x)), then + ffn(ln(x))                 the default
+    post_ln   ln(x + attn(x)), then ln(x + ffn(x))               the original's, with DeepNet's init
+    parallel  x + attn(ln(x)) + ffn(ln(x)), one shared norm      GPT-J, PaLM
+    sas_p     shaped attention (no V, no projection) + ffn,      He & Hofmann 2023, "SAS-P"
+              in parallel, no skips, no norms
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ class PreLNBlock(nn.Module):
     """x + attn(ln(x)), then x + ffn(ln(x)). Pre-LN instead of the paper's post-LN: it trains without warm-up
     tricks at any depth, which matters for looped models whose effective depth changes at evaluation."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, index: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.width, bias=False)
         self.attn = Attention(cfg)
@@ -55,4 +63,136 @@ class PreLNBlock(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"pre_ln": PreLNBlock}
+def default_inputs(layer: nn.Module, x: torch.Tensor) -> AttnInputs:
+    pos = torch.arange(x.shape[1], device=x.device)
+    return layer.prepare(pos, pos)
+
+
+class PostLNBlock(PreLNBlock):
+    """ln(x + attn(x)), then ln(x + ffn(x)): the original Transformer's layout and the paper's (cramming's
+    `norm_scheme: post`). Post-LN needs a careful init to train deep; the original used cramming's
+    `deepnorm-straight`, DeepNet's (Wang et al. 2022, arXiv 2203.00555) decoder prescription: Xavier-normal
+    matrices with gain (8 N)^(-1/4) for values, output projection and FFN, gain 1 for queries and keys. We take
+    N = the unrolled training depth (layers x recurrences), as cramming's deepnorm residual does."""
+
+    def init_weights(self, depth: int) -> None:
+        gain = (8 * depth) ** -0.25
+        width = self.attn.proj.weight.shape[0]
+        with torch.no_grad():
+            q, k, v = self.attn.qkv.weight.view(3, width, width)  # each (W, W): Xavier fans of one matrix
+            nn.init.xavier_normal_(q, gain=1.0)
+            nn.init.xavier_normal_(k, gain=1.0)
+            nn.init.xavier_normal_(v, gain=gain)
+            for lin in (self.attn.proj, self.ffn.w_in, self.ffn.w_out):
+                nn.init.xavier_normal_(lin.weight, gain=gain)
+
+    def forward(
+        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        inp = default_inputs(self, x) if inp is None else inp
+        x = self.ln1(x + self.drop(self.attn(x, inp, cache)))
+        return self.ln2(x + self.drop(self.ffn(x)))
+
+
+class ParallelBlock(nn.Module):
+    """x + attn(ln(x)) + ffn(ln(x)): both sub-blocks read one norm of the same input (GPT-J; PaLM, Chowdhery
+    et al. 2022). GPT-NeoX-20B (Black et al. 2022) is parallel too, with two norms. Half the sequential depth per
+    layer; on accelerators the two input matmuls could also fuse into one (not done here)."""
+
+    def __init__(self, cfg, index: int = 0):
+        super().__init__()
+        self.ln = nn.LayerNorm(cfg.width, bias=False)
+        self.attn = Attention(cfg)
+        self.ffn = GeluGLU(cfg.width, cfg.ffn)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
+        return self.attn.prepare(q_pos, k_pos)
+
+    def out_projections(self) -> list[nn.Linear]:
+        return [self.attn.proj, self.ffn.w_out]
+
+    def forward(
+        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        inp = default_inputs(self, x) if inp is None else inp
+        h = self.ln(x)
+        return x + self.drop(self.attn(h, inp, cache)) + self.drop(self.ffn(h))
+
+
+def causal_mean(v: torch.Tensor, t_q: int) -> torch.Tensor:
+    """Uniform causal attention C v for the last t_q of v's Tk tokens: row i is the mean of v over tokens 0..i.
+    v (B, H, Tk, D) -> (B, H, t_q, D), float32."""
+    t_k = v.shape[2]
+    total = v.float().cumsum(dim=2)[:, :, t_k - t_q :]  # (B, H, t_q, D)
+    count = torch.arange(t_k - t_q + 1, t_k + 1, device=v.device, dtype=torch.float32)[:, None]  # (t_q, 1)
+    return total / count
+
+
+class ShapedAttention(Attention):
+    """SAS attention (He & Hofmann 2023, arXiv 2311.01906): no value and no output projection; per head h
+        A_h = alpha_h I + beta_h softmax(q k / sqrt(D) + positions) - gamma_h C,     out_h = A_h x_h
+    with x_h the head's slice of the input and C the uniform causal average (shaped attention, Noci et al.
+    2023). The paper's init: W_Q = 0 and alpha = beta = gamma = 1, so softmax = C and A = I; the three gains are
+    trainable per head. Positions (RoPE, FIRE, ...) and the KV cache act on the softmax part as usual."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.qkv = nn.Linear(cfg.width, 2 * cfg.width, bias=False)  # queries and keys only
+        del self.proj
+        self.alpha = nn.Parameter(torch.ones(cfg.heads, 1, 1))
+        self.beta = nn.Parameter(torch.ones(cfg.heads, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(cfg.heads, 1, 1))
+
+    def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        qk = self.qkv(x).view(B, T, 2, self.heads, self.head_dim)  # (B, T, 2, H, D)
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
+        v = x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D): values = the input
+        mixed = self.attend(q, k, v.to(q.dtype), inp, cache)  # (B, H, T, D)
+        past_v = v if cache is None else cache.v[:, :, : cache.length]  # (B, H, past + T, D)
+        y = self.alpha * v + self.beta * mixed - self.gamma * causal_mean(past_v, T)  # (B, H, T, D)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, H*D)
+
+
+class SASPBlock(nn.Module):
+    """The simplified parallel block without normalization (He & Hofmann 2023, "SAS-P, no norm"):
+        out = g_attn * ShapedAttention(h) + g_ffn * ffn(h)
+    with no skip connection (the identity inside the shaped attention carries the signal), no values, no
+    output projection. As in the authors' code, h = LayerNorm(x) in the first layer only (it normalizes the
+    embedding's scale) and h = x elsewhere; g_attn starts at 1 and g_ffn at 0.1 (their value at 18 layers),
+    both trainable. Their code also keeps a value matrix in the first layer; we drop it with the others."""
+
+    def __init__(self, cfg, index: int = 0):
+        super().__init__()
+        self.ln = nn.LayerNorm(cfg.width, bias=False) if index == 0 else nn.Identity()
+        self.attn = ShapedAttention(cfg)
+        self.ffn = GeluGLU(cfg.width, cfg.ffn)
+        self.attn_gain = nn.Parameter(torch.ones(1))
+        self.ffn_gain = nn.Parameter(torch.full((1,), 0.1))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
+        return self.attn.prepare(q_pos, k_pos)
+
+    def out_projections(self) -> list[nn.Linear]:
+        return [self.ffn.w_out]
+
+    def init_weights(self, depth: int) -> None:
+        with torch.no_grad():
+            self.attn.qkv.weight[: self.attn.qkv.in_features].zero_()  # W_Q = 0: attention starts uniform
+
+    def forward(
+        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        inp = default_inputs(self, x) if inp is None else inp
+        h = self.ln(x)
+        return self.attn_gain * self.drop(self.attn(h, inp, cache)) + self.ffn_gain * self.drop(self.ffn(h))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "pre_ln": PreLNBlock,
+    "post_ln": PostLNBlock,
+    "parallel": ParallelBlock,
+    "sas_p": SASPBlock,
+}

@@ -4,7 +4,8 @@
   ``positions(ids, k) -> (B, T)`` (the row of the position table each token reads).
 * ``REL_POS``: modules that act inside attention, given integer query and key positions (so KV-cached decoding
   can pass the absolute position of new tokens). ``rotary(pos)`` returns the (cos, sin) of a q/k rotation or
-  None; ``bias(q_pos, k_pos)`` returns an additive per-head attention bias ``(H, Tq, Tk)`` or None.
+  None; ``bias(q_pos, k_pos)`` returns an additive per-head attention bias ``(H, Tq, Tk)`` or None. ReRoPE,
+  whose rotation depends on the (query, key) pair, has ``windows(q_pos, k_pos)`` instead (see `ReRoPE`).
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
 """

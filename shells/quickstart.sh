@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job (the README's first command): on a 2-core CPU, train a small looped Abacus model on addition up
+# to 8 digits (~10 min, streaming data), evaluate a grid to 24 digits (3x), write the heatmap, print a summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${ARITH_RUNS:-runs}
+python pretrain.py +experiment=quickstart
+python arithmetic_eval.py run=$RUNS/quickstart eval.a_lens=[1,24] eval.n_per_cell=50
+python scripts/plot_grid.py $RUNS/quickstart --summary
