@@ -93,6 +93,7 @@ class ModelConfig:
     max_pos: int = 256  # rows of the learned / Abacus position table
     max_k: int = 100  # Abacus training offset range: k ~ U{0..max_k}
     eval_k: int = 0  # Abacus offset used at evaluation
+    k_per_example: bool = False  # draw the training offset per example instead of once per batch (SPEC: batch)
     fire_max_length: int = 0  # > 0: randomized FIRE, positions drawn from [0, fire_max_length)
     rope_base: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that rotate (GPT-NeoX-20B: 0.25); rope and rerope
@@ -137,7 +138,7 @@ class TrainConfig:
     loss_reduction: Reduction = Reduction.mean
     seed: int = 0
     compile: bool = False  # torch.compile each layer of the block (in place; works under DDP as is)
-    attention: AttnImpl = AttnImpl.auto  # FIRE's biased attention: FlexAttention or SDPA (arith/model/flex.py)
+    attention: AttnImpl = AttnImpl.auto  # FIRE's attention: FlexAttention or SDPA (arith/model/flex.py)
     bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
     cpu_bf16: bool = False
     threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -73,7 +73,7 @@ def progressive_depths(recurrences: int, max_backprop: int | None, throttle: boo
 def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
     m = cfg.model
     x = ids[:, :-1]
-    k = int(torch.randint(0, m.max_k + 1, ()).item())  # one Abacus offset per step, shared by every pass
+    k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
 
     def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
         logits = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k)
@@ -218,15 +218,15 @@ def train(cfg: PretrainConfig) -> Path:
         f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
     )
     t0, last_save, window_tokens, window_t = time.perf_counter(), time.perf_counter(), 0, time.perf_counter()
-    start_elapsed, loss_ema = elapsed, None
+    start_elapsed, loss_ema, stopping = elapsed, None, False
     model.train()
     while True:
         progress = run_progress(step, elapsed, tcfg.steps, tcfg.budget_minutes)
-        if progress >= 1.0 or stop.raised:
+        if progress >= 1.0 or stopping:
             break
         lr = tcfg.lr * trapezoid(progress, tcfg.warmup, tcfg.cooldown)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # embedding tables may train slower (optim.py)
         ids = batches.batch(step).to(info.device, non_blocking=True)
         with autocast:
             loss = forward_loss(model, raw_model, ids, cfg, tok)
@@ -241,10 +241,12 @@ def train(cfg: PretrainConfig) -> Path:
         window_tokens += n_tok
         now = time.perf_counter()
         elapsed = start_elapsed + (now - t0)
-        if info.world > 1:  # every rank must agree on when the budget ends
-            elapsed = (
-                float(dist.all_reduce_sum(torch.tensor(elapsed, dtype=torch.float64)).item()) / info.world
-            )
+        stopping = stop.raised
+        if info.world > 1:  # every rank must agree on when the budget ends and on stopping for a signal
+            agreed = dist.all_reduce_sum(  # on the device: NCCL reduces no CPU tensors
+                torch.tensor([elapsed, float(stop.raised)], dtype=torch.float64, device=info.device)
+            ).tolist()
+            elapsed, stopping = agreed[0] / info.world, agreed[1] > 0
         loss_val = float(dist.all_reduce_mean(loss.detach()).item())
         if not math.isfinite(loss_val):
             raise FloatingPointError(f"loss is {loss_val} at step {step}; lower train.lr or raise train.clip")
@@ -267,6 +269,7 @@ def train(cfg: PretrainConfig) -> Path:
                         "tokens": tokens,
                         "tokens_per_s": tps,
                         "elapsed_s": elapsed,
+                        "emb_max_abs": raw_model.embedding_max_abs(),
                     }
                 )
         due = (now - last_save) > 60 * tcfg.save_every_minutes or (
@@ -283,6 +286,6 @@ def train(cfg: PretrainConfig) -> Path:
     dist.print0(
         f"stopped at step {step} after {elapsed / 60:.1f} min; checkpoint in {run_dir / 'checkpoints'}"
     )
-    if stop.raised:
+    if stopping:
         raise KeyboardInterrupt("stopped by signal after saving")
     return run_dir

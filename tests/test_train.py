@@ -241,3 +241,19 @@ def test_make_data_cli_writes_a_dataset_once(tmp_path):
     assert {"train", "test"} <= {p.name for p in path.iterdir()} and (path / "tokenizer.json").exists()
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "kept existing" in second.stdout
+
+
+def test_runs_saved_before_new_config_keys_still_resume(compose, tmp_path):
+    run_dir = train(tiny(compose, tmp_path, "train.steps=2"))
+    config = run_dir / "config.yaml"
+    text = config.read_text()
+    assert "  k_per_example: false\n" in text
+    config.write_text(text.replace("  k_per_example: false\n", ""))  # as an older arith wrote it
+    train(tiny(compose, tmp_path, "train.steps=4"))
+    assert checkpoint.latest(run_dir).name == "4"
+
+
+def test_changing_the_optimizer_on_resume_is_refused(compose, tmp_path):
+    train(tiny(compose, tmp_path, "train.steps=2"))
+    with pytest.raises(ConfigError, match="optimizer"):
+        train(tiny(compose, tmp_path, "train.steps=4", "train.optimizer=lion"))

@@ -41,7 +41,7 @@ def check_positions(cfg, max_tokens: int, max_digits: int, training: bool, k: in
             f"model.max_pos={cfg.max_pos} too small: positions up to {max_tokens - 1} needed "
             f"(sequences of {max_tokens} tokens)"
         )
-    if abs_pos == "abacus":
+    if abs_pos in ("abacus", "coupling"):
         offset = cfg.max_k if training else (cfg.eval_k if k is None else k)
         if max_digits + offset >= cfg.max_pos:
             raise ConfigError(

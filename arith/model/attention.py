@@ -74,7 +74,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
         self.rel = build_rel_pos(cfg)
-        self.attn_impl = "auto"  # auto | sdpa | flex: how an additive bias is applied (flex.set_attention_impl)
+        self.attn_impl = "auto"  # auto | sdpa | flex: how a bias is applied (flex.set_attention_impl)
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""

@@ -120,13 +120,14 @@ class ParallelBlock(nn.Module):
         return x + self.drop(self.attn(h, inp, cache)) + self.drop(self.ffn(h))
 
 
-def causal_mean(v: torch.Tensor, t_q: int) -> torch.Tensor:
-    """Uniform causal attention C v for the last t_q of v's Tk tokens: row i is the mean of v over tokens 0..i.
-    v (B, H, Tk, D) -> (B, H, t_q, D), float32."""
-    t_k = v.shape[2]
-    total = v.float().cumsum(dim=2)[:, :, t_k - t_q :]  # (B, H, t_q, D)
-    count = torch.arange(t_k - t_q + 1, t_k + 1, device=v.device, dtype=torch.float32)[:, None]  # (t_q, 1)
-    return total / count
+def identity_minus_mean(alpha: torch.Tensor, gamma: torch.Tensor, t_q: int, t_k: int) -> torch.Tensor:
+    """alpha_h I - gamma_h C per head, for the last t_q of t_k tokens -> (H, t_q, t_k), float32. C is uniform
+    causal attention: row i averages tokens 0..i."""
+    q_idx = torch.arange(t_k - t_q, t_k, device=alpha.device)[:, None]  # (t_q, 1)
+    k_idx = torch.arange(t_k, device=alpha.device)[None, :]  # (1, t_k)
+    eye = (k_idx == q_idx).float()
+    uniform = (k_idx <= q_idx).float() / (q_idx + 1).float()  # (t_q, t_k)
+    return alpha.float()[:, None, None] * eye - gamma.float()[:, None, None] * uniform
 
 
 class ShapedAttention(Attention):
@@ -134,41 +135,49 @@ class ShapedAttention(Attention):
         A_h = alpha_h I + beta_h softmax(q k / sqrt(D) + positions) - gamma_h C,     out_h = A_h x_h
     with x_h the head's slice of the input and C the uniform causal average (shaped attention, Noci et al.
     2023). The paper's init: W_Q = 0 and alpha = beta = gamma = 1, so softmax = C and A = I; the three gains are
-    trainable per head. Positions (RoPE, FIRE, ...) and the KV cache act on the softmax part as usual."""
+    trainable per head. Positions (RoPE, FIRE, ...) and the KV cache act on the softmax part as usual; the
+    (alpha I - gamma C) part is one small matmul in float32, since it carries the residual stream."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.qkv = nn.Linear(cfg.width, 2 * cfg.width, bias=False)  # queries and keys only
         del self.proj
-        self.alpha = nn.Parameter(torch.ones(cfg.heads, 1, 1))
-        self.beta = nn.Parameter(torch.ones(cfg.heads, 1, 1))
-        self.gamma = nn.Parameter(torch.ones(cfg.heads, 1, 1))
+        # 1-d, so the optimizer leaves them out of weight decay like other gains
+        self.alpha = nn.Parameter(torch.ones(cfg.heads))
+        self.beta = nn.Parameter(torch.ones(cfg.heads))
+        self.gamma = nn.Parameter(torch.ones(cfg.heads))
 
     def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         qk = self.qkv(x).view(B, T, 2, self.heads, self.head_dim)  # (B, T, 2, H, D)
         q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
         v = x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D): values = the input
-        mixed = self.attend(q, k, v.to(q.dtype), inp, cache)  # (B, H, T, D)
+        if torch.is_autocast_enabled(x.device.type):
+            mixed = self.attend(q, k, v, inp, cache)  # autocast casts v for SDPA; the cache keeps it as is
+        else:
+            mixed = self.attend(q, k, v.to(q.dtype), inp, cache)
         past_v = v if cache is None else cache.v[:, :, : cache.length]  # (B, H, past + T, D)
-        y = self.alpha * v + self.beta * mixed - self.gamma * causal_mean(past_v, T)  # (B, H, T, D)
+        skip = identity_minus_mean(self.alpha, self.gamma, T, past_v.shape[2])  # (H, T, past + T)
+        with torch.autocast(x.device.type, enabled=False):
+            y = torch.matmul(skip, past_v.float()) + self.beta.float()[:, None, None] * mixed.float()
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, H*D)
 
 
 class SASPBlock(nn.Module):
     """The simplified parallel block without normalization (He & Hofmann 2023, "SAS-P, no norm"):
-        out = g_attn * ShapedAttention(h) + g_ffn * ffn(h)
+        out = ShapedAttention(h) + g_ffn * ffn(h)
     with no skip connection (the identity inside the shaped attention carries the signal), no values, no
     output projection. As in the authors' code, h = LayerNorm(x) in the first layer only (it normalizes the
-    embedding's scale) and h = x elsewhere; g_attn starts at 1 and g_ffn at 0.1 (their value at 18 layers),
-    both trainable. Their code also keeps a value matrix in the first layer; we drop it with the others."""
+    embedding's scale) and h = x elsewhere; g_ffn starts at 0.1 (their value at 18 layers) and is trainable.
+    Their trainable gain on the attention branch is left out: alpha, beta and gamma absorb it exactly. Their
+    code also keeps a value matrix in the first layer; we drop it with the others. Dropout (if any) acts on
+    the FFN branch only: the attention branch carries the identity."""
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()
         self.ln = nn.LayerNorm(cfg.width, bias=False) if index == 0 else nn.Identity()
         self.attn = ShapedAttention(cfg)
         self.ffn = GeluGLU(cfg.width, cfg.ffn)
-        self.attn_gain = nn.Parameter(torch.ones(1))
         self.ffn_gain = nn.Parameter(torch.full((1,), 0.1))
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -187,7 +196,7 @@ class SASPBlock(nn.Module):
     ) -> torch.Tensor:
         inp = default_inputs(self, x) if inp is None else inp
         h = self.ln(x)
-        return self.attn_gain * self.drop(self.attn(h, inp, cache)) + self.ffn_gain * self.drop(self.ffn(h))
+        return self.attn(h, inp, cache) + self.ffn_gain * self.drop(self.ffn(h))
 
 
 BLOCKS: dict[str, type[nn.Module]] = {

@@ -20,6 +20,7 @@ from arith.model.blocks import BLOCKS
 from arith.model.positions import ABS_POS, FIRE, REL_POS, build_abs_pos, choice, random_positions
 
 INJECTIONS = ("none", "add")
+OFFSET_SCHEMES = ("abacus", "coupling")  # absolute slots that take a random offset k in training
 
 
 def validate(cfg) -> None:
@@ -42,7 +43,12 @@ def validate(cfg) -> None:
         )
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.dropout!r} must be in [0, 1)")
-    for key, valid in (("abs_pos", ABS_POS), ("rel_pos", REL_POS), ("input_injection", INJECTIONS)):
+    for key, valid in (
+        ("abs_pos", ABS_POS),
+        ("rel_pos", REL_POS),
+        ("input_injection", INJECTIONS),
+        ("block", BLOCKS),
+    ):
         name = choice(getattr(cfg, key))
         if name not in valid:
             raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(valid)}")
@@ -70,11 +76,12 @@ class DecoderCache:
 
 
 class ArithModel(nn.Module):
-    def __init__(self, cfg, tok, block: str = "pre_ln"):
+    def __init__(self, cfg, tok, block: str | None = None):
         super().__init__()
         validate(cfg)
+        block = choice(cfg.block) if block is None else block
         if block not in BLOCKS:
-            raise ConfigError(f"block={block!r} unknown; valid: {', '.join(BLOCKS)}")
+            raise ConfigError(f"model.block={block!r} unknown; valid: {', '.join(BLOCKS)}")
         self.cfg = cfg
         self.abs_name, self.rel_name = choice(cfg.abs_pos), choice(cfg.rel_pos)
         self.inject = choice(cfg.input_injection) == "add"
@@ -84,15 +91,18 @@ class ArithModel(nn.Module):
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(BLOCKS[block](cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(BLOCKS[block](cfg, i) for i in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.width, bias=False)
         self.head = nn.Linear(cfg.width, tok.vocab_size, bias=False)
+        if cfg.tie_embeddings:  # one (vocab, width) matrix reads tokens in and scores them out
+            self.head.weight = self.tok_emb.weight
         self._init_weights()
 
     def _init_weights(self) -> None:
         """normal(0, 0.02) everywhere (GPT-2, Radford et al. 2019); the projections that write into the residual
         stream get 0.02 / sqrt(2 * layers * recurrences), GPT-2's depth scaling with the effective (unrolled)
         training depth, since every block application adds to the same stream. FIRE's MLP keeps its default init.
+        Blocks with their own prescription (post-LN, SAS-P) apply it last, in `init_weights(depth)`.
         """
         std = 0.02
         out_std = std / math.sqrt(2 * self.cfg.layers * self.cfg.recurrences)
@@ -103,24 +113,40 @@ class ArithModel(nn.Module):
         for layer in self.layers:
             for proj in layer.out_projections():
                 nn.init.normal_(proj.weight, mean=0.0, std=out_std)
+            if hasattr(layer, "init_weights"):
+                layer.init_weights(self.cfg.layers * self.cfg.recurrences)
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
+
+    def embedding_max_abs(self) -> float:
+        """Largest |w| in the token and position tables: sign-based optimizers (Lion, Tiger) push the rows of
+        rare tokens by the full learning rate at every step, up to +-100 in Su's runs (Su 2023)."""
+        tables = [m.weight for m in (self.tok_emb, *self.abs_pos.modules()) if isinstance(m, nn.Embedding)]
+        return max(float(t.detach().abs().max()) for t in tables)
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache()
 
     # ------------------------------------------------------------------ defaults that depend on the mode
-    def resolve_k(self, k: int | None = None) -> int:
-        """Abacus offset: as given; else one uniform draw in 0..max_k from torch's global RNG in training
-        (SPEC: shared by the batch), eval_k in eval mode. Only Abacus draws, so other schemes use no RNG."""
+    def resolve_k(self, k=None, batch: int = 1):
+        """Position offset: as given (an int, or a tensor of one offset per example); else a training draw
+        (`training_offset`) in training, eval_k in eval mode. Only Abacus and coupling draw, so other schemes
+        use no RNG."""
         if k is not None:
-            return int(k)
-        if self.abs_name != "abacus":
+            return k.reshape(-1, 1) if torch.is_tensor(k) and k.numel() > 1 else int(k)
+        if self.abs_name not in OFFSET_SCHEMES:
             return 0
         if self.training:
-            return int(torch.randint(0, self.max_k + 1, ()).item())
+            return self.training_offset(batch)
         return self.eval_k
+
+    def training_offset(self, batch: int):
+        """A training step's random offset from torch's global RNG, uniform in 0..max_k: one int shared by the
+        batch for Abacus (SPEC), a (batch, 1) tensor, one per example, for Position Coupling (Cho et al.)."""
+        if self.abs_name == "coupling" or self.cfg.k_per_example:
+            return torch.randint(0, self.max_k + 1, (batch, 1))
+        return int(torch.randint(0, self.max_k + 1, ()).item())
 
     def resolve_recurrences(self, recurrences: int | None = None) -> int:
         if recurrences is not None:
@@ -172,8 +198,10 @@ class ArithModel(nn.Module):
         if cache is None:
             if start != 0:
                 raise ValueError("start > 0 needs the cache that holds the earlier tokens")
-            k = self.resolve_k(k)
+            k = self.resolve_k(k, B)
         else:
+            if torch.is_tensor(k) and k.numel() > 1:
+                raise ValueError("per-example offsets are for training: decode with one int k")
             if start != cache.length:
                 raise ValueError(f"start={start} but the cache holds {cache.length} tokens")
             if cache.k is None:
@@ -184,6 +212,8 @@ class ArithModel(nn.Module):
         if not 0 <= no_grad_recurrences <= R:
             raise ValueError(f"no_grad_recurrences={no_grad_recurrences} must be in 0..{R}")
 
+        if torch.is_tensor(k):
+            k = k.to(ids.device)
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence

@@ -88,7 +88,9 @@ def _compiled_flex():
     return torch.compile(flex_attention)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, block_mask) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, block_mask
+) -> torch.Tensor:
     """q, k, v (B, H, T, D); bias (H, T, T), any float dtype -> (B, H, T, D), causal, softmax(qk/sqrt(D) + bias)."""
     from torch.nn.attention.flex_attention import flex_attention
 

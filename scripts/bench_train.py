@@ -1,0 +1,295 @@
+"""Training throughput: tokens/s, step time, peak memory and model FLOPs utilization (MFU) per config.
+
+    python scripts/bench_train.py --device cuda                                  # the paper's configs, one GPU
+    python scripts/bench_train.py --device cpu --configs quickstart --steps 20
+    python scripts/bench_train.py --device cpu --configs paper_16x1,nope_16x1,fire_16x1 --steps 3 --batch 16
+
+Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
+batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
+train.cpu_bf16), `forward_loss` (progressive loss included), backward, gradient clipping, optimizer step
+(fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
+not timed; the table reports medians over the timed steps, which keeps late recompilations out.
+
+FLOPs (matmuls only, counted per model call; embeddings, norms and softmax are left out):
+    one layer, forward, per token:  2 * (4 C^2 + 3 C F) + 4 T C     (qkv + out proj, GELU-GLU FFN, QK^T and AV
+                                                                    over the full T x T, PaLM's convention)
+    the head, forward, per token:   2 C V
+    training = 3 x forward for the layers run with gradient and the head, 1 x for the no-grad recurrences
+with C width, F ffn, T the padded sequence length, V the vocabulary. The number of layer applications is
+that of the call (progressive loss: n no-grad recurrences + k with gradient, drawn per step), so MFU is exact
+for looped models too. For a standard model this is 6 N_matmul + 12 L T C per token.
+MFU = model FLOPs per second / peak: H100 / H200 SXM bf16 dense 989 TFLOP/s (A100 312); on a CPU the peak
+is measured: the best of a few 2048 x 2048 matmuls in the dtype the step computes in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from arith import schema  # noqa: E402
+from arith.data.datasets import make_batches  # noqa: E402
+from arith.model import build_model  # noqa: E402
+from arith.model.flex import set_attention_impl  # noqa: E402
+from arith.optim import build_optimizer  # noqa: E402
+from arith.train import compile_blocks, forward_loss  # noqa: E402
+
+PAPER = ["+experiment=paper_addition"]  # width 1024, FFN 2048, 16 heads, addition up to 20 digits
+LOOPED = ["model.input_injection=add"]
+CONFIGS: dict[str, list[str]] = {
+    "paper_16x1": [*PAPER, "model.layers=16", "model.recurrences=1"],  # Abacus (goal: >= 45% MFU on H100)
+    "paper_8x2": [*PAPER, "model.layers=8", "model.recurrences=2", *LOOPED],
+    "paper_1x16": [*PAPER, "model.layers=1", "model.recurrences=16", *LOOPED],
+    "nope_16x1": [*PAPER, "model.layers=16", "model.recurrences=1", "model.abs_pos=none"],
+    "fire_16x1": [
+        *PAPER,
+        "model.layers=16",
+        "model.recurrences=1",
+        "model.abs_pos=none",
+        "model.rel_pos=fire",
+    ],
+    "quickstart": ["+experiment=quickstart"],
+}
+GPU_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, SXM
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    schema.register()
+    with initialize_config_dir(config_dir=str(ROOT / "arith" / "config"), version_base="1.3"):
+        return hydra_compose(config_name="pretrain", overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+class CountingModel:
+    """Calls the model as `forward_loss` does and records (tokens, seq len, depth, no-grad depth) per call."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __call__(self, x, recurrences, no_grad_recurrences=0, k=None):
+        self.calls.append((x.shape[0] * x.shape[1], x.shape[1], recurrences, no_grad_recurrences))
+        return self.model(x, recurrences=recurrences, no_grad_recurrences=no_grad_recurrences, k=k)
+
+
+def step_flops(calls, layers: int, width: int, ffn: int, vocab: int) -> float:
+    C, F, total = width, ffn, 0.0
+    for tokens, T, depth, no_grad in calls:
+        layer = 2 * (4 * C * C + 3 * C * F) + 4 * T * C  # forward, per token
+        applied = layers * (3 * (depth - no_grad) + no_grad)  # forward-equivalents of layer work
+        total += tokens * (applied * layer + 3 * 2 * C * vocab)
+    return total
+
+
+def cpu_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def gpu_peak(override: float | None) -> tuple[float, str]:
+    if override:
+        return override * 1e12, f"{override:g} TFLOP/s (--peak-tflops)"
+    name = torch.cuda.get_device_name()
+    for key, peak in GPU_PEAKS.items():
+        if key in name:
+            return peak, f"{peak / 1e12:g} TFLOP/s ({key} bf16 dense)"
+    raise SystemExit(f"no known bf16 peak for {name!r}: pass --peak-tflops")
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 resets the process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+# ---------------------------------------------------------------------------------------------- one config
+def bench(name: str, args, device: torch.device) -> dict:
+    overrides = [*CONFIGS[name], "data.streaming=true", f"train.compile={args.compile}"]
+    if args.batch:
+        overrides.append(f"train.batch_size={args.batch}")
+    cfg = compose(overrides)
+    tcfg, m = cfg.train, cfg.model
+    torch.manual_seed(0)
+    batches, tok = make_batches(cfg.data, tcfg.batch_size, tcfg.seed)
+    model = build_model(m, tok).to(device)
+    set_attention_impl(model, args.attention)
+    if args.compile:
+        compile_blocks(model)
+    opt = build_optimizer(model, tcfg)
+    use_bf16 = tcfg.bf16 and (device.type == "cuda" or tcfg.cpu_bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    counter = CountingModel(model)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    model.train()
+    times, data_times, tokens, flops = [], [], [], []
+    reset_peak_memory(device)
+    for step in range(args.warmup + args.steps):
+        sync()
+        t0 = time.perf_counter()
+        ids = batches.batch(step).to(device, non_blocking=True)
+        t_data = time.perf_counter() - t0  # batch generation + copy: the GPU idles meanwhile in train()
+        counter.calls.clear()
+        with autocast:
+            loss = forward_loss(counter, model, ids, cfg, tok)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+        opt.step()
+        sync()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+            data_times.append(t_data)
+            tokens.append(ids.numel())
+            flops.append(step_flops(counter.calls, m.layers, m.width, m.ffn, tok.vocab_size))
+    fps = [f / t for f, t in zip(flops, times)]
+    return {
+        "config": name,
+        "shape": f"{m.layers}x{m.recurrences} w{m.width} {m.abs_pos}/{m.rel_pos}",
+        "params_m": model.num_params() / 1e6,
+        "batch": tcfg.batch_size,
+        "step_ms": 1e3 * statistics.median(times),
+        "data_ms": 1e3 * statistics.median(data_times),
+        "tok_s": statistics.median(n / t for n, t in zip(tokens, times)),
+        "tflops": statistics.median(fps) / 1e12,
+        "fps": statistics.median(fps),
+        "mem_gib": peak_memory_gib(device),
+        "bf16": use_bf16,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(rows: list[dict], peak: float) -> list[str]:
+    out = [
+        "| config | model | params | batch | step (ms) | of it data (ms) | tokens/s | model TFLOP/s | MFU "
+        "| peak mem (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['config']} | {r['shape']} | {r['params_m']:.1f}M | {r['batch']} | {r['step_ms']:.1f} "
+            f"| {r['data_ms']:.1f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | {100 * r['fps'] / peak:.1f}% | {r['mem_gib']:.2f} |"
+        )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default="paper_16x1,paper_8x2,paper_1x16,nope_16x1,fire_16x1,quickstart")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per config")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 CUDA, 1 CPU)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the layers (default: on for CUDA, off for CPU)",
+    )
+    p.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak to divide by (default: see doc)")
+    p.add_argument("--out", default=None, help="append a dated section to this markdown file")
+    p.add_argument("--note", default="", help="a line to add to the section")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    if args.warmup is None:
+        args.warmup = 5 if device.type == "cuda" else 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown config(s) {unknown}; valid: {', '.join(CONFIGS)}")
+    if device.type == "cuda":
+        peak, peak_note = gpu_peak(args.peak_tflops)
+        machine = torch.cuda.get_device_name()
+    else:
+        bf16 = any("cpu_bf16=true" in o for n in names for o in CONFIGS[n])
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else cpu_peak(dtype)
+        peak_note = f"{peak / 1e9:.0f} GFLOP/s (measured {str(dtype).split('.')[-1]} 2048^3 matmul)"
+        n = torch.get_num_threads()
+        machine = f"CPU {platform.machine()}, {n} thread{'s' * (n != 1)} (os.cpu_count()={os.cpu_count()})"
+
+    rows = []
+    for name in names:
+        row = bench(name, args, device)
+        rows.append(row)
+        print(
+            f"{name:12s} {row['step_ms']:9.1f} ms/step {row['tok_s']:12,.0f} tok/s "
+            f"{100 * row['fps'] / peak:5.1f}% MFU {row['mem_gib']:6.2f} GiB",
+            flush=True,
+        )
+    lines = table(rows, peak)
+    by = {r["config"]: r for r in rows}
+    if "nope_16x1" in by and "fire_16x1" in by:
+        ratio = by["fire_16x1"]["step_ms"] / by["nope_16x1"]["step_ms"]
+        lines.append("")
+        lines.append(f"FIRE / NoPE step time (16x1): {ratio:.2f}x (goal on one H100: <= 1.3x)")
+    print("\n".join(lines))
+
+    if args.out:
+        cmd = "python scripts/bench_train.py " + shlex.join(sys.argv[1:])
+        section = [
+            f"## Training throughput on {machine} ({datetime.date.today().isoformat()})",
+            "",
+            f"- command: `{cmd}`",
+            f"- torch {torch.__version__}; compile={args.compile}, attention={args.attention}, "
+            f"bf16 autocast={'on' if any(r['bf16'] for r in rows) else 'off'}; {args.warmup} warm-up + "
+            f"{args.steps} timed steps, medians",
+            f"- MFU divides matmul FLOPs (scripts/bench_train.py docstring) by {peak_note}",
+            "- peak memory: " + ("torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS"),
+        ]
+        if args.note:
+            section.append(f"- {args.note}")
+        text = "\n".join([*section, "", *lines]) + "\n"
+        out = Path(args.out)
+        prior = out.read_text() if out.exists() else "# Benchmarks\n"
+        out.write_text(prior.rstrip("\n") + "\n\n" + text)
+        print(f"appended to {out}")
+
+
+if __name__ == "__main__":
+    main()
