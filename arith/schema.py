@@ -84,7 +84,7 @@ class Reduction(_Choice):
 class ModelConfig:
     width: int = 1024
     heads: int = 16
-    ffn: int = 2048
+    ffn: int = 2048  # GLU input width, split into two halves (the original's convention)
     layers: int = 16  # distinct layers in the recurrent block
     recurrences: int = 1  # block applications; 1 = standard transformer
     input_injection: Injection = Injection.none
@@ -93,7 +93,9 @@ class ModelConfig:
     max_pos: int = 256  # rows of the learned / Abacus position table
     max_k: int = 100  # Abacus training offset range: k ~ U{0..max_k}
     eval_k: int = 0  # Abacus offset used at evaluation
-    k_per_example: bool = False  # draw the training offset per example instead of once per batch (SPEC: batch)
+    k_per_example: bool = (
+        False  # draw the training offset per example instead of once per batch (SPEC: batch)
+    )
     fire_max_length: int = 0  # > 0: randomized FIRE, positions drawn from [0, fire_max_length)
     rope_base: float = 10000.0
     rope_fraction: float = 1.0  # share of each head's dims that rotate (GPT-NeoX-20B: 0.25); rope and rerope

@@ -11,7 +11,7 @@ train.cpu_bf16), `forward_loss` (progressive loss included), backward, gradient 
 not timed; the table reports medians over the timed steps, which keeps late recompilations out.
 
 FLOPs (matmuls only, counted per model call; embeddings, norms and softmax are left out):
-    one layer, forward, per token:  2 * (4 C^2 + 3 C F) + 4 T C     (qkv + out proj, GELU-GLU FFN, QK^T and AV
+    one layer, forward, per token:  2 * (4 C^2 + 1.5 C F) + 4 T C   (qkv + out proj, GELU-GLU FFN, QK^T and AV
                                                                     over the full T x T, PaLM's convention)
     the head, forward, per token:   2 C V
     training = 3 x forward for the layers run with gradient and the head, 1 x for the no-grad recurrences
@@ -91,7 +91,9 @@ class CountingModel:
 def step_flops(calls, layers: int, width: int, ffn: int, vocab: int) -> float:
     C, F, total = width, ffn, 0.0
     for tokens, T, depth, no_grad in calls:
-        layer = 2 * (4 * C * C + 3 * C * F) + 4 * T * C  # forward, per token
+        layer = (
+            2 * (4 * C * C + 3 * C * F // 2) + 4 * T * C
+        )  # forward, per token (GLU: C x F in, F/2 x C out)
         applied = layers * (3 * (depth - no_grad) + no_grad)  # forward-equivalents of layer work
         total += tokens * (applied * layer + 3 * 2 * C * vocab)
     return total

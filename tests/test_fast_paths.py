@@ -74,6 +74,7 @@ def test_auto_picks_flex_only_on_cuda_without_past_keys():
     assert not flexmod.wanted("auto", cpu, 8, 8)
     assert flexmod.wanted("auto", gpu, 8, 8) == (flexmod._torch_version() >= flexmod._MIN_TORCH)
     assert not flexmod.wanted("auto", gpu, 1, 9)  # one-token decode step: SDPA
+    assert not flexmod.wanted("auto", gpu, 8, 8, head_dim=24)  # no power-of-two tiles: SDPA
     assert flexmod.wanted("flex", cpu, 8, 8) and not flexmod.wanted("sdpa", gpu, 8, 8)
     with pytest.raises(ValueError, match="sdpa"):
         set_attention_impl(model(), "fast")
@@ -172,5 +173,5 @@ def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
     assert counted == B * T * (6 * matmul + 12 * L * T * C)
     # a looped call: no-grad recurrences cost one forward, the rest forward + backward
     looped = bench.step_flops([(B * T, T, 4, 1)], 1, C, 96, TOK.vocab_size)
-    layer = 2 * (4 * C * C + 3 * C * 96) + 4 * T * C
+    layer = 2 * (4 * C * C + 3 * C * 96 // 2) + 4 * T * C  # GLU: C x F in, F/2 x C out
     assert looped == B * T * ((3 * 3 + 1) * layer + 6 * C * TOK.vocab_size)

@@ -90,7 +90,7 @@ class Attention(nn.Module):
             if t_q == 1:  # one new token sees every cached one
                 return AttnInputs(rot, None, False)
             return AttnInputs(rot, causal_mask(t_q, t_k, q_pos.device), False)
-        if flex.wanted(self.attn_impl, q_pos.device, t_q, t_k):
+        if flex.wanted(self.attn_impl, q_pos.device, t_q, t_k, self.head_dim):
             return AttnInputs(rot, None, False, bias, flex.causal_block_mask(t_q, q_pos.device))
         allowed = causal_mask(t_q, t_k, q_pos.device)
         return AttnInputs(rot, bias.masked_fill(~allowed, float("-inf")), False)

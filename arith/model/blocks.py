@@ -22,15 +22,19 @@ from arith.model.attention import Attention, AttnInputs, KVCache
 
 
 class GeluGLU(nn.Module):
-    """GELU-gated linear unit (Shazeer 2020, arXiv 2002.05202): out(gelu(a) * b), no biases."""
+    """GELU-gated linear unit (Shazeer 2020, arXiv 2002.05202): out(gelu(a) * b), no biases.
+
+    `ffn` is the width of the input projection, split into the two halves a and b (as in the original, whose
+    width-1024 / FFN-2048 16x1 model has about 122M parameters), so the gated hidden layer has ffn / 2 units.
+    """
 
     def __init__(self, width: int, ffn: int):
         super().__init__()
-        self.w_in = nn.Linear(width, 2 * ffn, bias=False)  # both input projections in one matmul
-        self.w_out = nn.Linear(ffn, width, bias=False)
+        self.w_in = nn.Linear(width, ffn, bias=False)  # both input projections in one matmul
+        self.w_out = nn.Linear(ffn // 2, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.w_in(x).chunk(2, dim=-1)  # (B, T, ffn) each
+        a, b = self.w_in(x).chunk(2, dim=-1)  # (B, T, ffn / 2) each
         return self.w_out(F.gelu(a) * b)
 
 

@@ -29,6 +29,8 @@ def validate(cfg) -> None:
         value = getattr(cfg, key)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+    if cfg.ffn % 2:
+        raise ConfigError(f"model.ffn={cfg.ffn} must be even: the GLU splits it into two halves")
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.width={cfg.width} must be divisible by model.heads={cfg.heads}")
     for key in ("max_k", "eval_k", "fire_max_length"):

@@ -39,7 +39,7 @@ def _importable() -> bool:
 AVAILABLE = _importable()  # a constant, so torch.compile can trace `wanted` without a cache wrapper
 
 
-def wanted(impl: str, device: torch.device, t_q: int, t_k: int) -> bool:
+def wanted(impl: str, device: torch.device, t_q: int, t_k: int, head_dim: int = 64) -> bool:
     """Whether attention with an additive bias over (t_q, t_k) runs through FlexAttention."""
     if impl == "sdpa" or t_q != t_k or not AVAILABLE:
         return False
@@ -47,7 +47,9 @@ def wanted(impl: str, device: torch.device, t_q: int, t_k: int) -> bool:
         return True
     if impl != "auto":
         raise ValueError(f"attention impl {impl!r} unknown; valid: {', '.join(IMPLS)}")
-    return device.type == "cuda" and _torch_version() >= _MIN_TORCH
+    # the compiled kernel's tiles want a power-of-two head dim of at least 16; others stay on SDPA
+    tiles = head_dim >= 16 and head_dim & (head_dim - 1) == 0
+    return device.type == "cuda" and tiles and _torch_version() >= _MIN_TORCH
 
 
 def set_attention_impl(model: nn.Module, impl: str) -> None:
