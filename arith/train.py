@@ -217,7 +217,7 @@ def train(cfg: PretrainConfig) -> Path:
     dist.print0(
         f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
     )
-    t0, last_save, window_tokens, window_t = time.perf_counter(), time.perf_counter(), 0, time.perf_counter()
+    t0, last_save, window_tokens, window_t = time.perf_counter(), elapsed, 0, time.perf_counter()
     start_elapsed, loss_ema, stopping = elapsed, None, False
     model.train()
     while True:
@@ -236,26 +236,27 @@ def train(cfg: PretrainConfig) -> Path:
         opt.step()
 
         step += 1
-        n_tok = int(dist.all_reduce_sum(torch.tensor(ids.numel(), device=info.device)).item())
-        tokens += n_tok
-        window_tokens += n_tok
         now = time.perf_counter()
         elapsed = start_elapsed + (now - t0)
-        stopping = stop.raised
-        if info.world > 1:  # every rank must agree on when the budget ends and on stopping for a signal
-            agreed = dist.all_reduce_sum(  # on the device: NCCL reduces no CPU tensors
-                torch.tensor([elapsed, float(stop.raised)], dtype=torch.float64, device=info.device)
+        stopping, n_tok = stop.raised, ids.numel()
+        if info.world > 1:  # every rank must agree on the budget's end, on stopping, and on the token count
+            agreed = dist.all_reduce_sum(  # one collective, on the device: NCCL reduces no CPU tensors
+                torch.tensor([elapsed, float(stop.raised), n_tok], dtype=torch.float64, device=info.device)
             ).tolist()
-            elapsed, stopping = agreed[0] / info.world, agreed[1] > 0
-        loss_val = float(dist.all_reduce_mean(loss.detach()).item())
-        if not math.isfinite(loss_val):
-            raise FloatingPointError(f"loss is {loss_val} at step {step}; lower train.lr or raise train.clip")
-        loss_ema = loss_val if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_val
+            elapsed, stopping, n_tok = agreed[0] / info.world, agreed[1] > 0, int(agreed[2])
+        tokens += n_tok
+        window_tokens += n_tok
         if tcfg.steps:
             bar.update(1)
         else:
             bar.update(int(elapsed) - bar.n)
-        if step % tcfg.log_every == 0 or step == 1:
+        if step % tcfg.log_every == 0 or step == 1:  # a host sync: only every log_every steps
+            loss_val = float(dist.all_reduce_mean(loss.detach()).item())
+            if not math.isfinite(loss_val):
+                raise FloatingPointError(
+                    f"loss is {loss_val} at step {step}; lower train.lr or raise train.clip"
+                )
+            loss_ema = loss_val if loss_ema is None else 0.7 * loss_ema + 0.3 * loss_val
             tps = window_tokens / max(now - window_t, 1e-9)
             window_tokens, window_t = 0, now
             bar.set_postfix(loss=f"{loss_ema:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
@@ -272,12 +273,13 @@ def train(cfg: PretrainConfig) -> Path:
                         "emb_max_abs": raw_model.embedding_max_abs(),
                     }
                 )
-        due = (now - last_save) > 60 * tcfg.save_every_minutes or (
+        # from the agreed clock, so that every rank reaches save()'s barrier at the same step
+        due = (elapsed - last_save) > 60 * tcfg.save_every_minutes or (
             tcfg.save_every_steps > 0 and step % tcfg.save_every_steps == 0
         )
         if due:
             save()
-            last_save = time.perf_counter()
+            last_save = elapsed
     bar.close()
     stop.restore()
     save(final=True)
