@@ -41,7 +41,7 @@ def solve(run, problem: str, recurrences: int | None = None, k: int | None = Non
     try:
         prompt = spec.prompt(problem.strip())
     except ValueError as e:
-        raise DataError(f"cannot read {problem!r} as a {task_name} problem: {e}") from None
+        raise DataError(f"cannot read {problem!r}: {e}") from None
     ids = np.asarray(run.tok.encode(prompt), dtype=np.int64)
     runs = _digit_runs(ids, run.tok)
     a_len, b_len = (max(runs), len(runs)) if task_name == "sorting" else (runs[0], runs[-1])
