@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -63,20 +64,23 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
     )
     t0 = time.perf_counter()
+    # on CUDA decode in bf16 like training, so SDPA can take its flash / efficient kernels (CPU stays float32)
+    fast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     for i, c in enumerate(todo):
-        r = evaluate_cell(
-            run.model,
-            run.tok,
-            task.value,
-            c.a_len,
-            c.b_len,
-            e.n_per_cell,
-            e.seed,
-            k=k,
-            recurrences=recurrences,
-            batch_size=e.batch_size,
-            use_cache=e.cache,
-        )
+        with fast:
+            r = evaluate_cell(
+                run.model,
+                run.tok,
+                task.value,
+                c.a_len,
+                c.b_len,
+                e.n_per_cell,
+                e.seed,
+                k=k,
+                recurrences=recurrences,
+                batch_size=e.batch_size,
+                use_cache=e.cache,
+            )
         extra = (
             {"first_correct": r["first_correct"], "first_acc": r["first_correct"] / r["n"]} if sorting else {}
         )
