@@ -193,7 +193,7 @@ def train(cfg: PretrainConfig) -> Path:
     )
     model_cfg = model_config_dict(cfg.model, tok)
 
-    def save(final: bool = False) -> None:
+    def save() -> None:
         if info.is_main:
             state = {
                 "optimizer": opt.state_dict(),
@@ -282,7 +282,7 @@ def train(cfg: PretrainConfig) -> Path:
             last_save = elapsed
     bar.close()
     stop.restore()
-    save(final=True)
+    save()  # the final checkpoint
     if log:
         log.close()
     dist.print0(

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'k':>4} " + " ".join(f"{L:>6}" for L in lens) + "   (accuracy %, L x L digits)")
         for k in (int(x) for x in args.ks.split(",")):
             accs = [
-                evaluate_cell(run.model, run.tok, task, L, L, args.n, args.seed, k=k, recurrences=args.recurrences)
+                evaluate_cell(
+                    run.model, run.tok, task, L, L, args.n, args.seed, k=k, recurrences=args.recurrences
+                )
                 for L in lens
             ]
             print(f"{k:>4} " + " ".join(f"{100 * a['correct'] / a['n']:6.1f}" for a in accs), flush=True)

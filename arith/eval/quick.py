@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arith.data.tasks import eval_cell, get_task
+from arith.data.tasks import eval_cell
 from arith.eval.decode import generate
 
 
@@ -66,7 +66,6 @@ def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321) -> d
 
     run = arith.load(run_dir)
     task = run.cfg.data.task.value
-    get_task(task)
     trained = run.cfg.data.max_len
     out = {}
     print(f"\nheld-out exact match, {n} problems per length ({task}, trained up to {trained} digits):")
