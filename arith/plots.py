@@ -109,7 +109,7 @@ def heatmap(
         for i, j in zip(*np.nonzero(~np.isnan(grid))):
             v = grid[i, j]
             colour = "black" if v >= 60 else "white"  # viridis is light at the top of the scale
-            ax.text(b_lo + j, a_lo + i, f"{int(v)}", ha="center", va="center", fontsize=size, color=colour)
+            ax.text(b_lo + j, a_lo + i, f"{round(v)}", ha="center", va="center", fontsize=size, color=colour)
 
     if train_region is not None:
         n, m = train_region

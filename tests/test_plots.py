@@ -119,3 +119,15 @@ def test_plot_grid_script(tmp_path):
     res = run_script(empty)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_annotations_round_not_truncate():
+    """0.58 * 100 is 57.99999999999999 in floating point: the label must read 58."""
+    from matplotlib.figure import Figure
+
+    from arith.plots import heatmap
+
+    rows = [{"task": "addition", "a_len": 1, "b_len": 1, "n": 50, "correct": 29, "acc": 29 / 50}]
+    ax = Figure().subplots()
+    heatmap(ax, rows)
+    assert [t.get_text() for t in ax.texts] == ["58"]
