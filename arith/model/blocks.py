@@ -60,9 +60,7 @@ class PreLNBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
     ) -> torch.Tensor:
-        if inp is None:
-            pos = torch.arange(x.shape[1], device=x.device)
-            inp = self.prepare(pos, pos)
+        inp = default_inputs(self, x) if inp is None else inp
         x = x + self.drop(self.attn(self.ln1(x), inp, cache))
         return x + self.drop(self.ffn(self.ln2(x)))
 
