@@ -286,3 +286,53 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
     ax.legend(fontsize=8, loc="best")
     ax.set_title(" / ".join(sorted(tasks)) + " · dashed: training length")
     return _save(fig, out)
+
+
+def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike) -> list[Path]:
+    """Seed groups against operand length: the mean over a group's runs as a line, their min-max as a band.
+
+    ``groups`` maps a label to its run directories (each scored on its own training task, lengths every run of
+    the group evaluated); the first run's training length is drawn dashed. Writes ``out``.png/.pdf.
+    """
+    out = Path(out)
+    if out.suffix in (".png", ".pdf"):
+        out = out.with_suffix("")
+    fig = Figure(figsize=(8.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    tasks = set()
+    for i, (label, runs) in enumerate(groups.items()):
+        colour = f"C{i % 10}"
+        curves = []
+        for run_dir in map(Path, runs):
+            info = _run_info(run_dir)
+            rows = [r for r in _results(run_dir) if r["task"] == info["task"]]
+            if not rows:
+                raise DataError(f"{run_dir}: no evaluation results for its training task {info['task']}")
+            tasks.add(info["task"])
+            curves.append(dict(zip(*_accuracy_by_length(rows))))
+        lengths = sorted(set.intersection(*(set(c) for c in curves)))
+        acc = np.array([[c[L] for L in lengths] for c in curves])
+        ax.plot(
+            lengths,
+            acc.mean(0),
+            marker="o",
+            markersize=2.5,
+            linewidth=1.5,
+            color=colour,
+            label=f"{label} (n={len(curves)})",
+        )
+        if len(curves) > 1:
+            ax.fill_between(lengths, acc.min(0), acc.max(0), color=colour, alpha=0.15, linewidth=0)
+        region = _train_region(info["task"], _run_info(Path(runs[0])))
+        if region is not None:
+            ax.axvline(max(region), color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
+    ax.set_xlabel("operand length (max of the two)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(
+        " / ".join(sorted(tasks)) + " · line: mean over seeds, band: min-max · dashed: training length"
+    )
+    return _save(fig, out)

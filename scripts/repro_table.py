@@ -1,0 +1,49 @@
+"""Seed tables for docs/RESULTS.md: accuracy in distribution and at 2x/3x/5x the training length.
+
+    python scripts/repro_table.py runs/r_abacus_s* runs/r_nope_s* runs/r_fire_s* [--per-run] [--plot OUT]
+
+Runs named ``<group>_s<seed>`` are one group; each group's row reads ``mean (min-max)`` over its seeds, in %
+(definitions in ``arith/eval/tables.py``). ``--plot OUT`` also writes OUT.png/.pdf: the mean over each group's
+seeds against operand length, with the min-max band. A run without a config or evaluation results is a one-line
+error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from arith.errors import ArithError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
+    parser.add_argument("--per-run", action="store_true", help="also print one row per run")
+    parser.add_argument("--plot", type=Path, default=None, help="write the group plot to PLOT.png/.pdf")
+    args = parser.parse_args(argv)
+
+    from arith.eval.tables import group_runs, markdown_table, per_run_table
+    from arith.plots import plot_groups
+
+    try:
+        groups = group_runs(args.runs)
+        print(markdown_table(groups))
+        if args.per_run:
+            print("\n" + per_run_table(groups))
+        if args.plot is not None:
+            dirs = {
+                name: [r for r in args.runs if r.resolve().name in {s.name for s in runs}]
+                for name, runs in groups.items()
+            }
+            for p in plot_groups(dirs, args.plot):
+                print(p)
+    except ArithError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
