@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The paper's findings checked at CPU scale (issue 5): every run trains the quick start model for the same 4000
 # steps on the same data (addition up to 8 digits, streaming, seed-fixed), then evaluates (L, L) for L = 1..40
-# (5x). Lines: a preset plus at most 5 overrides. About 10 min per run on the 2-core CPU; run a block at a time.
-# Results (mean and spread over seeds, accuracy at 1x/2x/3x/5x) go to docs/RESULTS.md.
+# (5x). Lines: a preset plus at most 5 overrides. On an idle 2-core CPU (2 threads, one run at a time) a 1x6 run
+# takes about 6 min (FIRE 9 min), a depth-4 run 3-5 min, each evaluation seconds: about 2.5 hours in all.
+# Results (mean and spread over seeds, accuracy at 1x/2x/3x/5x) go to docs/RESULTS.md (tables printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${ARITH_RUNS:-runs}
@@ -36,6 +37,10 @@ for run in "$RUNS"/r_abacus_* "$RUNS"/r_nope_* "$RUNS"/r_fire_* "$RUNS"/r_rfire_
   python arithmetic_eval.py run=$run eval.square=[1,40] eval.n_per_cell=50
 done
 python arithmetic_eval.py run=$RUNS/r_mul_5 eval.a_lens=[1,10] eval.n_per_cell=50
-python arithmetic_eval.py run=$RUNS/r_or_8 eval.a_lens=[1,24] eval.n_per_cell=50
+python arithmetic_eval.py run=$RUNS/r_or_8 eval.square=[1,40] eval.n_per_cell=50
 python sort_eval.py run=$RUNS/r_sort_4x4 eval.a_lens=[1,8] eval.b_lens=[1,8] eval.n_per_cell=50
 python scripts/plot_grid.py "$RUNS"/r_abacus_s0 "$RUNS"/r_nope_s0 "$RUNS"/r_fire_s0 "$RUNS"/r_rfire_s0 "$RUNS"/r_rope_s0 "$RUNS"/r_learned_s0 --out "$RUNS" --summary
+# --- tables (mean and min-max over seeds) and the seed-band figures for docs/RESULTS.md
+python scripts/repro_table.py "$RUNS"/r_abacus_s? "$RUNS"/r_nope_s? "$RUNS"/r_fire_s? "$RUNS"/r_rfire_s0 "$RUNS"/r_rope_s0 "$RUNS"/r_learned_s0 "$RUNS"/r_abacus_fire_s0 "$RUNS"/r_abacus_rope_s0 --per-run --plot "$RUNS"/repro_positions
+python scripts/repro_table.py "$RUNS"/r_std_4x1_s? "$RUNS"/r_inj_4x1_s? "$RUNS"/r_loop_2x2_s? "$RUNS"/r_loop_1x4_s? --per-run --plot "$RUNS"/repro_architectures
+python scripts/repro_table.py "$RUNS"/r_mul_5 "$RUNS"/r_sort_4x4 "$RUNS"/r_or_8 --per-run
