@@ -67,6 +67,11 @@ class Injection(_Choice):
     add = "add"
 
 
+class InjectEvery(_Choice):
+    recurrence = "recurrence"  # before each block call after the first
+    layer = "layer"  # before every layer after the first (the paper: "a copy of the input to each layer")
+
+
 class AttnImpl(_Choice):
     """How attention applies an additive bias (FIRE); see arith/model/flex.py."""
 
@@ -88,6 +93,9 @@ class ModelConfig:
     layers: int = 16  # distinct layers in the recurrent block
     recurrences: int = 1  # block applications; 1 = standard transformer
     input_injection: Injection = Injection.none
+    # where `add` injects: before each block call (recurrence) or each layer; the same for a 1-layer block,
+    # and only `layer` injects anything in a standard (recurrences = 1) transformer
+    inject_every: InjectEvery = InjectEvery.recurrence
     abs_pos: AbsPos = AbsPos.abacus
     rel_pos: RelPos = RelPos.none
     max_pos: int = 256  # rows of the learned / Abacus position table

@@ -21,12 +21,12 @@ python pretrain.py +experiment=cpu_repro name=r_abacus_s$s train.seed=$s data.se
 python pretrain.py +experiment=cpu_repro name=r_nope_s$s model.abs_pos=none train.seed=$s data.seed=$s
 python pretrain.py +experiment=cpu_repro name=r_fire_s$s model.abs_pos=none model.rel_pos=fire train.seed=$s data.seed=$s
 done
-# --- architectures at effective depth 4 (Abacus), three seeds each
+# --- architectures at effective depth 4 (Abacus), three seeds each; injection before every layer
 for s in 0 1 2; do
-python pretrain.py +experiment=cpu_repro name=r_std_4x1_s$s model.layers=4 model.recurrences=1 model.input_injection=none train.seed=$s
-python pretrain.py +experiment=cpu_repro name=r_inj_4x1_s$s model.layers=4 model.recurrences=1 train.seed=$s
-python pretrain.py +experiment=cpu_repro name=r_loop_2x2_s$s model.layers=2 model.recurrences=2 model.alpha=1 train.seed=$s
-python pretrain.py +experiment=cpu_repro name=r_loop_1x4_s$s model.layers=1 model.recurrences=4 model.alpha=1 train.seed=$s
+python pretrain.py +experiment=cpu_repro_arch name=r_std_4x1_s$s model.input_injection=none train.seed=$s
+python pretrain.py +experiment=cpu_repro_arch name=r_inj_4x1_s$s train.seed=$s
+python pretrain.py +experiment=cpu_repro_arch name=r_loop_2x2_s$s model.layers=2 model.recurrences=2 model.alpha=1 train.seed=$s
+python pretrain.py +experiment=cpu_repro_arch name=r_loop_1x4_s$s model.layers=1 model.recurrences=4 model.alpha=1 train.seed=$s
 done
 # --- other tasks, each with Abacus
 python pretrain.py +experiment=cpu_repro name=r_mul_5 data=multiplication data.max_len=5 data.streaming=true

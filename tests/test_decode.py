@@ -31,6 +31,7 @@ def encode(*texts, eos=True):
 KINDS = [dict(abs_pos=a, rel_pos=r) for a, r in COMBOS] + [
     dict(abs_pos="abacus", rel_pos="fire", layers=1, recurrences=2, injection="add", eval_recurrences=4),
     dict(abs_pos="abacus", rel_pos="rope", layers=2, recurrences=2, injection="add", eval_recurrences=3),
+    dict(abs_pos="abacus", rel_pos="none", layers=2, recurrences=2, injection="add", inject_every="layer"),
     dict(abs_pos="learned", rel_pos="fire", fire_max_length=48),  # randomized FIRE, decoded in eval mode
     dict(abs_pos="abacus", rel_pos="fire", fire_max_length=48, eval_k=2),
 ]

@@ -225,6 +225,36 @@ def test_injection_with_one_recurrence_is_plain_model():
     torch.testing.assert_close(plain(ids, k=0), injected(ids, k=0))
 
 
+def test_inject_every_layer_adds_the_input_before_every_layer_but_the_first():
+    model = make("abacus", "rope", layers=2, recurrences=2, injection="add", inject_every="layer")
+    model.eval()
+    ids = encode("21+543=753", "9+99=801")
+    emb, h = model.embed(ids, 1), None
+    for j, layer in enumerate(list(model.layers) * 2):
+        h = emb if j == 0 else h + emb
+        h = layer(h)
+    torch.testing.assert_close(model(ids, k=1), model.head(model.ln_f(h)))
+
+
+def test_inject_every_layer_makes_a_standard_model_differ_and_equals_recurrence_for_one_layer():
+    ids = encode("21+543=753")
+    plain = make("abacus", "none", layers=3, recurrences=1)
+    per_layer = make("abacus", "none", layers=3, recurrences=1, injection="add", inject_every="layer")
+    per_layer.load_state_dict(plain.state_dict())
+    plain.eval(), per_layer.eval()
+    assert not torch.allclose(plain(ids, k=0), per_layer(ids, k=0))
+    looped = make("learned", "fire", layers=1, recurrences=3, injection="add")
+    looped_layer = make("learned", "fire", layers=1, recurrences=3, injection="add", inject_every="layer")
+    looped_layer.load_state_dict(looped.state_dict())
+    looped.eval(), looped_layer.eval()
+    torch.testing.assert_close(looped(ids, k=0), looped_layer(ids, k=0))
+
+
+def test_inject_every_unknown_value_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.inject_every='block' unknown; valid: recurrence, layer"):
+        make(inject_every="block")
+
+
 @pytest.mark.parametrize("inj", ["none", "add"])
 def test_no_grad_recurrences(inj):
     model = make("abacus", "fire", layers=1, recurrences=3, injection=inj)

@@ -20,6 +20,7 @@ from arith.model.blocks import BLOCKS
 from arith.model.positions import ABS_POS, FIRE, REL_POS, build_abs_pos, choice, random_positions
 
 INJECTIONS = ("none", "add")
+INJECT_EVERY = ("recurrence", "layer")
 OFFSET_SCHEMES = ("abacus", "coupling")  # absolute slots that take a random offset k in training
 
 
@@ -49,6 +50,7 @@ def validate(cfg) -> None:
         ("abs_pos", ABS_POS),
         ("rel_pos", REL_POS),
         ("input_injection", INJECTIONS),
+        ("inject_every", INJECT_EVERY),
         ("block", BLOCKS),
     ):
         name = choice(getattr(cfg, key))
@@ -87,6 +89,7 @@ class ArithModel(nn.Module):
         self.cfg = cfg
         self.abs_name, self.rel_name = choice(cfg.abs_pos), choice(cfg.rel_pos)
         self.inject = choice(cfg.input_injection) == "add"
+        self.inject_every_layer = choice(cfg.inject_every) == "layer"
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
         self.max_k, self.eval_k, self.fire_max_length = cfg.max_k, cfg.eval_k, cfg.fire_max_length
 
@@ -223,9 +226,9 @@ class ArithModel(nn.Module):
         h = emb
         for r in range(R):
             with torch.no_grad() if r < no_grad_recurrences else contextlib.nullcontext():
-                if self.inject and r > 0:
-                    h = h + emb
                 for i, layer in enumerate(self.layers):
+                    if self.inject and (r > 0 or i > 0) and (i == 0 or self.inject_every_layer):
+                        h = h + emb  # never before the very first layer: h is the embedding there
                     h = layer(h, inputs[i], None if cache is None else cache.layer(r, i))
         if cache is not None:
             cache.tokens = ids if cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
