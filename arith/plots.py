@@ -278,14 +278,19 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
         region = _train_region(task, info)
         if region is not None:
             ax.axvline(max(region), color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
+    _length_axes(ax, " / ".join(sorted(tasks)) + " · dashed: training length")
+    return _save(fig, out)
+
+
+def _length_axes(ax: Axes, title: str) -> None:
+    """Labels, limits, grid and legend of an accuracy-against-length plot."""
     ax.set_xlabel("operand length (max of the two)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(" / ".join(sorted(tasks)) + " · dashed: training length")
-    return _save(fig, out)
+    ax.set_title(title)
 
 
 def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike) -> list[Path]:
@@ -326,13 +331,7 @@ def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.Pa
         region = _train_region(info["task"], _run_info(Path(runs[0])))
         if region is not None:
             ax.axvline(max(region), color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
-    ax.set_xlabel("operand length (max of the two)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title(
-        " / ".join(sorted(tasks)) + " · line: mean over seeds, band: min-max · dashed: training length"
+    _length_axes(
+        ax, " / ".join(sorted(tasks)) + " · line: mean over seeds, band: min-max · dashed: training length"
     )
     return _save(fig, out)
