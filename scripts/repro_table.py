@@ -1,9 +1,9 @@
 """Seed tables for docs/RESULTS.md: accuracy in distribution and at 2x/3x/5x the training length.
 
-    python scripts/repro_table.py runs/r_abacus_s* runs/r_nope_s* runs/r_fire_s* [--per-run] [--plot OUT]
+    python scripts/repro_table.py runs/r_abacus_s* runs/r_nope_s* runs/r_fire_s* [--per-run] [--lengths 8-16] [--plot OUT]
 
 Runs named ``<group>_s<seed>`` are one group; each group's row reads ``mean (min-max)`` over its seeds, in %
-(definitions in ``arith/eval/tables.py``). ``--plot OUT`` also writes OUT.png/.pdf: the mean over each group's
+(definitions in ``arith/eval/tables.py``). ``--lengths A-B`` also prints each run's diagonal cells (L, L) for L = A..B. ``--plot OUT`` also writes OUT.png/.pdf: the mean over each group's
 seeds against operand length, with the min-max band. A run without a config or evaluation results is a one-line
 error and exit code 2.
 """
@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
     parser.add_argument("--per-run", action="store_true", help="also print one row per run")
+    parser.add_argument("--lengths", default=None, help="also print diagonal cells per run, e.g. 8-16")
     parser.add_argument("--plot", type=Path, default=None, help="write the group plot to PLOT.png/.pdf")
     args = parser.parse_args(argv)
 
-    from arith.eval.tables import group_runs, markdown_table, per_run_table
+    from arith.eval.tables import diagonal_table, group_runs, markdown_table, per_run_table
     from arith.plots import plot_groups
 
     try:
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(groups))
         if args.per_run:
             print("\n" + per_run_table(groups))
+        if args.lengths:
+            lo, _, hi = args.lengths.partition("-")
+            print("\n" + diagonal_table(groups, range(int(lo), int(hi or lo) + 1)))
         if args.plot is not None:
             dirs = {
                 name: [r for r in args.runs if r.resolve().name in {s.name for s in runs}]

@@ -8,7 +8,7 @@ import pytest
 
 from arith.errors import DataError
 from arith.eval.grid import Cell, GridCSV
-from arith.eval.tables import group_runs, markdown_table, per_run_table, score_run
+from arith.eval.tables import diagonal_table, group_runs, markdown_table, per_run_table, score_run
 from tests.test_plots import read_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,8 @@ def test_groups_strip_seed_suffix_and_table_gives_mean_and_range(tmp_path):
     assert table[2] == "| abacus (addition ≤4) | 2 | 100 | 92 (85–100) | 70 (40–100) | – | – | 7.5 (7–8) |"
     assert table[3] == "| nope (addition ≤4) | 1 | 100 | 0 | 0 | – | – | 4 |"
     assert "| abacus_s1 | 100 | 85 | 40 | – | – | 7 |" in per_run_table(groups).splitlines()
+    cells = diagonal_table(groups, [7, 8, 9]).splitlines()
+    assert cells[0] == "| run | 7 | 8 | 9 |" and cells[3] == "| abacus_s1 | 100 | 40 | – |"
 
 
 def test_score_run_errors_without_config_or_results(tmp_path):
@@ -68,12 +70,21 @@ def test_repro_table_script_prints_table_and_writes_group_plot(tmp_path):
         diagonal_run(tmp_path, f"abacus_s{s}", {**{L: 10 for L in range(1, 8)}, 8: last})
     runs = sorted(str(p) for p in tmp_path.glob("abacus_s*"))
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/repro_table.py"), *runs, "--plot", str(tmp_path / "g")],
+        [
+            sys.executable,
+            str(ROOT / "scripts/repro_table.py"),
+            *runs,
+            "--lengths",
+            "7-8",
+            "--plot",
+            str(tmp_path / "g"),
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert "| abacus (addition ≤4) | 3 | 100 | 90 (80–100) | 60 (20–100) | – | – | 7.3 (7–8) |" in out
+    assert "| abacus_s2 | 100 | 20 |" in out
     read_png(tmp_path / "g.png")
     assert (tmp_path / "g.pdf").stat().st_size > 1000
     bad = subprocess.run(

@@ -42,6 +42,7 @@ class RunScores:
     near: float | None  # mean over diagonal cells (l, l), n < l <= 2n
     at: dict[int, float | None]  # multiple -> accuracy of the cell (k*n, k*m)
     reach: int
+    diagonal: dict[int, float]  # L -> accuracy of the cell (L, L), for every evaluated L
 
 
 def _trained(run: Path) -> tuple[str, int, int]:
@@ -80,6 +81,7 @@ def score_run(run_dir: str | os.PathLike, multiples: Sequence[int] = MULTIPLES) 
         near=float(np.mean(near)) if near else None,
         at={k: cells.get((k * n, k * m)) for k in multiples},
         reach=reach,
+        diagonal={a: acc for (a, b), acc in sorted(cells.items()) if a == b},
     )
 
 
@@ -136,6 +138,16 @@ def per_run_table(groups: dict[str, list[RunScores]], multiples: Sequence[int] =
                 str(r.reach),
             ]
             lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def diagonal_table(groups: dict[str, list[RunScores]], lengths: Sequence[int]) -> str:
+    """One row per run: the accuracy (%) of each diagonal cell (L, L) for L in ``lengths`` ("–" if absent)."""
+    head = ["run", *map(str, lengths)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for runs in groups.values():
+        for r in runs:
+            lines.append("| " + " | ".join([r.name, *(_cell([r.diagonal.get(L)]) for L in lengths)]) + " |")
     return "\n".join(lines)
 
 
