@@ -307,9 +307,10 @@ def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.Pa
     tasks = set()
     for i, (label, runs) in enumerate(groups.items()):
         colour = f"C{i % 10}"
-        curves = []
+        curves, infos = [], []
         for run_dir in map(Path, runs):
             info = _run_info(run_dir)
+            infos.append(info)
             rows = [r for r in _results(run_dir) if r["task"] == info["task"]]
             if not rows:
                 raise DataError(f"{run_dir}: no evaluation results for its training task {info['task']}")
@@ -328,7 +329,7 @@ def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.Pa
         )
         if len(curves) > 1:
             ax.fill_between(lengths, acc.min(0), acc.max(0), color=colour, alpha=0.15, linewidth=0)
-        region = _train_region(info["task"], _run_info(Path(runs[0])))
+        region = _train_region(infos[0]["task"], infos[0])
         if region is not None:
             ax.axvline(max(region), color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
     _length_axes(

@@ -14,9 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from arith.errors import ArithError
+from arith.cli import user_errors
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
@@ -28,24 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     from arith.eval.tables import diagonal_table, group_runs, markdown_table, per_run_table
     from arith.plots import plot_groups
 
-    try:
-        groups = group_runs(args.runs)
-        print(markdown_table(groups))
-        if args.per_run:
-            print("\n" + per_run_table(groups))
-        if args.lengths:
-            lo, _, hi = args.lengths.partition("-")
-            print("\n" + diagonal_table(groups, range(int(lo), int(hi or lo) + 1)))
-        if args.plot is not None:
-            dirs = {
-                name: [r for r in args.runs if r.resolve().name in {s.name for s in runs}]
-                for name, runs in groups.items()
-            }
-            for p in plot_groups(dirs, args.plot):
-                print(p)
-    except ArithError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    groups = group_runs(args.runs)
+    print(markdown_table(groups))
+    if args.per_run:
+        print("\n" + per_run_table(groups))
+    if args.lengths:
+        lo, _, hi = args.lengths.partition("-")
+        print("\n" + diagonal_table(groups, range(int(lo), int(hi or lo) + 1)))
+    if args.plot is not None:
+        for p in plot_groups({name: [s.path for s in runs] for name, runs in groups.items()}, args.plot):
+            print(p)
     return 0
 
 

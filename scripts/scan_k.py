@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from arith.cli import user_errors
 
+
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -23,25 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import arith
-    from arith.errors import ArithError
     from arith.eval.quick import evaluate_cell
 
-    try:
-        run = arith.load(args.run)
-        task = run.cfg.data.task.value
-        lens = [int(x) for x in args.lens.split(",")]
-        print(f"{'k':>4} " + " ".join(f"{L:>6}" for L in lens) + "   (accuracy %, L x L digits)")
-        for k in (int(x) for x in args.ks.split(",")):
-            accs = [
-                evaluate_cell(
-                    run.model, run.tok, task, L, L, args.n, args.seed, k=k, recurrences=args.recurrences
-                )
-                for L in lens
-            ]
-            print(f"{k:>4} " + " ".join(f"{100 * a['correct'] / a['n']:6.1f}" for a in accs), flush=True)
-    except ArithError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = arith.load(args.run)
+    task = run.cfg.data.task.value
+    lens = [int(x) for x in args.lens.split(",")]
+    print(f"{'k':>4} " + " ".join(f"{L:>6}" for L in lens) + "   (accuracy %, L x L digits)")
+    for k in (int(x) for x in args.ks.split(",")):
+        accs = [
+            evaluate_cell(
+                run.model, run.tok, task, L, L, args.n, args.seed, k=k, recurrences=args.recurrences
+            )
+            for L in lens
+        ]
+        print(f"{k:>4} " + " ".join(f"{100 * a['correct'] / a['n']:6.1f}" for a in accs), flush=True)
     return 0
 
 

@@ -35,6 +35,7 @@ _SEED = re.compile(r"_s\d+$")
 
 @dataclass(frozen=True)
 class RunScores:
+    path: Path  # the run directory as given
     name: str
     task: str
     trained: tuple[int, int]
@@ -74,6 +75,7 @@ def score_run(run_dir: str | os.PathLike, multiples: Sequence[int] = MULTIPLES) 
             break
         reach = length
     return RunScores(
+        path=run,
         name=run.resolve().name,
         task=task,
         trained=(n, m),
