@@ -1,10 +1,11 @@
 """Seed tables for docs/RESULTS.md: accuracy in distribution and at 2x/3x/5x the training length.
 
-    python scripts/repro_table.py runs/r_abacus_s* runs/r_nope_s* runs/r_fire_s* [--per-run] [--lengths 8-16] [--plot OUT]
+    python scripts/repro_table.py runs/r_abacus_s* runs/r_nope_s* runs/r_fire_s* [--per-run] [--cost] [--lengths 8-16] [--plot OUT]
 
 Runs named ``<group>_s<seed>`` are one group; each group's row reads ``mean (min-max)`` over its seeds, in %
 (definitions in ``arith/eval/tables.py``). ``--lengths A-B`` also prints each run's diagonal cells (L, L) for L = A..B. ``--plot OUT`` also writes OUT.png/.pdf: the mean over each group's
-seeds against operand length, with the min-max band. A run without a config or evaluation results is a one-line
+seeds against operand length, with the min-max band. ``--cost`` adds to the per-run rows what each run cost:
+parameters, steps and ms per step at its last checkpoint, its last logged loss and largest embedding entry. A run without a config or evaluation results is a one-line
 error and exit code 2.
 """
 
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")
     parser.add_argument("--per-run", action="store_true", help="also print one row per run")
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="per-run rows also give parameters, steps, ms/step, loss, max |emb|",
+    )
     parser.add_argument("--lengths", default=None, help="also print diagonal cells per run, e.g. 8-16")
     parser.add_argument("--plot", type=Path, default=None, help="write the group plot to PLOT.png/.pdf")
     args = parser.parse_args(argv)
@@ -31,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     groups = group_runs(args.runs)
     print(markdown_table(groups))
-    if args.per_run:
-        print("\n" + per_run_table(groups))
+    if args.per_run or args.cost:
+        print("\n" + per_run_table(groups, cost=args.cost))
     if args.lengths:
         lo, _, hi = args.lengths.partition("-")
         print("\n" + diagonal_table(groups, range(int(lo), int(hi or lo) + 1)))

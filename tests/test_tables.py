@@ -93,3 +93,49 @@ def test_repro_table_script_prints_table_and_writes_group_plot(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
+
+
+def test_run_cost_reads_params_steps_and_metrics_of_a_trained_run(tmp_path, compose):
+    import json
+
+    import arith
+    from arith.eval.tables import run_cost
+    from arith.train import train
+
+    overrides = [
+        "model.width=32",
+        "model.heads=2",
+        "model.ffn=64",
+        "model.layers=1",
+        "model.recurrences=1",
+        "model.max_pos=32",
+        "model.max_k=3",
+        "data.max_len=2",
+        "data.streaming=true",
+        "train.batch_size=16",
+        "train.steps=12",
+        "train.log_every=4",
+        "train.progress=false",
+        "train.threads=1",
+        f"runs_root={tmp_path}",
+    ]
+    costs = {}
+    for tied in (False, True):
+        run = train(compose([*overrides, f"name=tied_{tied}", f"model.tie_embeddings={tied}"]))
+        costs[tied] = c = run_cost(run)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert c.params == arith.load(run).model.num_params()
+        assert c.steps == 12 and c.seconds > 0 and c.ms_per_step == pytest.approx(1000 * c.seconds / 12)
+        assert c.final_loss == pytest.approx(records[-1]["loss"])
+        assert c.emb_max_abs == pytest.approx(max(r["emb_max_abs"] for r in records))
+    vocab = arith.load(run).tok.vocab_size
+    assert costs[False].params - costs[True].params == vocab * 32  # the tied output matrix counts once
+
+    out = GridCSV(run / "eval" / "addition_sq_s0of1.csv")  # the trained run's own config scores it
+    for length in (1, 2):
+        out.append("addition", Cell(length, length), n=10, correct=10)
+    rows = per_run_table(group_runs([run]), cost=True).splitlines()
+    assert rows[0].endswith("| params | steps | ms/step | final loss | max abs emb |")
+    assert (
+        rows[2].startswith("| tied_True | 100 |") and f"| {costs[True].params / 1e3:.1f}k | 12 |" in rows[2]
+    )

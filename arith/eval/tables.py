@@ -13,10 +13,15 @@ A run's scores come from its evaluation CSVs (``arith.eval.grid.read_results``) 
 - ``reach``: the largest L such that every evaluated diagonal cell (l, l) with l <= L has accuracy >= 90%.
 
 Runs named ``<group>_s<seed>`` form one group; a group's cell reads ``mean (min-max)`` over its seeds.
+
+``run_cost`` adds what a run cost to train, for comparisons at a fixed wall-clock budget: parameters of the
+rebuilt model (a tied matrix counts once), optimizer steps and seconds at the last checkpoint, and from
+``metrics.jsonl`` the last logged loss and the largest logged ``emb_max_abs``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -87,6 +92,46 @@ def score_run(run_dir: str | os.PathLike, multiples: Sequence[int] = MULTIPLES) 
     )
 
 
+@dataclass(frozen=True)
+class RunCost:
+    params: int
+    steps: int
+    seconds: float
+    final_loss: float | None  # last logged training loss
+    emb_max_abs: float | None  # largest logged max-abs entry of the embedding tables
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1000.0 * self.seconds / max(self.steps, 1)
+
+
+def run_cost(run_dir: str | os.PathLike) -> RunCost:
+    """Training cost of a finished run (see the module docstring); raises when it has no checkpoint."""
+    from arith import checkpoint
+    from arith.runs import load
+
+    run = load(run_dir)
+    state = checkpoint.load_trainer_state(checkpoint.latest(run.run_dir))
+    loss = emb = None
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a killed run
+                continue
+            loss = record.get("loss", loss)
+            if record.get("emb_max_abs") is not None:
+                emb = max(emb or 0.0, float(record["emb_max_abs"]))
+    return RunCost(
+        params=run.model.num_params(),
+        steps=int(state["step"]),
+        seconds=float(state["elapsed"]),
+        final_loss=None if loss is None else float(loss),
+        emb_max_abs=emb,
+    )
+
+
 def group_runs(run_dirs: Iterable[str | os.PathLike]) -> dict[str, list[RunScores]]:
     """Score every run and group them by name without the ``_s<seed>`` suffix, in first-seen order."""
     groups: dict[str, list[RunScores]] = {}
@@ -126,9 +171,13 @@ def markdown_table(groups: dict[str, list[RunScores]], multiples: Sequence[int] 
     return "\n".join(lines)
 
 
-def per_run_table(groups: dict[str, list[RunScores]], multiples: Sequence[int] = MULTIPLES) -> str:
-    """One row per run (the numbers behind ``markdown_table``)."""
+def per_run_table(
+    groups: dict[str, list[RunScores]], multiples: Sequence[int] = MULTIPLES, cost: bool = False
+) -> str:
+    """One row per run (the numbers behind ``markdown_table``); ``cost`` adds the ``run_cost`` columns."""
     head = ["run", "in-dist", "(1x, 2x] mean", *(f"{k}x" for k in multiples), "≥90% up to"]
+    if cost:
+        head += ["params", "steps", "ms/step", "final loss", "max abs emb"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for runs in groups.values():
         for r in runs:
@@ -139,6 +188,15 @@ def per_run_table(groups: dict[str, list[RunScores]], multiples: Sequence[int] =
                 *(_cell([r.at.get(k)]) for k in multiples),
                 str(r.reach),
             ]
+            if cost:
+                c = run_cost(r.path)
+                row += [
+                    f"{c.params / 1e3:.1f}k",
+                    str(c.steps),
+                    f"{c.ms_per_step:.0f}",
+                    "–" if c.final_loss is None else f"{c.final_loss:.2g}",
+                    "–" if c.emb_max_abs is None else f"{c.emb_max_abs:.2f}",
+                ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
