@@ -11,6 +11,21 @@ from arith.checkpoint import atomic_write_text
 METRICS = "metrics.jsonl"
 
 
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Every logged row of a run's metrics.jsonl, in order; a line cut short by a kill is skipped, and a run
+    with no log yet gives []."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut by a kill
+            continue
+    return rows
+
+
 class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int, use_wandb: bool, project: str, config: dict):
         self.path = Path(run_dir) / METRICS
@@ -33,14 +48,8 @@ class MetricsLog:
         """A resumed run rewrites history from its checkpoint: drop lines logged after it."""
         if not self.path.exists():
             return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except ValueError:  # a line cut by a kill
-                continue
-        atomic_write_text(self.path, "".join(x + "\n" for x in keep))
+        keep = [row for row in read_metrics(self.path.parent) if row.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def log(self, row: dict) -> None:
         self.file.write(json.dumps(row) + "\n")

@@ -21,7 +21,6 @@ rebuilt model (a tied matrix counts once), optimizer steps and seconds at the la
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -108,21 +107,16 @@ class RunCost:
 def run_cost(run_dir: str | os.PathLike) -> RunCost:
     """Training cost of a finished run (see the module docstring); raises when it has no checkpoint."""
     from arith import checkpoint
+    from arith.metrics import read_metrics
     from arith.runs import load
 
     run = load(run_dir)
     state = checkpoint.load_trainer_state(checkpoint.latest(run.run_dir))
     loss = emb = None
-    metrics = Path(run_dir) / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by a killed run
-                continue
-            loss = record.get("loss", loss)
-            if record.get("emb_max_abs") is not None:
-                emb = max(emb or 0.0, float(record["emb_max_abs"]))
+    for record in read_metrics(run_dir):
+        loss = record.get("loss", loss)
+        if record.get("emb_max_abs") is not None:
+            emb = max(emb or 0.0, float(record["emb_max_abs"]))
     return RunCost(
         params=run.model.num_params(),
         steps=int(state["step"]),
