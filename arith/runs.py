@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from arith import checkpoint
 from arith.data.tasks import eval_cell
 from arith.data.tokenizer import ArithTokenizer
-from arith.errors import CheckpointError, ConfigError, require
+from arith.errors import ConfigError, require
 from arith.schema import ModelConfig, PretrainConfig
 
 CONFIG = "config.yaml"
@@ -32,6 +32,7 @@ IDENTITY_KEYS = (
     "train.loss_reduction",
     "train.optimizer",
     "train.embedding_lr_scale",
+    "train.ema",
 )
 
 
@@ -59,6 +60,17 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be >= 0 and sum to <= 1",
     )
     require(0 <= d.test_frac < 1, f"data.test_frac={d.test_frac} must be in [0, 1)")
+    require(0 <= t.ema < 1, f"train.ema={t.ema} must be in [0, 1) (0 = off)")
+    require(t.select_every >= 0, f"train.select_every={t.select_every} must be >= 0 (0 = off)")
+    require(t.select_n > 0, f"train.select_n={t.select_n} must be > 0")
+    require(
+        all(isinstance(L, int) and L > 0 for L in t.select_lens),
+        f"train.select_lens={list(t.select_lens)} must be positive lengths",
+    )
+    require(
+        not t.select_every or len(t.select_lens) > 0,
+        "train.select_every > 0 needs train.select_lens, e.g. train.select_lens=[10,12]",
+    )
     require(0 <= cfg.model.alpha <= 1, f"model.alpha={cfg.model.alpha} must be in [0, 1]")
     require(
         cfg.model.max_backprop is None or cfg.model.max_backprop > 0,
@@ -154,6 +166,8 @@ class Run:
     tok: ArithTokenizer
     model: torch.nn.Module
     step: int
+    checkpoint: str = ""  # the folder name (the step) the weights came from
+    weights: str = "raw"  # raw | ema
 
     def solve(self, problem: str, **kwargs) -> str:
         from arith.solve import solve
@@ -161,20 +175,38 @@ class Run:
         return solve(self, problem, **kwargs)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
-    """A trained run ready for inference: `arith.load(run_dir).solve("12345+678")`."""
+def load(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    checkpoint: str | int | None = None,
+    weights: str | None = None,
+) -> Run:
+    """A trained run ready for inference: `arith.load(run_dir).solve("12345+678")`.
+
+    checkpoint: "best" | "latest" | a step; None = best when the run has one (train.select_every), else latest.
+    weights: "ema" | "raw"; None = ema when the checkpoint holds a moving average (train.ema), else raw.
+    """
+    from arith import checkpoint as ckpts
     from arith.model import build_model
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     tok = ArithTokenizer.load(run_dir)
-    ckpt = checkpoint.latest(run_dir)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet: train it first")
-    saved = checkpoint.read_model_config(ckpt)
+    ckpt = ckpts.resolve(run_dir, checkpoint)
+    if weights is None:
+        weights = "ema" if ckpts.has_ema(ckpt) else "raw"
+    saved = ckpts.read_model_config(ckpt)
     saved.pop("vocab_size", None)
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved)
     model = build_model(model_cfg, tok)
-    checkpoint.load_weights(ckpt, model)
+    ckpts.load_weights(ckpt, model, weights)
     model.to(device).eval()
-    return Run(run_dir=run_dir, cfg=cfg, tok=tok, model=model, step=int(ckpt.name))
+    return Run(
+        run_dir=run_dir,
+        cfg=cfg,
+        tok=tok,
+        model=model,
+        step=int(ckpt.name),
+        checkpoint=ckpt.name,
+        weights=weights,
+    )

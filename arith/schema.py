@@ -155,6 +155,14 @@ class TrainConfig:
     save_every_minutes: float = 30.0
     save_every_steps: int = 0  # 0 = off; extra trigger, handy in tests
     keep_last: int = 3
+    # selection: every select_every steps (0 = off), greedy exact match on the diagonal cells select_lens
+    # (longer than training, shorter than anything reported), select_n problems each; a new best mean is saved
+    # and `checkpoints/best` points at it (arith.load's default)
+    select_every: int = 0
+    select_lens: list[int] = field(default_factory=list)
+    select_n: int = 100
+    select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); saved as ema.safetensors
     log_every: int = 25
     wandb: bool = False
     wandb_project: str = "arith"

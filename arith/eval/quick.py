@@ -60,6 +60,12 @@ def evaluate_cell(
     return {"n": n, "correct": int(correct.sum()), "first_correct": int(first.sum())}
 
 
+def selection_scores(model, tok, task: str, lens, n: int, seed: int) -> dict[str, float]:
+    """Greedy exact match (KV cache, the model's evaluation offset and depth) on the diagonal cells (L, L) of
+    `lens`: the held-out lengths that pick the best checkpoint (train.select_*). Keys are str(L), as logged."""
+    return {str(L): evaluate_cell(model, tok, task, L, L, n, seed)["correct"] / n for L in lens}
+
+
 def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321) -> dict[int, float]:
     """Accuracy on (L, L) cells for L = 1..max_len, printed as a table; returns {L: accuracy}."""
     import arith
