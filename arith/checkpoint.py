@@ -155,7 +155,9 @@ def load_weights(ckpt: Path, model: torch.nn.Module, weights: str = "raw") -> No
         raise CheckpointError(f"weights={weights!r} unknown; valid: raw, ema")
     path = Path(ckpt) / (EMA_WEIGHTS if weights == "ema" else WEIGHTS)
     if weights == "ema" and not path.exists():
-        raise CheckpointError(f"{ckpt} has no {EMA_WEIGHTS} (the run trained with train.ema=0); use weights=raw")
+        raise CheckpointError(
+            f"{ckpt} has no {EMA_WEIGHTS} (the run trained with train.ema=0); use weights=raw"
+        )
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as e:  # safetensors raises several types for truncated or garbled files

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from arith import checkpoint
-from arith.data.tasks import eval_cell
+from arith.data.tasks import eval_cell, task_for
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import ConfigError, require
 from arith.schema import ModelConfig, PretrainConfig
@@ -25,6 +25,8 @@ IDENTITY_KEYS = (
     "data.n_train",
     "data.seed",
     "data.streaming",
+    "data.pad_operands",
+    "data.bucket",
     "train.batch_size",
     "train.seed",
     "train.lr",
@@ -100,9 +102,7 @@ def position_needs(
 
     a = a_len or cfg.data.max_len
     b = b_len or cfg.data.max_len_b or cfg.data.max_len
-    probe = eval_cell(
-        cfg.data.task.value if hasattr(cfg.data.task, "value") else cfg.data.task, tok, a, b, 8, 0
-    )
+    probe = eval_cell(task_for(cfg.data), tok, a, b, 8, 0)
     max_tokens, max_digits = int(probe.length.max()), longest_digit_run(probe.ids, tok)
     check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training, k=k)
     return max_tokens, max_digits

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class _Choice(str, Enum):
@@ -45,6 +45,14 @@ class RelPos(_Choice):
     rope = "rope"
     fire = "fire"
     rerope = "rerope"  # RoPE with relative distances clipped at model.rerope_window (Su 2023)
+
+
+class PosTable(_Choice):
+    """How the learned / Abacus position table starts and whether it trains."""
+
+    learned = "learned"  # normal(0, 0.02) rows, trained (the paper's)
+    orthogonal = "orthogonal"  # orthonormal rows scaled to the same norm, trained
+    fixed = "fixed"  # orthonormal rows, frozen: rows training never reaches look like the ones it did
 
 
 class Block(_Choice):
@@ -100,6 +108,7 @@ class ModelConfig:
     rel_pos: RelPos = RelPos.none
     max_pos: int = 256  # rows of the learned / Abacus position table
     max_k: int = 100  # Abacus training offset range: k ~ U{0..max_k}
+    pos_table: PosTable = PosTable.learned
     eval_k: int = 0  # Abacus offset used at evaluation
     k_per_example: bool = (
         False  # draw the training offset per example instead of once per batch (SPEC: batch)
@@ -127,8 +136,12 @@ class DataConfig:
     test_frac: float = 0.01
     seed: int = 0
     streaming: bool = False  # True: make batches on the fly, nothing on disk
+    # Position Coupling's format (Cho et al. 2024): operands zero-padded to one length, the answer to that
+    # length + 1 (addition; multiplication: 2x); the problems themselves are unchanged
+    pad_operands: bool = False
+    bucket: int = 1  # > 1: sort each group of this many batches by length, so batches carry little padding
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
-    name: str = "${data.task}_${data.max_len}x${oc.select:data.max_len_b,${data.max_len}}_n${data.n_train}_s${data.seed}"
+    name: str = "${data.task}_${data.max_len}x${oc.select:data.max_len_b,${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}"
 
 
 @dataclass
@@ -162,7 +175,9 @@ class TrainConfig:
     select_lens: list[int] = field(default_factory=list)
     select_n: int = 100
     select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); saved as ema.safetensors
+    ema: float = (
+        0.0  # decay of an exponential moving average of the weights (0 = off); saved as ema.safetensors
+    )
     log_every: int = 25
     wandb: bool = False
     wandb_project: str = "arith"
@@ -211,6 +226,8 @@ class EvalAppConfig:
 
 
 def register() -> None:
+    if not OmegaConf.has_resolver("arith_pad"):  # data.name marks the padded format; unpadded names unchanged
+        OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
     cs = ConfigStore.instance()
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="makedata_schema", node=DataGenConfig)

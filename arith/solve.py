@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from arith.data.tasks import get_task
+from arith.data.tasks import task_for
 from arith.errors import ArithError, DataError
 from arith.eval.decode import generate
 
@@ -37,7 +37,7 @@ def solve(run, problem: str, recurrences: int | None = None, k: int | None = Non
     from arith.runs import position_needs
 
     task_name = run.cfg.data.task.value
-    spec = get_task(task_name)
+    spec = task_for(run.cfg.data)
     try:
         prompt = spec.prompt(problem.strip())
     except ValueError as e:

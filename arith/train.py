@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from arith import checkpoint, dist
 from arith.data.datasets import ensure, make_batches
+from arith.data.tasks import task_for
 from arith.data.tokenizer import ArithTokenizer
-from arith.eval.quick import selection_scores
 from arith.metrics import MetricsLog
 from arith.model import build_model
 from arith.model.flex import set_attention_impl
@@ -32,6 +31,7 @@ from arith.runs import (
     validate_pretrain,
 )
 from arith.schema import PretrainConfig, Reduction
+from arith.selection import Selection, make_ema
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -168,15 +168,15 @@ def train(cfg: PretrainConfig) -> Path:
     position_needs(cfg, tok)  # raises before any work when the position table is too small
     raw_model = build_model(cfg.model, tok).to(info.device)
     opt = build_optimizer(raw_model, tcfg)
-    ema = AveragedModel(raw_model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema)) if tcfg.ema > 0 else None
+    ema = make_ema(raw_model, tcfg.ema) if tcfg.ema > 0 else None
+    selection = Selection(tcfg.select_every, tuple(tcfg.select_lens), tcfg.select_n, tcfg.select_seed)
     step, elapsed, tokens = 0, 0.0, 0
-    best_score, best_step, last_select = -1.0, None, None  # selection: the best mean over train.select_lens so far
     if ckpt is not None:
         checkpoint.load_weights(ckpt, raw_model)
         state = checkpoint.load_trainer_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         step, elapsed, tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
-        best_score, best_step = float(state.get("best_score", -1.0)), state.get("best_step")
+        selection.load_state(state)
         if ema is not None:
             checkpoint.load_weights(ckpt, ema.module, "ema")
             ema.n_averaged.fill_(int(state["ema_n"]))
@@ -200,7 +200,7 @@ def train(cfg: PretrainConfig) -> Path:
         else None
     )
     model_cfg = model_config_dict(cfg.model, tok)
-    task_name = cfg.data.task.value if hasattr(cfg.data.task, "value") else str(cfg.data.task)
+    task = task_for(cfg.data)
 
     def save(is_best: bool = False) -> None:
         if info.is_main:
@@ -210,8 +210,7 @@ def train(cfg: PretrainConfig) -> Path:
                 "elapsed": elapsed,
                 "tokens": tokens,
                 "rng": rng_state(),
-                "best_score": best_score,
-                "best_step": best_step,
+                **selection.state(),
             }
             if ema is not None:
                 state["ema_n"] = int(ema.n_averaged)
@@ -220,20 +219,11 @@ def train(cfg: PretrainConfig) -> Path:
         dist.barrier()
 
     def select() -> bool:
-        """Score the held-out selection lengths (with the EMA weights when on); True on a new best. Every rank
-        computes the same deterministic scores, so no collective is needed."""
-        nonlocal best_score, best_step, last_select
-        last_select = step
-        t_sel = time.perf_counter()
-        scorer = ema.module if ema is not None else raw_model
-        scores = selection_scores(scorer, tok, task_name, tcfg.select_lens, tcfg.select_n, tcfg.select_seed)
-        mean = sum(scores.values()) / len(scores)
-        improved = mean > best_score
-        if improved:
-            best_score, best_step = mean, step
+        """Score the selection lengths (the EMA weights when on); True on a new best. Every rank computes the
+        same deterministic scores, so no collective is needed."""
+        row, improved = selection.score(ema.module if ema is not None else raw_model, tok, task, step)
         if log:
-            row = {"step": step, "select": scores, "select_mean": mean, "select_best": best_score}
-            log.log({**row, "select_s": time.perf_counter() - t_sel})
+            log.log(row)
         return improved
 
     # ======== loop
@@ -310,7 +300,7 @@ def train(cfg: PretrainConfig) -> Path:
         due = (elapsed - last_save) > 60 * tcfg.save_every_minutes or (
             tcfg.save_every_steps > 0 and step % tcfg.save_every_steps == 0
         )
-        if tcfg.select_every and step % tcfg.select_every == 0 and not stopping:
+        if selection.due(step) and not stopping:
             if select():  # a new best is kept: saved now, and exempt from keep_last
                 save(is_best=True)
                 last_save, due = elapsed, False
@@ -320,7 +310,7 @@ def train(cfg: PretrainConfig) -> Path:
     bar.close()
     stop.restore()
     final_best = False
-    if tcfg.select_every and last_select != step and not stopping:
+    if selection.every and selection.last_step != step and not stopping:
         final_best = select()  # the last weights compete too
     save(is_best=final_best)  # the final checkpoint
     if log:

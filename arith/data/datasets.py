@@ -86,7 +86,7 @@ def _generate(cfg, tok, stream: int, n: int, bar, timings: dict) -> list[pa.List
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, stream, c])
         ex = tasks.train_examples(
-            _task(cfg), tok, rng, min(CHUNK, n - lo), max_a, max_b, dtype=_store_dtype(tok)
+            tasks.task_for(cfg), tok, rng, min(CHUNK, n - lo), max_a, max_b, dtype=_store_dtype(tok)
         )
         t1 = time.perf_counter()
         chunks.append(_to_arrow(ex))
@@ -155,6 +155,9 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         "dtype": np.dtype(_store_dtype(tok)).name,
         "chunk": CHUNK,
     }
+    if getattr(cfg, "pad_operands", False):
+        tasks.task_for(cfg)  # raises for a task without a padded format
+        meta["pad_operands"] = True
     n_test = round(cfg.n_train * cfg.test_frac)
     if task == "bitwise_or":
         meta["note"] = "exhaustive training set, shuffled; n_train ignored"
@@ -215,6 +218,8 @@ def load(cfg):
     meta = json.loads((path / META).read_text())
     max_a, max_b = _lens(cfg)
     want = {"task": _task(cfg), "max_len": max_a, "max_len_b": max_b}
+    if getattr(cfg, "pad_operands", False):  # only then: datasets built before the key existed still match
+        want["pad_operands"] = True
     got = {k: meta.get(k) for k in want}
     if got != want or meta.get("format") != FORMAT_VERSION:
         raise DataError(
@@ -242,28 +247,64 @@ def _pad(length: np.ndarray, values: np.ndarray, pad_id: int) -> torch.Tensor:
 
 
 class Batches:
-    """batch(step) -> (global_batch // world, T) int64 tensor, right-padded with PAD; pure in (seed, step)."""
+    """batch(step) -> (global_batch // world, T) int64 tensor, right-padded with PAD; pure in (seed, step).
 
-    def __init__(self, global_batch: int, seed: int, rank: int = 0, world: int = 1):
+    bucket = G > 1: the examples of steps gG .. gG + G - 1 are sorted by length and cut into G batches, taken
+    in a random order of their own (Hugging Face's group_by_length, per group of G steps): the same examples,
+    far less padding per batch.
+    """
+
+    def __init__(self, global_batch: int, seed: int, rank: int = 0, world: int = 1, bucket: int = 1):
         require(world >= 1 and 0 <= rank < world, f"rank {rank} is not in 0..world-1 (world {world})")
         require(
             global_batch >= 1 and global_batch % world == 0,
             f"train.batch_size {global_batch} must be a positive multiple of the world size {world}",
         )
+        require(bucket >= 1, f"data.bucket={bucket} must be >= 1 (1 = off)")
         self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
         self.local_batch = global_batch // world
+        self.bucket, self.pad_id = bucket, 0
+        self._group: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _global(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (global_batch, T) padded, length (global_batch,)) of one step, every rank's rows."""
+        raise NotImplementedError
+
+    def _bucketed(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        g, j = divmod(step, self.bucket)
+        if self._group is None or self._group[0] != g:
+            parts = [self._global(s) for s in range(g * self.bucket, (g + 1) * self.bucket)]
+            width = max(ids.shape[1] for ids, _ in parts)
+            ids = np.concatenate(
+                [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=self.pad_id) for x, _ in parts]
+            )
+            length = np.concatenate([n for _, n in parts])
+            chunks = np.argsort(length, kind="stable").reshape(self.bucket, self.global_batch)
+            order = np.random.default_rng([self.seed, g, 0xB0C]).permutation(self.bucket)
+            self._group = (g, ids, length, chunks[order])
+        _, ids, length, chunks = self._group
+        return ids[chunks[j]], length[chunks[j]]
 
     def batch(self, step: int) -> torch.Tensor:
-        raise NotImplementedError
+        ids, length = self._bucketed(step) if self.bucket > 1 else self._global(step)
+        ids, length = ids[self.rank :: self.world], length[self.rank :: self.world]
+        return torch.from_numpy(np.ascontiguousarray(ids[:, : int(length.max())], dtype=np.int64))
 
 
 class DiskBatches(Batches):
     """Epoch e visits the split in permutation(seed, e); step s takes global rows perm[s*B:(s+1)*B] (wrapping)."""
 
     def __init__(
-        self, split_ds, tok: ArithTokenizer, global_batch: int, seed: int, rank: int = 0, world: int = 1
+        self,
+        split_ds,
+        tok: ArithTokenizer,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        bucket: int = 1,
     ):
-        super().__init__(global_batch, seed, rank, world)
+        super().__init__(global_batch, seed, rank, world, bucket)
         self.ds = split_ds.with_format("arrow")
         self.n = len(split_ds)
         require(self.n > 0, "the dataset split is empty", DataError)
@@ -277,8 +318,8 @@ class DiskBatches(Batches):
             self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return self._perms[epoch]
 
-    def batch(self, step: int) -> torch.Tensor:
-        pos = step * self.global_batch + np.arange(self.rank, self.global_batch, self.world, dtype=np.int64)
+    def _global(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = step * self.global_batch + np.arange(self.global_batch, dtype=np.int64)
         epoch, idx = np.divmod(pos, self.n)
         rows = np.empty_like(pos)
         for e in np.unique(epoch):
@@ -286,24 +327,23 @@ class DiskBatches(Batches):
             rows[sel] = self._perm(int(e))[idx[sel]]
         col = self.ds[rows.tolist()].column("input_ids").combine_chunks()
         length = np.diff(np.asarray(col.offsets))
-        return _pad(length, np.asarray(col.flatten()), self.pad_id)
+        return _pad(length, np.asarray(col.flatten()), self.pad_id).numpy(), length
 
 
 class StreamBatches(Batches):
     """Generates the global batch of step s with default_rng([seed, s]) and keeps rows rank::world."""
 
     def __init__(self, cfg, tok: ArithTokenizer, global_batch: int, seed: int, rank: int = 0, world: int = 1):
-        super().__init__(global_batch, seed, rank, world)
-        self.task = _task(cfg)
+        super().__init__(global_batch, seed, rank, world, int(getattr(cfg, "bucket", 1)))
+        self.task = tasks.task_for(cfg)
         self.max_a, self.max_b = _lens(cfg)
-        tasks.get_task(self.task).validate_lengths(self.max_a, self.max_b)
-        self.tok = tok
+        self.task.validate_lengths(self.max_a, self.max_b)
+        self.tok, self.pad_id = tok, tok.pad_id
 
-    def batch(self, step: int) -> torch.Tensor:
+    def _global(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         ex = tasks.train_examples(self.task, self.tok, rng, self.global_batch, self.max_a, self.max_b)
-        ids, length = ex.ids[self.rank :: self.world], ex.length[self.rank :: self.world]
-        return torch.from_numpy(np.ascontiguousarray(ids[:, : int(length.max())]))
+        return ex.ids, ex.length
 
 
 def make_batches(cfg, global_batch: int, seed: int, rank: int = 0, world: int = 1):
@@ -313,4 +353,4 @@ def make_batches(cfg, global_batch: int, seed: int, rank: int = 0, world: int = 
         return StreamBatches(cfg, tok, global_batch, seed, rank, world), tok
     ensure(cfg)
     ds, tok = load(cfg)
-    return DiskBatches(ds["train"], tok, global_batch, seed, rank, world), tok
+    return DiskBatches(ds["train"], tok, global_batch, seed, rank, world, int(cfg.bucket)), tok

@@ -31,7 +31,7 @@ def num_len(d: np.ndarray) -> np.ndarray:
     return np.where(nz.any(axis=1), last, 1)
 
 
-def _widen(a: np.ndarray, width: int) -> np.ndarray:
+def widen(a: np.ndarray, width: int) -> np.ndarray:
     if a.shape[1] >= width:
         return a
     return np.pad(a, ((0, 0), (0, width - a.shape[1])))
@@ -40,7 +40,7 @@ def _widen(a: np.ndarray, width: int) -> np.ndarray:
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b, width max(Wa, Wb) + 1."""
     w = max(a.shape[1], b.shape[1])
-    s = _widen(a, w) + _widen(b, w)  # (N, w), each column 0..18
+    s = widen(a, w) + widen(b, w)  # (N, w), each column 0..18
     out = np.empty((len(a), w + 1), dtype=np.uint8)
     carry = np.zeros(len(a), dtype=np.uint8)
     for k in range(w):
@@ -54,7 +54,7 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def less_than(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> np.ndarray:
     """a < b for numbers without leading zeros: by length, then by the most significant differing digit."""
     w = max(a.shape[1], b.shape[1])
-    diff = _widen(a, w).astype(np.int16) - _widen(b, w)
+    diff = widen(a, w).astype(np.int16) - widen(b, w)
     nz = diff != 0
     top = w - 1 - np.argmax(nz[:, ::-1], axis=1)  # most significant differing column
     first = diff[np.arange(len(a)), top]
@@ -64,7 +64,7 @@ def less_than(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> n
 def subtract(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """a - b as (magnitude digits, negative flag)."""
     w = max(a.shape[1], b.shape[1])
-    a, b = _widen(a, w), _widen(b, w)
+    a, b = widen(a, w), widen(b, w)
     neg = less_than(a, la, b, lb)
     big = np.where(neg[:, None], b, a)
     small = np.where(neg[:, None], a, b)

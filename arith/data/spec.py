@@ -60,6 +60,9 @@ class TaskSpec:
     name: str = ""
     op: str = ""
     hash_split: bool = True
+    pad_operands: bool = (
+        False  # Position Coupling's zero-padded format (tasks.get_task(name, pad_operands=True))
+    )
 
     def __init__(self) -> None:
         self._splittable_cache: dict[tuple[int, int], bool] = {}

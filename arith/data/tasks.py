@@ -10,6 +10,7 @@ The train / eval hash split and the `TaskSpec` interface live in `arith.data.spe
 
 from __future__ import annotations
 
+import copy
 import re
 import zlib
 
@@ -28,6 +29,7 @@ __all__ = [
     "eval_cell",
     "exhaustive_or",
     "get_task",
+    "task_for",
     "train_examples",
 ]
 
@@ -58,12 +60,27 @@ class _Binary(TaskSpec):
         """(answer digits, answer length, negative flag or None)."""
         raise NotImplementedError
 
+    def _padded_answer_len(self, w: np.ndarray) -> np.ndarray:
+        """Answer digits in the padded format, for operands of w digits each (addition: w + 1)."""
+        raise ConfigError(
+            f"data.pad_operands is not defined for {self.name}; valid: addition, multiplication"
+        )
+
     def _tokens(self, tok, ops, dtype):
         c, lc, neg = self._result(ops)
+        a, la, b, lb = ops["a"], ops["la"], ops["b"], ops["lb"]
+        if (
+            self.pad_operands
+        ):  # Position Coupling's format: operands zero-padded to one length, answer to w + 1
+            w = np.maximum(la, lb)
+            width = max(a.shape[1], b.shape[1])
+            a, b, la, lb = D.widen(a, width), D.widen(b, width), w, w
+            lc = self._padded_answer_len(w)
+            c = D.widen(c, int(lc.max()))
         segs = [
-            (digit_tokens(tok, ops["a"], dtype), ops["la"]),
+            (digit_tokens(tok, a, dtype), la),
             (tok.op_ids[self.op], None),
-            (digit_tokens(tok, ops["b"], dtype), ops["lb"]),
+            (digit_tokens(tok, b, dtype), lb),
             (tok.eq_id, None),
             (digit_tokens(tok, c, dtype), lc),
         ]
@@ -91,7 +108,11 @@ class _Binary(TaskSpec):
         if parts is None:
             return False
         a, b, ans = parts
-        return ans == self._expected(int(a[::-1]), int(b[::-1]))[::-1]
+        expected = self._expected(int(a[::-1]), int(b[::-1]))[::-1]
+        if self.pad_operands:  # zero padding: equal lengths, answer of w + 1 (addition) digits
+            width = int(self._padded_answer_len(np.array([len(a)]))[0])
+            return len(b) == len(a) and ans == expected.ljust(width, "0")
+        return ans == expected
 
     _ops_accepted: tuple[str, ...] = ()
 
@@ -108,7 +129,16 @@ class _Binary(TaskSpec):
         if not a or not b:
             raise ValueError(f"{self.name}: empty operand in {problem!r}")
         a, b = self._normalize(a), self._normalize(b)
+        if self.pad_operands:
+            w = max(len(a), len(b))
+            a, b = a.zfill(w), b.zfill(w)
         return f"{a[::-1]}{self.op}{b[::-1]}="
+
+    def answer(self, reversed_answer: str) -> str:
+        text = reversed_answer[::-1]
+        if self.pad_operands and text.isdigit():
+            return text.lstrip("0") or "0"  # the padded format writes the answer with leading zeros
+        return text
 
     def _normalize(self, operand: str) -> str:
         return operand.lstrip("0") or "0"  # the model never saw leading zeros
@@ -127,6 +157,9 @@ class Addition(_Binary):
 
     def _expected(self, a, b):
         return str(a + b)
+
+    def _padded_answer_len(self, w):
+        return w + 1
 
 
 class Subtraction(_Binary):
@@ -154,6 +187,9 @@ class Multiplication(_Binary):
 
     def _expected(self, a, b):
         return str(a * b)
+
+    def _padded_answer_len(self, w):
+        return 2 * w
 
     def max_answer_len(self, a_len, b_len):
         return a_len + b_len + 1
@@ -313,11 +349,30 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-def get_task(name) -> TaskSpec:
+_PADDED: dict[str, TaskSpec] = {}
+
+
+def get_task(name, pad_operands: bool = False) -> TaskSpec:
+    """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant."""
+    if isinstance(name, TaskSpec):
+        return name
     name = getattr(name, "value", name)
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    if not pad_operands:
+        return TASKS[name]
+    if name not in _PADDED:
+        spec = copy.copy(TASKS[name])
+        spec.pad_operands = True
+        spec._padded_answer_len(np.array([1]))  # raises for tasks without a padded format
+        spec._splittable_cache = {}
+        _PADDED[name] = spec
+    return _PADDED[name]
+
+
+def task_for(data_cfg) -> TaskSpec:
+    """The spec a data config trains on (its task, padded when data.pad_operands)."""
+    return get_task(data_cfg.task, bool(getattr(data_cfg, "pad_operands", False)))
 
 
 def train_examples(task, tok, rng, n: int, max_a: int, max_b: int, *, dtype=np.int64) -> Examples:

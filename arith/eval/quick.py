@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arith.data.tasks import eval_cell
+from arith.data.tasks import eval_cell, task_for
 from arith.eval.decode import generate
 
 
@@ -71,10 +71,10 @@ def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321) -> d
     import arith
 
     run = arith.load(run_dir)
-    task = run.cfg.data.task.value
+    task = task_for(run.cfg.data)
     trained = run.cfg.data.max_len
     out = {}
-    print(f"\nheld-out exact match, {n} problems per length ({task}, trained up to {trained} digits):")
+    print(f"\nheld-out exact match, {n} problems per length ({task.name}, trained up to {trained} digits):")
     print(f"{'digits':>6}  {'acc %':>6}")
     for length in range(1, max_len + 1):
         r = evaluate_cell(run.model, run.tok, task, length, length, n, seed)

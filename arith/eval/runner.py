@@ -8,6 +8,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from arith.data.tasks import get_task, task_for
 from arith.errors import ConfigError
 from arith.eval.grid import GridCSV, cell_cost, csv_path, grid_cells, shard_cells
 from arith.eval.quick import evaluate_cell
@@ -34,6 +35,8 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     if recurrences <= 0 or k < 0:
         raise ConfigError(f"eval.recurrences={recurrences} must be > 0 and eval.k={k} >= 0")
 
+    # the training task's format (padded operands) unless another task is asked for
+    spec = task_for(run.cfg.data) if task == Task(run.cfg.data.task) else get_task(task.value)
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, task.value)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
@@ -71,7 +74,7 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
             r = evaluate_cell(
                 run.model,
                 run.tok,
-                task.value,
+                spec,
                 c.a_len,
                 c.b_len,
                 e.n_per_cell,

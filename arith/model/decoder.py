@@ -21,6 +21,7 @@ from arith.model.positions import ABS_POS, FIRE, REL_POS, build_abs_pos, choice,
 
 INJECTIONS = ("none", "add")
 INJECT_EVERY = ("recurrence", "layer")
+POS_TABLES = ("learned", "orthogonal", "fixed")
 OFFSET_SCHEMES = ("abacus", "coupling")  # absolute slots that take a random offset k in training
 
 
@@ -52,6 +53,7 @@ def validate(cfg) -> None:
         ("input_injection", INJECTIONS),
         ("inject_every", INJECT_EVERY),
         ("block", BLOCKS),
+        ("pos_table", POS_TABLES),
     ):
         name = choice(getattr(cfg, key))
         if name not in valid:
@@ -115,6 +117,14 @@ class ArithModel(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)) and id(m) not in fire_parts:
                 nn.init.normal_(m.weight, mean=0.0, std=std)
+        table = getattr(self.abs_pos, "table", None)
+        if table is not None and choice(self.cfg.pos_table) != "learned":
+            # orthonormal rows (up to the table's size), scaled to the norm a normal(0, std) row has
+            with torch.no_grad():
+                nn.init.orthogonal_(table.weight)
+                norm = table.weight.norm(dim=1, keepdim=True)
+                table.weight.mul_(std * math.sqrt(table.weight.shape[1]) / norm)
+            table.weight.requires_grad_(choice(self.cfg.pos_table) != "fixed")
         for layer in self.layers:
             for proj in layer.out_projections():
                 nn.init.normal_(proj.weight, mean=0.0, std=out_std)
