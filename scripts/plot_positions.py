@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--rows", type=int, default=None, help="rows to show (default: reach + 20)")
-    parser.add_argument("--checkpoint", default=None, help="best | latest | a step (default: best, else latest)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="best | latest | a step (default: best, else latest)"
+    )
     args = parser.parse_args(argv)
 
     import numpy as np

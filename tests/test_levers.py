@@ -76,7 +76,9 @@ def test_bucketed_batches_hold_the_same_examples_with_less_padding():
         return sorted(tuple(r[r != TOK.pad_id].tolist()) for r in t)
 
     assert unpadded(torch.cat([two[0], two[1][:, : two[0].shape[1]]])) != [] and sum(map(len, two)) == 64
-    assert sorted(unpadded(two[0]) + unpadded(two[1])) == unpadded(bucketed.batch(13))  # ranks split one batch
+    assert sorted(unpadded(two[0]) + unpadded(two[1])) == unpadded(
+        bucketed.batch(13)
+    )  # ranks split one batch
 
 
 def test_bucket_below_one_is_an_error(compose, tmp_path):

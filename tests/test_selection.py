@@ -20,7 +20,14 @@ SELECT = ["train.select_every=10", "train.select_lens=[4,5]", "train.select_n=8"
 
 def test_selection_keeps_the_best_mean_and_the_earlier_of_ties():
     sel = Selection(every=10, lens=(4, 5), n=8, seed=0)
-    sequence = [(10, 0.1, 0.0), (20, 0.5, 0.5), (30, 0.2, 0.2), (40, 0.4, 0.6), (50, 0.9, 0.1), (60, 0.0, 1.0)]
+    sequence = [
+        (10, 0.1, 0.0),
+        (20, 0.5, 0.5),
+        (30, 0.2, 0.2),
+        (40, 0.4, 0.6),
+        (50, 0.9, 0.1),
+        (60, 0.0, 1.0),
+    ]
     improved = [sel.offer(step, {"4": a, "5": b}) for step, a, b in sequence]
     assert improved == [True, True, False, False, False, False]  # 40, 50 and 60 only tie step 20's 0.5
     assert sel.best_step == 20 and sel.best_score == 0.5 and sel.last_step == 60

@@ -95,7 +95,9 @@ class TaskSpec:
 
     def _padded_answer_len(self, w: np.ndarray) -> np.ndarray:
         """Answer digits in the padded format (data.pad_operands) for operands of w digits each."""
-        raise ConfigError(f"data.pad_operands is not defined for {self.name}; valid: addition, multiplication")
+        raise ConfigError(
+            f"data.pad_operands is not defined for {self.name}; valid: addition, multiplication"
+        )
 
     # ------------------------------------------------------------ shared
     def validate_lengths(self, max_a: int, max_b: int) -> None:
