@@ -52,7 +52,9 @@ def test_modes_match_the_schema_enums():
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: "-".join(map(str, k.values())))
 def test_scale_one_is_exactly_todays_logits(kind):
     model = build(attn_logit_scale=1.0, **kind)
-    assert all(m.sdpa_scale is None for m in model.modules() if hasattr(m, "sdpa_scale"))  # SDPA's own 1/sqrt(D)
+    assert all(
+        m.sdpa_scale is None for m in model.modules() if hasattr(m, "sdpa_scale")
+    )  # SDPA's own 1/sqrt(D)
     # a model config from before the key existed builds the same model
     old_cfg = SimpleNamespace(**{k: v for k, v in vars(cfg_for(**kind)).items() if k != "attn_logit_scale"})
     torch.manual_seed(0)
