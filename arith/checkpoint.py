@@ -18,9 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_model, save_model
+from typing import TYPE_CHECKING
 
 from arith.errors import CheckpointError
 
@@ -31,6 +29,9 @@ WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 MODEL_CONFIG = "model_config.json"
 TRAINER = "trainer.pt"
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: pointers and paths stay light
+    import torch
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -118,6 +119,9 @@ def save(
     root.mkdir(parents=True, exist_ok=True)
     final = root / str(step)
     if not final.exists():
+        import torch
+        from safetensors.torch import save_model
+
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{step}-"))
         save_model(model, str(tmp / WEIGHTS))
         if ema_model is not None:
@@ -158,6 +162,8 @@ def load_weights(ckpt: Path, model: torch.nn.Module, weights: str = "raw") -> No
         raise CheckpointError(
             f"{ckpt} has no {EMA_WEIGHTS} (the run trained with train.ema=0); use weights=raw"
         )
+    from safetensors.torch import load_model
+
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as e:  # safetensors raises several types for truncated or garbled files
@@ -169,6 +175,8 @@ def load_weights(ckpt: Path, model: torch.nn.Module, weights: str = "raw") -> No
 
 
 def load_trainer_state(ckpt: Path) -> dict:
+    import torch
+
     path = Path(ckpt) / TRAINER
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -88,6 +88,30 @@ class AttnImpl(_Choice):
     flex = "flex"  # always FlexAttention (on CPU: forward only)
 
 
+class VoteMode(_Choice):
+    """How test-time ensembling over Abacus offsets combines them (eval.vote_mode, arith/eval/vote.py)."""
+
+    answer = "answer"  # majority vote of the whole decoded answer
+    logits = "logits"  # greedy on the mean next-token distribution, at every decoding step
+
+
+class AttnScaleMode(_Choice):
+    """Test-time attention temperature (eval.attn_scale_mode, arith/model/attention.py `Temperature`)."""
+
+    const = "const"  # every q.k logit times eval.attn_scale
+    log = "log"  # ... times eval.attn_scale * max(1, log(keys) / log(longest training sequence)) per query
+
+
+class AttnScaleWhere(_Choice):
+    all = "all"  # every attention call
+    first = "first"  # the first attention call of each forward pass (first layer, first recurrence)
+
+
+class Weights(_Choice):
+    ema = "ema"  # the moving average (train.ema)
+    raw = "raw"  # the trained weights themselves
+
+
 class Reduction(_Choice):
     mean = "mean"  # mean over every target token in the batch
     per_sample = "per_sample"  # mean over tokens within a sample, then mean over samples
@@ -124,6 +148,9 @@ class ModelConfig:
     max_backprop: Optional[int] = None  # None -> recurrences // 2 (at least 1)
     throttle: bool = True  # cap the random-depth pass at `recurrences` (False: may go past it)
     eval_recurrences: Optional[int] = None  # None -> recurrences
+    # test-time ensembling: Abacus offsets whose answers vote (eval.vote_ks overrides); None / [] = off
+    eval_vote_ks: Optional[list[int]] = None
+    attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
     dropout: float = 0.0
 
 
@@ -195,6 +222,13 @@ class EvalConfig:
     num_shards: int = 1
     recurrences: Optional[int] = None  # None -> the model's eval_recurrences
     k: Optional[int] = None  # Abacus offset at evaluation; None -> model.eval_k
+    vote_ks: Optional[list[int]] = None  # offsets that vote (arith/eval/vote.py); None -> model.eval_vote_ks
+    vote_mode: VoteMode = VoteMode.answer
+    attn_scale: float = 1.0  # test-time attention temperature (1 with const = off)
+    attn_scale_mode: AttnScaleMode = AttnScaleMode.const
+    attn_scale_where: AttnScaleWhere = AttnScaleWhere.all
+    checkpoint: Optional[str] = None  # best | latest | a step; None -> best when the run has one, else latest
+    weights: Optional[Weights] = None  # ema | raw; None -> ema when the checkpoint holds one, else raw
     seed: int = 1234
     cache: bool = True
     out: str = "eval"  # CSV folder inside the run dir

@@ -1,25 +1,31 @@
 """Answer a problem with a trained run.
 
     python -m arith.solve runs/quickstart "12345+678"        # prints 13023
+    python -m arith.solve runs/quickstart "12345+678" --vote-ks 0,3,5 --checkpoint latest --verbose
     >>> import arith; arith.load("runs/quickstart").solve("12345+678")
     '13023'
 
 Problems are written the natural way (most significant digit first); the tool reverses them for the model and
 reverses the answer back. Sorting problems are comma-separated numbers ("305,7,41"); the answer is the labels
-in ascending order of value ("b,c,a").
+in ascending order of value ("b,c,a"). `--verbose` names the checkpoint and settings used on stderr; a problem
+that reads position rows training never reached gets a warning there (`UntrainedPositionsWarning`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import numpy as np
 import torch
 
 from arith.data.tasks import task_for
 from arith.errors import ArithError, DataError
-from arith.eval.decode import generate
+from arith.eval import settings as eval_settings
+from arith.eval.grid import Cell
+from arith.eval.reach import UntrainedPositionsWarning, untrained_rows
+from arith.eval.vote import decode
 
 
 def _digit_runs(ids: np.ndarray, tok) -> list[int]:
@@ -33,9 +39,32 @@ def _digit_runs(ids: np.ndarray, tok) -> list[int]:
     return runs + ([current] if current else [])
 
 
-def solve(run, problem: str, recurrences: int | None = None, k: int | None = None) -> str:
+def solve(
+    run,
+    problem: str,
+    recurrences: int | None = None,
+    k: int | None = None,
+    vote_ks: list[int] | None = None,
+    vote_mode: str = "answer",
+    attn_scale: float = 1.0,
+    attn_scale_mode: str = "const",
+    attn_scale_where: str = "all",
+) -> str:
+    """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
+    to `problem`; the keyword arguments are the eval.* settings of the grid (None = the run's defaults)."""
     from arith.runs import position_needs
 
+    s = eval_settings.for_run(
+        run,
+        prefix="",
+        k=k,
+        recurrences=recurrences,
+        vote_ks=vote_ks,
+        vote_mode=vote_mode,
+        attn_scale=attn_scale,
+        attn_scale_mode=attn_scale_mode,
+        attn_scale_where=attn_scale_where,
+    )
     task_name = run.cfg.data.task.value
     spec = task_for(run.cfg.data)
     try:
@@ -45,22 +74,34 @@ def solve(run, problem: str, recurrences: int | None = None, k: int | None = Non
     ids = np.asarray(run.tok.encode(prompt), dtype=np.int64)
     runs = _digit_runs(ids, run.tok)
     a_len, b_len = (max(runs), len(runs)) if task_name == "sorting" else (runs[0], runs[-1])
-    position_needs(
-        run.cfg, run.tok, a_len, b_len, training=False, k=k
-    )  # a clear error past the position table
+    # a clear error past the position table, a warning past the rows training reached
+    position_needs(run.cfg, run.tok, a_len, b_len, training=False, k=max(s.offsets))
+    warning = untrained_rows(run.cfg, run.tok, [Cell(a_len, b_len)], max(s.offsets))
+    if warning:
+        warnings.warn(warning, UntrainedPositionsWarning, stacklevel=3)
     device = next(run.model.parameters()).device
-    out = generate(
-        run.model,
-        torch.as_tensor(ids[None], device=device),
-        max_new=len(ids) + 2,  # every task's answer (with EOS) is shorter than its prompt + 2
-        eos_id=run.tok.eos_id,
-        pad_id=run.tok.pad_id,
-        recurrences=recurrences,
-        k=k,
-    )[0].tolist()
+    with eval_settings.applied(run, s):
+        out = decode(
+            run.model,
+            torch.as_tensor(ids[None], device=device),
+            max_new=len(ids) + 2,  # every task's answer (with EOS) is shorter than its prompt + 2
+            eos_id=run.tok.eos_id,
+            pad_id=run.tok.pad_id,
+            recurrences=s.recurrences,
+            k=s.k,
+            vote_ks=s.vote_ks,
+            vote_mode=s.vote_mode or "answer",
+        )[0].tolist()
     if run.tok.eos_id not in out:
         raise DataError(f"the model gave no answer for {problem!r} (no end-of-sequence token)")
     return spec.answer(run.tok.decode(out))
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated offsets, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,11 +110,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("problem", help='e.g. "12345+678" (natural digit order)')
     parser.add_argument("--recurrences", type=int, default=None, help="test-time recurrences")
     parser.add_argument("--k", type=int, default=None, help="Abacus offset at evaluation")
+    parser.add_argument(
+        "--vote-ks", type=_ints, default=None, help='offsets that vote, e.g. "0,3,5" ("" = off)'
+    )
+    parser.add_argument("--vote-mode", default="answer", help="answer (majority of answers) or logits")
+    parser.add_argument("--attn-scale", type=float, default=1.0, help="test-time attention temperature")
+    parser.add_argument("--attn-scale-mode", default="const", help="const or log")
+    parser.add_argument("--attn-scale-where", default="all", help="all or first")
+    parser.add_argument("--checkpoint", default=None, help="best, latest or a step (default: best if any)")
+    parser.add_argument("--weights", default=None, help="ema or raw (default: ema when saved)")
+    parser.add_argument("--verbose", action="store_true", help="name the checkpoint and settings on stderr")
     args = parser.parse_args(argv)
     import arith
 
     try:
-        print(arith.load(args.run_dir).solve(args.problem, recurrences=args.recurrences, k=args.k))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UntrainedPositionsWarning)
+            run = arith.load(args.run_dir, checkpoint=args.checkpoint, weights=args.weights)
+            options = dict(
+                recurrences=args.recurrences,
+                k=args.k,
+                vote_ks=args.vote_ks,
+                vote_mode=args.vote_mode,
+                attn_scale=args.attn_scale,
+                attn_scale_mode=args.attn_scale_mode,
+                attn_scale_where=args.attn_scale_where,
+            )
+            answer = run.solve(args.problem, **options)
+        for w in caught:  # one line each on stderr, not Python's two-line warning format
+            print(f"warning: {w.message}", file=sys.stderr)
+        if args.verbose:
+            settings = eval_settings.for_run(run, prefix="", **options)
+            print(f"{args.run_dir}: {settings.describe()}", file=sys.stderr)
+        print(answer)
     except ArithError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

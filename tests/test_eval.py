@@ -1,18 +1,22 @@
 """Evaluation end to end: grids resume after SIGKILL, shards union to the grid, solve on a trained tiny model."""
 
 import csv
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
 
 import arith
-from arith.errors import ConfigError, DataError
-from arith.eval.grid import read_results
+from arith.errors import CheckpointError, ConfigError, DataError
+from arith.eval import settings as eval_settings
+from arith.eval.grid import SETTINGS_COLUMNS, read_results
+from arith.eval.reach import UntrainedPositionsWarning
 from arith.eval.runner import run_grid
 from arith.solve import main as solve_main
 from arith.train import train
@@ -164,5 +168,178 @@ def test_sort_eval_writes_exact_and_first_label_accuracy(compose, tmp_path):
     assert len(rows) == 6
     (path,) = (run_dir / "eval").glob("sorting_*.csv")
     header = path.read_text().splitlines()[0].split(",")
-    assert header == ["task", "a_len", "b_len", "n", "correct", "acc", "first_correct", "first_acc"]
+    assert header == [
+        "task",
+        "a_len",
+        "b_len",
+        "n",
+        "correct",
+        "acc",
+        "first_correct",
+        "first_acc",
+        *SETTINGS_COLUMNS,
+    ]
     assert all(0 <= r["first_acc"] <= 1 and r["acc"] <= r["first_acc"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------------- issue 12: settings
+def settings_of(path):
+    with open(path) as f:
+        return {tuple(row[c] for c in SETTINGS_COLUMNS) for row in csv.DictReader(f)}
+
+
+def test_grid_resumed_with_other_settings_does_not_reuse_rows(adder, compose, capsys):
+    args = ("eval.a_lens=[1,3]", "eval.out=settings")
+    first = run_grid(eval_cfg(compose, adder, *args), sorting=False)
+    step = arith.load(adder).checkpoint
+    assert f"checkpoint {step} (raw), k=0, recurrences=1" in capsys.readouterr().out  # the print line
+    other = run_grid(eval_cfg(compose, adder, *args, "eval.k=1"), sorting=False)
+    assert len(first) == len(other) == 9, "rows made at k=0 are not reused for k=1"
+    assert run_grid(eval_cfg(compose, adder, *args), sorting=False) == []  # same settings: all done
+    files = sorted(p.name for p in (adder / "settings").glob("*.csv"))
+    assert files == [
+        f"addition_a1-3_b1-3_s0of1_step{step}_raw_k0_r1.csv",
+        f"addition_a1-3_b1-3_s0of1_step{step}_raw_k1_r1.csv",
+    ]
+    assert len(read_results(adder, out="settings", settings="all")) == 18
+    default = read_results(adder, out="settings")  # what a plain load uses: k = model.eval_k = 0
+    assert (
+        len(default) == 9
+        and {r["k"] for r in default} == {0}
+        and {r["checkpoint"] for r in default} == {int(step)}
+    )
+    assert len(read_results(adder, out="settings", settings={"k": 1})) == 9
+
+
+def test_default_settings_are_those_of_a_plain_load(adder):
+    assert eval_settings.default_settings(adder) == eval_settings.for_run(arith.load(adder))
+
+
+def test_grid_vote_and_scale_are_recorded(adder, compose):
+    plain = run_grid(eval_cfg(compose, adder, "eval.a_lens=[1,2]", "eval.out=v1"), sorting=False)
+    one = run_grid(
+        eval_cfg(compose, adder, "eval.a_lens=[1,2]", "eval.out=v1", "eval.vote_ks=[0]"), sorting=False
+    )
+    assert one == plain  # a vote over one offset is plain greedy
+    cfg = eval_cfg(
+        compose, adder, "eval.a_lens=[1,2]", "eval.out=v3", "eval.vote_ks=[0,1,2]", "eval.vote_mode=logits",
+        "eval.attn_scale=1.2", "eval.attn_scale_where=first",
+    )  # fmt: skip
+    assert len(run_grid(cfg, sorting=False)) == 4
+    (path,) = (adder / "v3").glob("*.csv")
+    assert path.name.endswith("_vote0-1-2-logits_attn1.2-first.csv")
+    ((ck, weights, k, r, ks, mode, scale, scale_mode, where),) = settings_of(path)
+    assert (weights, k, r, ks, mode, scale, scale_mode, where) == (
+        "raw",
+        "0",
+        "1",
+        "0 1 2",
+        "logits",
+        "1.2",
+        "const",
+        "first",
+    )
+    assert ck == arith.load(adder).checkpoint
+
+
+def test_eval_checkpoint_and_weights_keys(adder, compose):
+    rows = run_grid(
+        eval_cfg(compose, adder, "eval.a_lens=[1,1]", "eval.out=ck", "eval.checkpoint=latest"), False
+    )
+    assert len(rows) == 1
+    with pytest.raises(CheckpointError, match="no checkpoint at step 7; steps saved"):
+        run_grid(
+            eval_cfg(compose, adder, "eval.a_lens=[1,1]", "eval.out=ck", "eval.checkpoint=7"), sorting=False
+        )
+    with pytest.raises(CheckpointError, match="use weights=raw"):
+        run_grid(
+            eval_cfg(compose, adder, "eval.a_lens=[1,1]", "eval.out=ck", "eval.weights=ema"), sorting=False
+        )
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("eval.vote_ks=[-1]", "eval.vote_ks=[-1] must be distinct integers >= 0"),
+        ("eval.vote_ks=[2,2]", "eval.vote_ks=[2, 2] must be distinct"),
+        ("eval.attn_scale=0", "eval.attn_scale=0.0 must be a number > 0"),
+        ("eval.attn_scale=-1.5", "eval.attn_scale=-1.5"),
+        ("eval.k=-2", "eval.k=-2"),
+    ],
+)
+def test_bad_eval_values_are_one_line_errors(adder, compose, override, needle):
+    with pytest.raises(ConfigError) as err:
+        run_grid(eval_cfg(compose, adder, "eval.a_lens=[1,1]", "eval.out=bad", override), sorting=False)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, valid",
+    [
+        ("eval.vote_mode=median", ["answer", "logits"]),
+        ("eval.attn_scale_mode=square", ["const", "log"]),
+        ("eval.attn_scale_where=last", ["all", "first"]),
+        ("eval.weights=mean", ["ema", "raw"]),
+    ],
+)
+def test_bad_eval_choices_list_the_valid_ones(compose, override, valid):
+    with pytest.raises(Exception) as err:
+        compose(["run=x", override], config_name="eval")
+    message = f"{err.value} {err.value.__cause__}"
+    assert all(v in message for v in valid)
+
+
+def test_untrained_rows_warning_in_the_grid_solve_and_api(adder, compose, capsys):
+    # max_k 3 + 2 digits (9+9=18): rows up to 5 are trained; 5-digit sums read row 6 at k = 0
+    run_grid(eval_cfg(compose, adder, "eval.square=[1,4]", "eval.out=reach"), sorting=False)
+    assert "warning" not in capsys.readouterr().err
+    run_grid(eval_cfg(compose, adder, "eval.square=[4,6]", "eval.out=reach2"), sorting=False)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(err) == 1 and "rows 6..7" in err[0] and "2 of 3 cells, the shortest (5, 5)" in err[0]
+    assert "model.max_k >= 5" in err[0]
+    run = arith.load(adder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.solve("1111+1111")
+        assert not [w for w in caught if issubclass(w.category, UntrainedPositionsWarning)]
+        run.solve("11111+11111")
+        run.solve("1111+1111", k=1)  # the offset moves the boundary: row 6 again
+    found = [str(w.message) for w in caught if issubclass(w.category, UntrainedPositionsWarning)]
+    assert len(found) == 2 and all("row 6" in m for m in found)
+    assert solve_main([str(adder), "11111+11111"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: evaluation reads abacus position row 6")
+
+
+def test_solve_votes_and_names_its_checkpoint(adder, capsys):
+    run = arith.load(adder)
+    assert (
+        run.solve("3+4", vote_ks=[0, 1, 2]) == run.solve("3+4", vote_ks=[0, 1, 2], vote_mode="logits") == "7"
+    )
+    assert run.solve("9+8", attn_scale=1.0, attn_scale_mode="const") == "17"
+    assert solve_main([str(adder), "8+7", "--vote-ks", "0,1,2", "--checkpoint", "latest", "--verbose"]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        out.strip() == "15" and f"checkpoint {run.checkpoint} (raw)" in err and "vote over k=[0, 1, 2]" in err
+    )
+    assert solve_main([str(adder), "8+7", "--vote-ks", "1,1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: vote_ks=[1, 1] must be distinct") and "\n" not in err
+
+
+def test_scan_k_scans_offsets_votes_and_scales(adder, capsys):
+    spec = importlib.util.spec_from_file_location("scan_k", ROOT / "scripts" / "scan_k.py")
+    scan_k = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan_k)
+    args = [str(adder), "--ks", "0,1", "--votes", "0,1,2", "--scales", "1,1.5", "--lens", "1,2", "--n", "4"]
+    assert scan_k.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "lengths [1, 2] (--lens)" in lines[0] and f"checkpoint {arith.load(adder).checkpoint}" in lines[0]
+    table = [line.split() for line in lines[2:]]
+    assert [row[:-2] for row in table] == [
+        ["k", "0", "1"], ["k", "0", "1.5"], ["k", "1", "1"], ["k", "1", "1.5"], ["vote", "0,1,2", "1"],
+        ["vote", "0,1,2", "1.5"],
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:  # no --lens and no train.select_lens: a one-line error
+        scan_k.main([str(adder)])
+    assert exit_.value.code == 2 and "train.select_lens" in capsys.readouterr().err

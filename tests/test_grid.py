@@ -1,13 +1,24 @@
 """Evaluation grids as data: cells, cost-balanced shards, resumable atomic CSVs, merged results."""
 
 import csv
+import dataclasses
 import os
 import threading
 
 import pytest
 
 from arith.errors import ConfigError, DataError
-from arith.eval.grid import Cell, GridCSV, cell_cost, csv_path, grid_cells, read_results, shard_cells
+from arith.eval.grid import (
+    SETTINGS_COLUMNS,
+    Cell,
+    GridCSV,
+    cell_cost,
+    csv_path,
+    grid_cells,
+    read_results,
+    shard_cells,
+)
+from arith.eval.settings import EvalSettings, default_settings
 
 
 def test_grid_cells_ranges():
@@ -144,3 +155,96 @@ def test_read_results_union_and_dedup(tmp_path):
     rows = read_results(tmp_path)
     assert [(r["a_len"], r["b_len"], r["correct"]) for r in rows] == [(1, 1, 9), (1, 2, 2), (2, 2, 3)]
     assert read_results(tmp_path / "nothing") == []
+
+
+# ------------------------------------------------------------------------------------------- settings
+def settings(k=0, checkpoint="10", **kw) -> EvalSettings:
+    return EvalSettings(checkpoint=checkpoint, weights="raw", k=k, recurrences=1, **kw)
+
+
+def test_csv_path_ends_in_the_settings_tag(tmp_path):
+    s = settings(k=5, vote_ks=(0, 3, 5), vote_mode="logits", attn_scale=1.5, attn_scale_mode="log")
+    assert s.tag() == "step10_raw_k5_r1_vote0-3-5-logits_attn1.5-log"
+    assert settings(attn_scale=2.0, attn_scale_where="first").tag() == "step10_raw_k0_r1_attn2-first"
+    p = csv_path(tmp_path, "addition", a_lens=[1, 4], tag=settings().tag())
+    assert p.name == "addition_a1-4_b1-4_s0of1_step10_raw_k0_r1.csv"
+
+
+def test_gridcsv_records_settings_and_resumes_only_its_own(tmp_path):
+    path = tmp_path / "eval" / "addition.csv"
+    a = GridCSV(path, settings=settings(k=0).columns())
+    a.append("addition", Cell(1, 1), n=10, correct=7)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == ["task", "a_len", "b_len", "n", "correct", "acc", *SETTINGS_COLUMNS]
+    assert GridCSV(path, settings=settings(k=0).columns()).done() == {(1, 1)}
+    assert GridCSV(path, settings=settings(k=3).columns()).done() == set()  # other settings: nothing is done
+    (row,) = read_results(tmp_path)
+    assert row["k"] == 0 and row["checkpoint"] == 10 and row["weights"] == "raw" and row["vote_ks"] is None
+    assert row["attn_scale"] == 1.0 and row["attn_scale_mode"] == "const"
+
+
+def write(folder, name, s, cells, correct, mtime):
+    table = GridCSV(folder / name, settings=None if s is None else s.columns())
+    for c in cells:
+        table.append("addition", c, n=10, correct=correct)
+    os.utime(table.path, ns=(mtime, mtime))
+
+
+def test_read_results_keeps_settings_apart(tmp_path):
+    folder, cells = tmp_path / "eval", [Cell(1, 1), Cell(1, 2)]
+    t = 10**18
+    write(folder, "old.csv", None, cells, 1, t)  # written before settings were recorded
+    write(folder, "k0.csv", settings(k=0), cells, 2, t + 10**9)
+    write(folder, "vote.csv", settings(k=0, vote_ks=(0, 3), vote_mode="answer"), cells, 3, t + 2 * 10**9)
+    write(
+        folder,
+        "vote_more.csv",
+        settings(k=0, vote_ks=(0, 3), vote_mode="answer"),
+        [Cell(2, 2)],
+        4,
+        t + 3 * 10**9,
+    )
+    assert len(read_results(tmp_path, settings="all")) == 7  # one row per cell and settings
+    newest = read_results(tmp_path)  # no run here: the group written last, all its files merged
+    assert [(r["a_len"], r["b_len"], r["correct"]) for r in newest] == [(1, 1, 3), (1, 2, 3), (2, 2, 4)]
+    assert all(r["vote_ks"] == "0 3" for r in newest)
+    assert [r["correct"] for r in read_results(tmp_path, settings={"vote_ks": None, "k": 0})] == [2, 2]
+    assert [r["correct"] for r in read_results(tmp_path, settings={"checkpoint": None})] == [
+        1,
+        1,
+    ]  # the old file
+    assert len(read_results(tmp_path, settings={"vote_ks": [0, 3]})) == 3
+    with pytest.raises(ConfigError, match="valid: checkpoint"):
+        read_results(tmp_path, settings={"offset": 3})
+
+
+def test_old_csvs_alone_read_as_before(tmp_path):
+    write(tmp_path / "eval", "a.csv", None, [Cell(1, 1), Cell(2, 1)], 5, 10**18)
+    rows = read_results(tmp_path)
+    assert [(r["a_len"], r["acc"]) for r in rows] == [(1, 0.5), (2, 0.5)]
+    assert list(rows[0]) == ["task", "a_len", "b_len", "n", "correct", "acc"]
+
+
+def test_read_results_defaults_to_the_settings_a_plain_load_uses(tmp_path, compose):
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    cfg = compose(["model.eval_k=2", "model.recurrences=3", "model.eval_recurrences=4"])
+    run.mkdir()
+    OmegaConf.save(cfg, run / "config.yaml")
+    for step in ("10", "20"):
+        (run / "checkpoints" / step).mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text("20")
+    (run / "checkpoints" / "best").write_text("10")
+    default = default_settings(run)
+    assert (default.checkpoint, default.weights, default.k, default.recurrences) == ("10", "raw", 2, 4)
+    (run / "checkpoints" / "10" / "ema.safetensors").write_text("")
+    assert default_settings(run).weights == "ema"
+    t = 10**18
+    write(run / "eval", "best.csv", default_settings(run), [Cell(1, 1)], 6, t)
+    later = dataclasses.replace(default_settings(run), checkpoint="20")
+    write(run / "eval", "latest.csv", later, [Cell(1, 1)], 9, t + 10**9)
+    assert [r["correct"] for r in read_results(run)] == [6]  # the default (best) checkpoint, though older
+    (run / "checkpoints" / "best").unlink()
+    assert [r["correct"] for r in read_results(run)] == [9]  # now latest is the default
+    assert default_settings(tmp_path / "nothing") is None

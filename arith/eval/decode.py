@@ -2,9 +2,14 @@
 
 from arith.eval.decode import generate
 answers = generate(model, prompts, max_new=25, eos_id=tok.eos_id, pad_id=tok.pad_id)  # (B, 25)
+
+With `ks=[...]` (several Abacus offsets) each step is greedy on the mean of their next-token distributions,
+one KV cache per offset: the `vote_mode=logits` ensemble of `arith/eval/vote.py`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -19,37 +24,51 @@ def generate(
     recurrences: int | None = None,
     k: int | None = None,
     use_cache: bool = True,
+    ks: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """prompts (B, P), all of length P -> (B, max_new) greedy tokens; after a row's EOS its tokens are pad_id.
 
     Decoding runs in eval mode (no dropout, fixed positions; k None -> model.eval_k, recurrences None ->
     the model's eval recurrences) and restores the previous mode afterwards. Stops once every row has
-    emitted EOS.
+    emitted EOS. ks: decode with the mean next-token probabilities over these offsets instead of one k (a single
+    offset in ks is plain greedy at that offset).
     """
     was_training = model.training
     model.eval()
     try:
-        k = model.resolve_k(k)
+        offsets = [model.resolve_k(k)] if not ks else [model.resolve_k(x) for x in ks]
         recurrences = model.resolve_recurrences(recurrences)
         B, P = prompts.shape
         out = torch.full((B, max_new), pad_id, dtype=prompts.dtype, device=prompts.device)
         finished = torch.zeros(B, dtype=torch.bool, device=prompts.device)
-        cache = model.new_cache() if use_cache else None
+        caches = [model.new_cache() for _ in offsets] if use_cache else None
+
+        def scores(ids: torch.Tensor, start: int) -> torch.Tensor:
+            """(B, vocab) next-token scores: the logits for one offset, the mean probabilities for several."""
+            if use_cache:
+                logits = [
+                    model(ids, recurrences, k=o, cache=c, start=start)[:, -1] for o, c in zip(offsets, caches)
+                ]
+            else:
+                logits = [model(ids, recurrences, k=o)[:, -1] for o in offsets]
+            if len(logits) == 1:
+                return logits[0]
+            return torch.stack([x.softmax(dim=-1) for x in logits]).mean(dim=0)
+
         seq = prompts  # (B, P + t): the reference path re-reads it whole
-        logits = model(prompts, recurrences, k=k, cache=cache) if use_cache else None
+        nxt_scores = scores(prompts, 0)
         for t in range(max_new):
-            if not use_cache:
-                logits = model(seq, recurrences, k=k)
-            nxt = logits[:, -1].argmax(dim=-1)  # (B,)
+            nxt = nxt_scores.argmax(dim=-1)  # (B,)
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
             out[:, t] = nxt
             finished |= nxt == eos_id
             if t == max_new - 1 or bool(finished.all()):
                 break
             if use_cache:
-                logits = model(nxt[:, None], recurrences, k=k, cache=cache, start=P + t)
+                nxt_scores = scores(nxt[:, None], P + t)
             else:
                 seq = torch.cat([seq, nxt[:, None]], dim=1)
+                nxt_scores = scores(seq, 0)
         return out
     finally:
         model.train(was_training)

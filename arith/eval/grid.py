@@ -2,8 +2,10 @@
 
 A grid is a list of ``Cell(a_len, b_len)``; for sorting ``a_len`` is the maximum number of digits and ``b_len``
 the array length. Each shard writes one tidy CSV (``task,a_len,b_len,n,correct,acc`` plus optional extra
-columns) under ``<run_dir>/eval/``; ``read_results`` takes the union of every CSV there, so shards, resumed
-jobs and the square sizes beyond the main grid all merge into one table.
+columns, then the evaluation settings ``SETTINGS_COLUMNS``: checkpoint, weights, offset, depth, vote, attention
+temperature, see ``arith/eval/settings.py``) under ``<run_dir>/eval/``, its name ending in the settings' tag.
+``read_results`` takes the union of every CSV there per settings, so shards, resumed jobs and the square sizes
+beyond the main grid merge into one table while rows of different settings never do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from arith.errors import ConfigError, DataError
 
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
+# how the rows were made (`settings.EvalSettings.columns`); CSVs written before they were recorded lack them
+SETTINGS_COLUMNS = (
+    "checkpoint",
+    "weights",
+    "k",
+    "recurrences",
+    "vote_ks",
+    "vote_mode",
+    "attn_scale",
+    "attn_scale_mode",
+    "attn_scale_where",
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -140,11 +154,13 @@ def csv_path(
     num_shards: int = 1,
     shard: int = 0,
     out: str = "eval",
+    tag: str = "",
 ) -> Path:
-    """``<run_dir>/<out>/<task>_<grid>_<shard>.csv``, e.g. ``addition_a1-100_b1-100_s03of20.csv``.
+    """``<run_dir>/<out>/<task>_<grid>_<shard>[_<tag>].csv``, e.g. ``addition_a1-100_b1-100_s03of20.csv``.
 
     The grid is part of the name so the square sizes beyond the main grid, or a re-run with another shard
-    count, land in their own files instead of clobbering (or resuming from) the wrong one.
+    count, land in their own files instead of clobbering (or resuming from) the wrong one; ``tag`` (the
+    evaluation settings, ``EvalSettings.tag``) does the same for another checkpoint, offset, vote or scale.
     """
     task = getattr(task, "value", task)
     if square is not None:
@@ -157,7 +173,8 @@ def csv_path(
     else:
         grid = "grid"
     width = len(str(max(num_shards - 1, 0)))
-    return Path(run_dir) / out / f"{task}_{grid}_s{shard:0{width}d}of{num_shards}.csv"
+    suffix = f"_{tag}" if tag else ""
+    return Path(run_dir) / out / f"{task}_{grid}_s{shard:0{width}d}of{num_shards}{suffix}.csv"
 
 
 def _format(value) -> str:
@@ -184,14 +201,22 @@ class GridCSV:
     """One shard's results: a CSV that grows by one row per finished cell and survives being killed.
 
     Every ``append`` writes the whole file to a temporary file in the same folder and renames it over the old
-    one (``os.replace`` is atomic on POSIX), so a reader or a resumed job never sees half a row.
+    one (``os.replace`` is atomic on POSIX), so a reader or a resumed job never sees half a row. ``settings``
+    (``{column: text}`` for every ``SETTINGS_COLUMNS``) is written into every row, and ``done`` only counts
+    the rows made with the same settings.
     """
 
-    def __init__(self, path: str | os.PathLike, extra_columns: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        extra_columns: tuple[str, ...] = (),
+        settings: dict[str, str] | None = None,
+    ):
         self.path = Path(path)
         self.extra_columns = tuple(extra_columns)
-        self.columns = BASE_COLUMNS + self.extra_columns
-        clash = set(BASE_COLUMNS) & set(self.extra_columns)
+        self.settings = None if settings is None else {c: str(settings[c]) for c in SETTINGS_COLUMNS}
+        self.columns = BASE_COLUMNS + self.extra_columns + (SETTINGS_COLUMNS if settings is not None else ())
+        clash = set(BASE_COLUMNS + SETTINGS_COLUMNS) & set(self.extra_columns)
         if clash or len(set(self.extra_columns)) != len(self.extra_columns):
             raise ValueError(
                 f"extra_columns must be distinct and not among {BASE_COLUMNS}: {self.extra_columns}"
@@ -221,8 +246,14 @@ class GridCSV:
         return self._rows
 
     def done(self) -> set[tuple[int, int]]:
-        """``(a_len, b_len)`` of every cell already in the file, so a resumed job can skip them."""
-        return {(int(r["a_len"]), int(r["b_len"])) for r in self._load()}
+        """``(a_len, b_len)`` of every cell already in the file (with these settings), so a resumed job can
+        skip them."""
+        mine = self.settings or {}
+        return {
+            (int(r["a_len"]), int(r["b_len"]))
+            for r in self._load()
+            if all(r.get(c) == v for c, v in mine.items())
+        }
 
     def append(self, task: str, cell: Cell, n: int, correct: int, **extra) -> None:
         """Add the row for ``cell`` (replacing an earlier row for the same task and cell).
@@ -244,6 +275,7 @@ class GridCSV:
         values = {"task": task, "a_len": cell.a_len, "b_len": cell.b_len, "n": n, "correct": correct}
         values["acc"] = correct / n
         values.update(extra)
+        values.update(self.settings or {})
         row = {k: _format(values[k]) for k in self.columns}
 
         key = (task, str(cell.a_len), str(cell.b_len))
@@ -268,20 +300,40 @@ class GridCSV:
         self._rows, self._stamp = rows, (st.st_mtime_ns, st.st_size)
 
 
-def read_results(run_dir: str | os.PathLike, out: str = "eval") -> list[dict]:
-    """Every row of every CSV under ``<run_dir>/<out>/``, deduplicated on ``(task, a_len, b_len)``.
+def _setting(column: str, value):
+    """A settings value in one comparable form: None (empty), a tuple of offsets, a number or the text."""
+    if value is None or value == "":
+        return None
+    if column == "vote_ks":
+        items = value.split() if isinstance(value, str) else list(value)
+        return tuple(int(x) for x in items) or None
+    return _parse(value) if isinstance(value, str) else getattr(value, "value", value)
 
+
+def read_results(run_dir: str | os.PathLike, out: str = "eval", settings: str | dict = "auto") -> list[dict]:
+    """Every row of every CSV under ``<run_dir>/<out>/`` made with one evaluation setting, deduplicated on
+    ``(task, a_len, b_len)``.
+
+    Rows group by their ``SETTINGS_COLUMNS`` (files written before settings were recorded form one group, its
+    settings all None). ``settings`` picks the rows:
+        "auto"  the group of the settings ``arith.load(run_dir)`` and a grid without eval.* overrides use
+                (`settings.default_settings`) when it has rows, else the group written last;
+        "all"   every group (a cell then appears once per group);
+        a dict  ``{column: value}``: the rows that match every given column, e.g. ``{"k": 5}`` or
+                ``{"vote_ks": [0, 3, 5]}`` (an empty vote set or a missing value: None).
     Files are read oldest first (ties by name), so where two files hold the same cell the most recently
-    written wins. Returns a list of dicts (numbers parsed; a column missing from a file is ``None``), sorted
-    by task, a_len, b_len; ``[]`` when there is nothing to read. ``pandas.DataFrame(rows)`` if you want one.
+    written wins. Returns a list of dicts (numbers parsed; a column missing from a file is ``None``;
+    ``vote_ks`` stays text, e.g. "0 3 5"), sorted by task, a_len, b_len (and settings with "all");
+    ``[]`` when there is nothing to read. ``pandas.DataFrame(rows)`` if you want one.
     """
     folder = Path(run_dir) / out
     if not folder.is_dir():
         return []
     files = sorted(folder.glob("*.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    merged: dict[tuple[str, int, int], dict] = {}
+    merged: dict[tuple, dict] = {}
+    written: dict[tuple, int] = {}  # settings group -> index of the last file that holds it
     columns: list[str] = []
-    for path in files:
+    for order, path in enumerate(files):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             header = list(reader.fieldnames or ())
@@ -291,13 +343,46 @@ def read_results(run_dir: str | os.PathLike, out: str = "eval") -> list[dict]:
                 raise DataError(f"{path}: not an eval CSV, header must start with {','.join(BASE_COLUMNS)}")
             columns += [c for c in header if c not in columns]
             for line, raw in enumerate(reader, start=2):
-                row = {k: _parse(v) for k, v in raw.items() if k is not None}
+                row = {k: _parse(v) for k, v in raw.items() if k is not None and k != "vote_ks"}
                 if any(not isinstance(row[c], int) for c in _INT_COLUMNS) or row["task"] is None:
                     raise DataError(f"{path}:{line}: malformed row {raw}")
                 row["task"] = str(row["task"])
-                merged[(row["task"], row["a_len"], row["b_len"])] = row
-    rows = [{c: r.get(c) for c in columns} for _, r in sorted(merged.items())]
-    return rows
+                if "vote_ks" in raw:
+                    row["vote_ks"] = raw["vote_ks"] or None
+                group = tuple(_setting(c, raw.get(c)) for c in SETTINGS_COLUMNS)
+                merged[(row["task"], row["a_len"], row["b_len"], group)] = row
+                written[group] = order
+    keep = _pick_groups(run_dir, written, settings)
+    picked = sorted(
+        ((key, r) for key, r in merged.items() if key[3] in keep),
+        key=lambda kv: (kv[0][:3], tuple(str(v) for v in kv[0][3])),
+    )
+    return [{c: r.get(c) for c in columns} for _, r in picked]
+
+
+def _pick_groups(run_dir, written: dict[tuple, int], settings: str | dict) -> set[tuple]:
+    if settings == "all" or not written:
+        return set(written)
+    if isinstance(settings, dict):
+        unknown = set(settings) - set(SETTINGS_COLUMNS)
+        if unknown:
+            raise ConfigError(f"settings {sorted(unknown)} unknown; valid: {', '.join(SETTINGS_COLUMNS)}")
+        want = {SETTINGS_COLUMNS.index(c): _setting(c, v) for c, v in settings.items()}
+        return {g for g in written if all(g[i] == v for i, v in want.items())}
+    if settings != "auto":
+        raise ConfigError(
+            f"settings={settings!r} unknown; valid: auto, all or a dict of {', '.join(SETTINGS_COLUMNS)}"
+        )
+    if len(written) > 1:
+        from arith.eval.settings import default_settings  # reads config.yaml and the checkpoint pointers
+
+        default = default_settings(run_dir)
+        if default is not None:
+            cols = default.columns()
+            group = tuple(_setting(c, cols[c]) for c in SETTINGS_COLUMNS)
+            if group in written:
+                return {group}
+    return {max(written, key=written.get)}
 
 
 def summary_by_length(rows: list[dict], task: str) -> list[tuple[int, float | None, float, int]]:

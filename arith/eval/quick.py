@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from arith.data.tasks import eval_cell, task_for
-from arith.eval.decode import generate
+from arith.eval.vote import decode
 
 
 @torch.no_grad()
@@ -24,10 +24,13 @@ def evaluate_cell(
     recurrences: int | None = None,
     batch_size: int = 256,
     use_cache: bool = True,
+    vote_ks=None,
+    vote_mode: str = "answer",
 ) -> dict:
     """Exact match of the whole answer up to EOS, and (for sorting) whether the first answer token is right.
 
-    Rows are grouped by prompt length so that each `generate` call gets equal-length prompts.
+    Rows are grouped by prompt length so that each decoding call gets equal-length prompts. vote_ks /
+    vote_mode: test-time ensembling over offsets (`arith/eval/vote.py`; None -> the model's eval_vote_ks).
     """
     ex = eval_cell(task, tok, a_len, b_len, n, seed)
     max_new = int((ex.length - ex.prompt_len).max())
@@ -40,7 +43,7 @@ def evaluate_cell(
             idx = rows[start : start + batch_size]
             prompts = torch.as_tensor(ex.ids[idx, :p], device=device)
             out = (
-                generate(
+                decode(
                     model,
                     prompts,
                     max_new,
@@ -48,6 +51,8 @@ def evaluate_cell(
                     tok.pad_id,
                     recurrences=recurrences,
                     k=k,
+                    vote_ks=vote_ks,
+                    vote_mode=vote_mode,
                     use_cache=use_cache,
                 )
                 .cpu()
@@ -61,7 +66,7 @@ def evaluate_cell(
 
 
 def selection_scores(model, tok, task: str, lens, n: int, seed: int) -> dict[str, float]:
-    """Greedy exact match (KV cache, the model's evaluation offset and depth) on the diagonal cells (L, L) of
+    """Greedy exact match (KV cache, the model's evaluation offset, depth and vote set) on the cells (L, L) of
     `lens`: the held-out lengths that pick the best checkpoint (train.select_*). Keys are str(L), as logged."""
     return {str(L): evaluate_cell(model, tok, task, L, L, n, seed)["correct"] / n for L in lens}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 
 import torch
@@ -10,8 +11,10 @@ from tqdm import tqdm
 
 from arith.data.tasks import get_task, task_for
 from arith.errors import ConfigError
+from arith.eval import settings as eval_settings
 from arith.eval.grid import GridCSV, cell_cost, csv_path, grid_cells, shard_cells
 from arith.eval.quick import evaluate_cell
+from arith.eval.reach import untrained_rows
 from arith.runs import load, position_needs
 from arith.schema import EvalAppConfig, Task
 
@@ -22,25 +25,33 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     """Evaluates this shard's unfinished cells; returns the rows written in this call."""
     e = cfg.eval
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    run = load(cfg.run, device)
+    for key, value in [("eval.n_per_cell", e.n_per_cell), ("eval.batch_size", e.batch_size)]:
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    run = load(
+        cfg.run, device, checkpoint=e.checkpoint, weights=None if e.weights is None else e.weights.value
+    )
     task = Task(cfg.task or run.cfg.data.task)
     if sorting != (task == Task.sorting):
         script = "sort_eval.py" if task == Task.sorting else "arithmetic_eval.py"
         raise ConfigError(f"task {task.value} is evaluated with {script}")
-    for key, value in [("eval.n_per_cell", e.n_per_cell), ("eval.batch_size", e.batch_size)]:
-        if value <= 0:
-            raise ConfigError(f"{key}={value} must be > 0")
-    recurrences = e.recurrences or run.cfg.model.eval_recurrences or run.cfg.model.recurrences
-    k = run.cfg.model.eval_k if e.k is None else e.k
-    if recurrences <= 0 or k < 0:
-        raise ConfigError(f"eval.recurrences={recurrences} must be > 0 and eval.k={k} >= 0")
+    s = eval_settings.for_run(
+        run,
+        k=e.k,
+        recurrences=e.recurrences,
+        vote_ks=None if e.vote_ks is None else list(e.vote_ks),
+        vote_mode=e.vote_mode,
+        attn_scale=e.attn_scale,
+        attn_scale_mode=e.attn_scale_mode,
+        attn_scale_where=e.attn_scale_where,
+    )
 
     # the training task's format (padded operands) unless another task is asked for
     spec = task_for(run.cfg.data) if task == Task(run.cfg.data.task) else get_task(task.value)
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, task.value)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
-        position_needs(run.cfg, run.tok, a_max, b_max, training=False, k=k)
+        position_needs(run.cfg, run.tok, a_max, b_max, training=False, k=max(s.offsets))
     path = csv_path(
         cfg.run,
         task.value,
@@ -50,15 +61,19 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         num_shards=e.num_shards,
         shard=e.shard,
         out=e.out,
+        tag=s.tag(),
     )
-    table = GridCSV(path, extra_columns=SORT_COLUMNS if sorting else ())
+    table = GridCSV(path, extra_columns=SORT_COLUMNS if sorting else (), settings=s.columns())
     done = table.done()
     todo = [c for c in cells if (c.a_len, c.b_len) not in done]
     print(
         f"{task.value}: {len(cells)} cells in shard {e.shard}/{e.num_shards}, {len(cells) - len(todo)} done "
-        f"already; recurrences={recurrences}, k={k}, cache={e.cache} -> {path}",
+        f"already; {s.describe()}, cache={e.cache} -> {path}",
         flush=True,
     )
+    warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task.value)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows = []
     bar = tqdm(
         total=sum(cell_cost(c, task.value) for c in todo),
@@ -69,28 +84,35 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     t0 = time.perf_counter()
     # on CUDA decode in bf16 like training, so SDPA can take its flash / efficient kernels (CPU stays float32)
     fast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
-    for i, c in enumerate(todo):
-        with fast:
-            r = evaluate_cell(
-                run.model,
-                run.tok,
-                spec,
-                c.a_len,
-                c.b_len,
-                e.n_per_cell,
-                e.seed,
-                k=k,
-                recurrences=recurrences,
-                batch_size=e.batch_size,
-                use_cache=e.cache,
+    with eval_settings.applied(run, s):
+        for i, c in enumerate(todo):
+            with fast:
+                r = evaluate_cell(
+                    run.model,
+                    run.tok,
+                    spec,
+                    c.a_len,
+                    c.b_len,
+                    e.n_per_cell,
+                    e.seed,
+                    k=s.k,
+                    recurrences=s.recurrences,
+                    vote_ks=s.vote_ks,
+                    vote_mode=s.vote_mode or "answer",
+                    batch_size=e.batch_size,
+                    use_cache=e.cache,
+                )
+            extra = (
+                {"first_correct": r["first_correct"], "first_acc": r["first_correct"] / r["n"]}
+                if sorting
+                else {}
             )
-        extra = (
-            {"first_correct": r["first_correct"], "first_acc": r["first_correct"] / r["n"]} if sorting else {}
-        )
-        table.append(task.value, c, r["n"], r["correct"], **extra)
-        rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
-        bar.update(cell_cost(c, task.value))
-        bar.set_postfix_str(f"cells {i + 1}/{len(todo)} last ({c.a_len},{c.b_len}) acc {rows[-1]['acc']:.2f}")
+            table.append(task.value, c, r["n"], r["correct"], **extra)
+            rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
+            bar.update(cell_cost(c, task.value))
+            bar.set_postfix_str(
+                f"cells {i + 1}/{len(todo)} last ({c.a_len},{c.b_len}) acc {rows[-1]['acc']:.2f}"
+            )
     bar.close()
     if todo:
         mean = sum(r["acc"] for r in rows) / len(rows)

@@ -21,6 +21,7 @@ __all__ = [
     "build_model",
     "build_rel_pos",
     "check_positions",
+    "position_rows",
 ]
 
 
@@ -52,3 +53,15 @@ def check_positions(cfg, max_tokens: int, max_digits: int, training: bool, k: in
         raise ConfigError(
             f"model.fire_max_length={cfg.fire_max_length} too small: training sequences reach {max_tokens} tokens"
         )
+
+
+def position_rows(cfg, max_tokens: int, max_digits: int, k: int) -> tuple[str, int] | None:
+    """(table, highest row read) by sequences of max_tokens tokens whose longest number has max_digits digits,
+    at offset k: learned reads row max_tokens - 1, Abacus and coupling max_digits + k; None for schemes
+    without a position table. Training reaches position_rows(cfg, longest training sequence / number, max_k)."""
+    abs_pos = choice(cfg.abs_pos)
+    if abs_pos == "learned":
+        return "learned", max_tokens - 1
+    if abs_pos in ("abacus", "coupling"):
+        return abs_pos, max_digits + k
+    return None

@@ -4,10 +4,16 @@ A relative-position module (see `positions.py`) contributes an optional q/k rota
 additive bias (FIRE). Both depend only on positions, so `Attention.prepare` builds them (and the causal mask)
 once per forward pass and layer; the looped decoder reuses them across recurrences. ReRoPE, whose clipped
 distances are not a rotation of q and k alone, takes the one exception: explicit scores (`rerope_attention`).
+
+Attention temperature: `model.attn_logit_scale` multiplies every q.k / sqrt(D) logit (training and evaluation;
+through SDPA's and FlexAttention's `scale`, so 1 leaves the logits bit for bit as without it). At evaluation a
+`Temperature` set on the model (`set_attn_temperature`, a runtime setting like `flex.set_attention_impl`, never
+part of the weights) multiplies them again, per query, by scaling q. Additive biases (FIRE) are not scaled.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +62,59 @@ class AttnInputs:
     flex_bias: torch.Tensor | None = None  # (H, T, T) FIRE bias for the FlexAttention path (see flex.py)
     block_mask: object | None = None  # its causal BlockMask
     rerope: tuple | None = None  # ReRoPE's (near rots, far rots, in-window (Tq, Tk)); mask is then bool
+    q_scale: torch.Tensor | None = None  # (Tq,) test-time factor of each query's logits (see `Temperature`)
+
+
+TEMPERATURE_MODES = ("const", "log")
+TEMPERATURE_WHERE = ("all", "first")
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """A test-time attention temperature: query i's logits are multiplied by
+        const: scale
+        log:   scale * max(1, log(n_i) / log(train_len)),   n_i = i + 1, the keys query i sees (causal)
+    the second being Su's entropy-invariant attention (2021; cf. Scalable-Softmax, arXiv 2501.19399), left at 1
+    for sequences no longer than training. where: every attention call ("all") or only the first of each
+    forward pass ("first": the first layer in the first recurrence)."""
+
+    scale: float = 1.0
+    mode: str = "const"
+    where: str = "all"
+    train_len: int | None = None  # longest training sequence (tokens); needed by mode=log
+
+    def __post_init__(self):
+        if (
+            isinstance(self.scale, bool)
+            or not isinstance(self.scale, (int, float))
+            or not 0 < self.scale < math.inf
+        ):
+            raise ValueError(f"attention scale {self.scale!r} must be a number > 0")
+        if self.mode not in TEMPERATURE_MODES or self.where not in TEMPERATURE_WHERE:
+            raise ValueError(
+                f"mode {self.mode!r} / where {self.where!r}: valid {TEMPERATURE_MODES} / {TEMPERATURE_WHERE}"
+            )
+        if self.mode == "log" and (self.train_len is None or self.train_len < 2):
+            raise ValueError(
+                f"mode=log needs the longest training sequence (>= 2 tokens), got {self.train_len!r}"
+            )
+
+    @property
+    def is_identity(self) -> bool:
+        return self.mode == "const" and self.scale == 1
+
+    def factors(self, start: int, length: int, device) -> torch.Tensor:
+        """(length,) float32 factors of the queries at positions start..start + length - 1."""
+        if self.mode == "const":
+            return torch.full((length,), float(self.scale), device=device)
+        keys = torch.arange(start + 1, start + length + 1, device=device, dtype=torch.float32)
+        return self.scale * (keys.log() / math.log(self.train_len)).clamp(min=1.0)
+
+
+def set_attn_temperature(model: nn.Module, temperature: Temperature | None) -> None:
+    """Set (or, with None or an identity, clear) the test-time attention temperature of an `ArithModel`; it acts in
+    eval mode only."""
+    model.attn_temperature = None if temperature is None or temperature.is_identity else temperature
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -74,6 +133,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
         self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
         self.rel = build_rel_pos(cfg)
+        # None keeps SDPA's own 1/sqrt(D), so model.attn_logit_scale = 1 is exactly plain attention
+        logit_scale = float(getattr(cfg, "attn_logit_scale", 1.0))
+        self.sdpa_scale = None if logit_scale == 1 else logit_scale / math.sqrt(self.head_dim)
         self.attn_impl = "auto"  # auto | sdpa | flex: how a bias is applied (flex.set_attention_impl)
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
@@ -105,24 +167,34 @@ class Attention(nn.Module):
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None
     ) -> torch.Tensor:
-        """Causal softmax(q k / sqrt(D) + positions) v; q, k, v (B, H, T, D) of the new tokens, whose k and v
-        join `cache` -> (B, H, T, D). Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (times the test-time
+        `inp.q_scale`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
+        Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        if inp.q_scale is not None:  # scaling query i scales row i of the logits, whatever the kernel
+            q = q * inp.q_scale.to(q.dtype)[:, None]
         if inp.rerope is not None:
-            return rerope_attention(q, k, v, inp, cache)
+            return rerope_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
         if inp.flex_bias is not None:
-            return flex.attention(q, k, v, inp.flex_bias, inp.block_mask)  # (B, H, T, D)
+            return flex.attention(q, k, v, inp.flex_bias, inp.block_mask, self.sdpa_scale)  # (B, H, T, D)
         mask = inp.mask
         if mask is not None and mask.dtype not in (torch.bool, q.dtype):
             mask = mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=inp.is_causal)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=inp.is_causal, scale=self.sdpa_scale
+        )
 
 
 def rerope_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    inp: AttnInputs,
+    cache: KVCache | None,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Attention under ReRoPE (see `positions.ReRoPE`): two score matrices, merged by the window, one softmax.
 
@@ -133,6 +205,6 @@ def rerope_attention(
     (q_near, k_near), (q_far, k_far), in_window = inp.rerope
     near = rotate(q, q_near) @ rotate(k, k_near).transpose(-2, -1)  # (B, H, Tq, Tk)
     far = rotate(q, q_far) @ rotate(k, k_far).transpose(-2, -1)  # (B, H, Tq, Tk)
-    scores = torch.where(in_window, near, far).float() * q.shape[-1] ** -0.5
+    scores = torch.where(in_window, near, far).float() * (q.shape[-1] ** -0.5 if scale is None else scale)
     scores = scores.masked_fill(~inp.mask, float("-inf"))
     return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, Tq, D)

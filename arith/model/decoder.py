@@ -9,6 +9,7 @@ itself), so a looped model with one recurrence is exactly the plain stack.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import torch
@@ -47,6 +48,10 @@ def validate(cfg) -> None:
         )
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.dropout!r} must be in [0, 1)")
+    scale = getattr(cfg, "attn_logit_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ConfigError(f"model.attn_logit_scale={scale!r} must be a number > 0 (1 = plain attention)")
+    check_vote_ks(getattr(cfg, "eval_vote_ks", None), choice(cfg.abs_pos), "model.eval_vote_ks")
     for key, valid in (
         ("abs_pos", ABS_POS),
         ("rel_pos", REL_POS),
@@ -58,6 +63,23 @@ def validate(cfg) -> None:
         name = choice(getattr(cfg, key))
         if name not in valid:
             raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(valid)}")
+
+
+def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
+    """The offsets of a test-time vote as a list (None -> []); raises ConfigError naming `key` when they are not
+    distinct integers >= 0, or when the position scheme takes no offset (only Abacus and coupling do)."""
+    ks = [] if vote_ks is None else list(vote_ks)
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in ks) or len(set(ks)) < len(
+        ks
+    ):
+        raise ConfigError(
+            f"{key}={ks!r} must be distinct integers >= 0 (Abacus offsets), or null / [] for off"
+        )
+    if ks and abs_pos not in OFFSET_SCHEMES:
+        raise ConfigError(
+            f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {' or '.join(OFFSET_SCHEMES)}"
+        )
+    return ks
 
 
 class DecoderCache:
@@ -94,6 +116,7 @@ class ArithModel(nn.Module):
         self.inject_every_layer = choice(cfg.inject_every) == "layer"
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
         self.max_k, self.eval_k, self.fire_max_length = cfg.max_k, cfg.eval_k, cfg.fire_max_length
+        self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         self.abs_pos = build_abs_pos(cfg, tok)
@@ -232,6 +255,13 @@ class ArithModel(nn.Module):
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
+        first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
+        temp = None if self.training else self.attn_temperature
+        if temp is not None:
+            q_scale = temp.factors(start, T, ids.device)  # (T,) by absolute position: cached == uncached
+            first = dataclasses.replace(first, q_scale=q_scale)
+            if temp.where == "all":
+                inputs = [dataclasses.replace(inp, q_scale=q_scale) for inp in inputs]
 
         h = emb
         for r in range(R):
@@ -239,7 +269,8 @@ class ArithModel(nn.Module):
                 for i, layer in enumerate(self.layers):
                     if self.inject and (r > 0 or i > 0) and (i == 0 or self.inject_every_layer):
                         h = h + emb  # never before the very first layer: h is the embedding there
-                    h = layer(h, inputs[i], None if cache is None else cache.layer(r, i))
+                    inp = first if r == 0 and i == 0 else inputs[i]
+                    h = layer(h, inp, None if cache is None else cache.layer(r, i))
         if cache is not None:
             cache.tokens = ids if cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         return self.head(self.ln_f(h)).float()

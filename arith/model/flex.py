@@ -91,20 +91,26 @@ def _compiled_flex():
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, block_mask
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    block_mask,
+    scale: float | None = None,
 ) -> torch.Tensor:
-    """q, k, v (B, H, T, D); bias (H, T, T), any float dtype -> (B, H, T, D), causal, softmax(qk/sqrt(D) + bias)."""
+    """q, k, v (B, H, T, D); bias (H, T, T), any float dtype -> (B, H, T, D), causal, softmax(s qk + bias) with
+    s = scale (None: 1/sqrt(D))."""
     from torch.nn.attention.flex_attention import flex_attention
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + bias[h, q_idx, kv_idx].to(score.dtype)
 
     if torch.compiler.is_compiling():  # already inside a compiled layer: the outer compile fuses it
-        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
     if q.device.type == "cpu":  # CPU: the unfused reference (compiling it takes ~20 s); no backward
         import warnings
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-            return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
-    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask)
+            return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)

@@ -1,0 +1,93 @@
+"""Which position rows an evaluation reads that training never reached (issue 12, item 7).
+
+Training with Abacus (or coupling) offsets k ~ U{0..max_k} reaches rows up to max_k + the longest digit run of
+a training example; a learned table reaches row (longest training sequence - 1). Rows above keep their initial
+values, so evaluating there measures an untrained embedding, not length generalization. `untrained_rows`
+names them, the lengths that read them and the `model.max_k` that would cover them; the grid prints it once,
+`solve` and the Python API raise it once as an `UntrainedPositionsWarning`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from arith.data.tasks import get_task
+from arith.eval.grid import Cell
+from arith.model import position_rows
+
+PROBES = 32  # problems per cell: P(none of them carries into the top digit) ~ 0.55^32
+_CHUNK_TOKENS = 4_000_000
+
+
+class UntrainedPositionsWarning(UserWarning):
+    """An evaluation reads position rows that training never reached."""
+
+
+def longest_runs(is_digit: np.ndarray) -> np.ndarray:
+    """(N, T) bool -> (N,) longest run of consecutive True per row (vectorized `runs.longest_digit_run`)."""
+    count = is_digit.cumsum(axis=1)
+    base = np.maximum.accumulate(np.where(is_digit, 0, count), axis=1)  # digits before the current run
+    return ((count - base) * is_digit).max(axis=1, initial=0)
+
+
+def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[Cell, tuple[int, int]]:
+    """{cell: (longest sequence in tokens, longest digit run)} from n sampled problems per cell (fixed seed);
+    task: a name or a `TaskSpec`."""
+    spec = task if hasattr(task, "make") else get_task(getattr(task, "value", task))
+    cells = list(cells)
+    out: dict[Cell, tuple[int, int]] = {}
+    rng = np.random.default_rng(0)
+    # a chunk of cells sampled at once: ~ (cells x n) rows of ~3 x max length tokens
+    per_chunk = max(1, _CHUNK_TOKENS // (n * 3 * max((max(c.a_len, c.b_len) for c in cells), default=1) + 1))
+    for start in range(0, len(cells), per_chunk):
+        chunk = cells[start : start + per_chunk]
+        a = np.repeat([c.a_len for c in chunk], n)
+        b = np.repeat([c.b_len for c in chunk], n)
+        ex = spec.make(tok, rng, a, b, split="train")  # plain sampling: cheaper than the held-out split
+        digits = longest_runs(tok.is_digit(ex.ids)).reshape(len(chunk), n).max(axis=1)
+        tokens = ex.length.reshape(len(chunk), n).max(axis=1)
+        out.update({c: (int(t), int(d)) for c, t, d in zip(chunk, tokens, digits)})
+    return out
+
+
+def training_needs(cfg, tok) -> tuple[int, int]:
+    """(longest training sequence in tokens, longest training digit run): the (max_len, max_len_b) cell."""
+    d = cfg.data
+    cell = Cell(d.max_len, d.max_len_b or d.max_len)
+    return cell_needs(d.task, tok, [cell])[cell]
+
+
+def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | None:
+    """A one-line warning when evaluating `cells` at offset k (the largest offset used) reads rows above the
+    highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated."""
+    train_tokens, train_digits = training_needs(cfg, tok)
+    trained = position_rows(cfg.model, train_tokens, train_digits, cfg.model.max_k)
+    if trained is None or not cells:
+        return None
+    table, reach = trained
+    needs = cell_needs(task or cfg.data.task, tok, cells)
+    over = {c: position_rows(cfg.model, t, dg, k)[1] for c, (t, dg) in needs.items()}
+    over = {c: row for c, row in over.items() if row > reach}
+    if not over:
+        return None
+    top = max(over.values())
+    first = min(over, key=lambda c: (max(c.a_len, c.b_len), c.a_len + c.b_len, c.a_len))
+    where = (
+        f"the problem ({first.a_len}, {first.b_len} digits)"
+        if len(cells) == 1
+        else f"{len(over)} of {len(cells)} cells, the shortest ({first.a_len}, {first.b_len})"
+    )
+    if table == "learned":
+        why = f"training sequences reach {train_tokens} tokens"
+        fix = f"training on sequences of {top + 1} tokens would cover them"
+    else:
+        why = f"model.max_k {cfg.model.max_k} + {train_digits}, the longest training number"
+        fix = f"model.max_k >= {top - train_digits} would cover them"
+    rows = f"row {top}" if top == reach + 1 else f"rows {reach + 1}..{top}"
+    at = "" if table == "learned" else f" at offset k={k}"
+    return (
+        f"evaluation reads {table} position {rows}, which training never reached (rows up to {reach}: {why}),"
+        f"{at} in {where}; {fix}"
+    )

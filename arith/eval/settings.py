@@ -1,0 +1,198 @@
+"""Evaluation settings: one resolved, validated record of how a run is decoded (checkpoint, weights, offset,
+depth, vote, attention temperature), shared by the grid, `solve`, `scripts/scan_k.py` and the Python API.
+
+The grid writes it into each CSV's name (`EvalSettings.tag`) and columns (`EvalSettings.columns`), so rows
+made with different settings never mix and a resumed grid only skips cells made with the same ones.
+
+    settings = resolve(run.cfg.model, run.checkpoint, run.weights, k=5, vote_ks=[0, 3, 5])
+    with applied(run, settings):  # sets the test-time attention temperature on run.model, then clears it
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from arith.errors import ConfigError
+from arith.eval.grid import SETTINGS_COLUMNS
+from arith.schema import AttnScaleMode, AttnScaleWhere, VoteMode
+
+__all__ = ["SETTINGS_COLUMNS", "EvalSettings", "applied", "default_settings", "for_run", "resolve"]
+
+# valid values, from the schema's Enums; this module stays free of torch so that reading grids stays light
+VOTE_MODES = tuple(m.value for m in VoteMode)
+SCALE_MODES = tuple(m.value for m in AttnScaleMode)
+SCALE_WHERE = tuple(m.value for m in AttnScaleWhere)
+
+
+def choice(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    checkpoint: str  # the checkpoint folder (its step)
+    weights: str  # raw | ema
+    k: int  # the evaluation offset (with a vote: the tie-break)
+    recurrences: int
+    vote_ks: tuple[int, ...] = ()  # () = no vote
+    vote_mode: str = ""  # answer | logits; "" without a vote
+    attn_scale: float = 1.0
+    attn_scale_mode: str = "const"
+    attn_scale_where: str = "all"
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Every offset decoding reads: the vote set, or k alone."""
+        return self.vote_ks or (self.k,)
+
+    @property
+    def scaled(self) -> bool:
+        return not (self.attn_scale_mode == "const" and self.attn_scale == 1)
+
+    def columns(self) -> dict[str, str]:
+        """The CSV cells of these settings (strings, as written)."""
+        return {
+            "checkpoint": self.checkpoint,
+            "weights": self.weights,
+            "k": str(self.k),
+            "recurrences": str(self.recurrences),
+            "vote_ks": " ".join(map(str, self.vote_ks)),
+            "vote_mode": self.vote_mode,
+            "attn_scale": repr(float(self.attn_scale)),
+            "attn_scale_mode": self.attn_scale_mode,
+            "attn_scale_where": self.attn_scale_where,
+        }
+
+    def tag(self) -> str:
+        """File-name part naming every setting, e.g. `step3231_ema_k5_r8_vote0-3-5_attn1.5-log-first`."""
+        tag = f"step{self.checkpoint}_{self.weights}_k{self.k}_r{self.recurrences}"
+        if self.vote_ks:
+            tag += (
+                "_vote" + "-".join(map(str, self.vote_ks)) + ("-logits" if self.vote_mode == "logits" else "")
+            )
+        if self.scaled:
+            tag += f"_attn{self.attn_scale:g}"
+            tag += "-log" if self.attn_scale_mode == "log" else ""
+            tag += "-first" if self.attn_scale_where == "first" else ""
+        return tag
+
+    def describe(self) -> str:
+        """One line for the grid's and solve's output, e.g. `checkpoint 3231 (ema), k=5, recurrences=8`."""
+        text = f"checkpoint {self.checkpoint} ({self.weights}), k={self.k}, recurrences={self.recurrences}"
+        if self.vote_ks:
+            text += f", vote over k={list(self.vote_ks)} ({self.vote_mode})"
+        if self.scaled:
+            text += f", attention x{self.attn_scale:g} ({self.attn_scale_mode}, {self.attn_scale_where})"
+        return text
+
+    def temperature(self, train_len: int | None):
+        """The `arith.model.attention.Temperature` to set on the model, or None."""
+        if not self.scaled:
+            return None
+        from arith.model.attention import Temperature
+
+        return Temperature(self.attn_scale, self.attn_scale_mode, self.attn_scale_where, train_len)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def resolve(
+    model_cfg,
+    checkpoint: str,
+    weights: str,
+    *,
+    k: int | None = None,
+    recurrences: int | None = None,
+    vote_ks: Sequence[int] | None = None,
+    vote_mode: str = "answer",
+    attn_scale: float = 1.0,
+    attn_scale_mode: str = "const",
+    attn_scale_where: str = "all",
+    prefix: str = "eval.",
+    check: bool = True,
+) -> EvalSettings:
+    """Defaults filled in from the run's model config (config.yaml) and every value checked; raises a one-line
+    ConfigError naming the key (`prefix` + name) otherwise. check=False trusts the vote set (no torch import:
+    the model config was validated when the run was built)."""
+    k = model_cfg.eval_k if k is None else k
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ConfigError(f"{prefix}k={k!r} must be an integer >= 0")
+    if recurrences is None:
+        recurrences = model_cfg.eval_recurrences or model_cfg.recurrences
+    if not isinstance(recurrences, int) or isinstance(recurrences, bool) or recurrences <= 0:
+        raise ConfigError(f"{prefix}recurrences={recurrences!r} must be a positive integer")
+    ks = list(getattr(model_cfg, "eval_vote_ks", None) or []) if vote_ks is None else list(vote_ks)
+    if check:
+        from arith.model.decoder import check_vote_ks
+
+        key = f"{prefix}vote_ks" if vote_ks is not None else "model.eval_vote_ks"
+        ks = check_vote_ks(ks, choice(model_cfg.abs_pos), key)
+    vote_mode = choice(vote_mode)
+    if vote_mode not in VOTE_MODES:
+        raise ConfigError(f"{prefix}vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
+    if not _number(attn_scale) or not 0 < attn_scale < math.inf:
+        raise ConfigError(f"{prefix}attn_scale={attn_scale!r} must be a number > 0 (1 = off)")
+    mode, where = choice(attn_scale_mode), choice(attn_scale_where)
+    if mode not in SCALE_MODES:
+        raise ConfigError(f"{prefix}attn_scale_mode={mode!r} unknown; valid: {', '.join(SCALE_MODES)}")
+    if where not in SCALE_WHERE:
+        raise ConfigError(f"{prefix}attn_scale_where={where!r} unknown; valid: {', '.join(SCALE_WHERE)}")
+    if mode == "const" and attn_scale == 1:
+        where = "all"  # no scaling anywhere: one setting, however `where` was spelled
+    return EvalSettings(
+        checkpoint=str(checkpoint),
+        weights=choice(weights),
+        k=int(k),
+        recurrences=int(recurrences),
+        vote_ks=tuple(ks),
+        vote_mode=vote_mode if ks else "",
+        attn_scale=float(attn_scale),
+        attn_scale_mode=mode,
+        attn_scale_where=where,
+    )
+
+
+def for_run(run, prefix: str = "eval.", **overrides) -> EvalSettings:
+    """The settings of a loaded `arith.runs.Run` (its checkpoint and weights) with these overrides."""
+    return resolve(run.cfg.model, run.checkpoint, run.weights, prefix=prefix, **overrides)
+
+
+def default_settings(run_dir: str | Path) -> EvalSettings | None:
+    """What `arith.load(run_dir)` and a grid with no eval.* overrides would use, read without loading weights;
+    None when run_dir is not a run with a checkpoint."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from arith import checkpoint as ckpts
+    from arith.errors import ArithError
+    from arith.schema import PretrainConfig
+
+    path = Path(run_dir) / "config.yaml"  # arith.runs.CONFIG, read as `runs.load_config` does (without torch)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path))
+        ckpt = ckpts.resolve(Path(run_dir), None)
+        return resolve(cfg.model, ckpt.name, "ema" if ckpts.has_ema(ckpt) else "raw", check=False)
+    except (ArithError, OSError, ValueError, OmegaConfBaseException):
+        return None
+
+
+@contextlib.contextmanager
+def applied(run, settings: EvalSettings):
+    """The settings' attention temperature set on run.model for the block (cleared afterwards)."""
+    from arith.eval.reach import training_needs
+    from arith.model.attention import set_attn_temperature
+
+    before = getattr(run.model, "attn_temperature", None)
+    train_len = training_needs(run.cfg, run.tok)[0] if settings.attn_scale_mode == "log" else None
+    set_attn_temperature(run.model, settings.temperature(train_len))
+    try:
+        yield settings
+    finally:
+        run.model.attn_temperature = before
