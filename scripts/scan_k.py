@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import arith
+    from arith.data.tasks import task_for
     from arith.errors import ConfigError
     from arith.eval import settings as eval_settings
     from arith.eval.grid import Cell
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from arith.eval.reach import untrained_rows
 
     run = arith.load(args.run, checkpoint=args.checkpoint, weights=args.weights)
-    task = run.cfg.data.task.value
+    task = task_for(run.cfg.data)  # the training format (padded operands when data.pad_operands)
     select_lens = list(run.cfg.train.select_lens)
     lens = args.lens or select_lens
     if not lens:
