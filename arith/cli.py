@@ -1,23 +1,91 @@
-"""Shared glue for the Hydra entry scripts: user errors become one line on stderr and exit code 2."""
+"""Shared glue for the Hydra entry scripts: user errors become one line on stderr and exit code 2.
+
+In a sweep (``-m``, any launcher) each job also writes its output to ``<sweep dir>/<job>/<script>.log``
+(``<script>.rank<r>.log`` for the other tasks of a multi-task SLURM job), and a user error fails only that job:
+the launcher runs the others, then Hydra prints the first failure in one line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
+import traceback
+from pathlib import Path
+
+from hydra.errors import CompactHydraException
 
 from arith.errors import ArithError
+
+
+class JobFailed(CompactHydraException):
+    """A sweep job's user error, reported by Hydra's launcher process as one line (naming the job's log)."""
+
+
+class _Tee:
+    """A text stream that writes to the original stream and to a log file."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding ... of the original stream
+        return getattr(self._stream, name)
+
+
+def _sweep_log() -> Path | None:
+    """This job's log file when it runs in a Hydra sweep, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hc = HydraConfig.get()
+    rank = int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+    return Path(hc.runtime.output_dir) / f"{hc.job.name}{f'.rank{rank}' if rank else ''}.log"
+
+
+@contextlib.contextmanager
+def _tee_to(path: Path | None):
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out, err = sys.stdout, sys.stderr
+    with open(path, "a", buffering=1) as log:
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
 
 
 def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ArithError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        except KeyboardInterrupt as e:
-            print(f"interrupted: {e or 'stopped'}", file=sys.stderr, flush=True)
-            sys.exit(130)
+        log = _sweep_log()
+        with _tee_to(log):
+            try:
+                return fn(*args, **kwargs)
+            except ArithError as e:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                if log is not None:
+                    raise JobFailed(f"error in sweep job {log.parent.name}: {e} (log: {log})") from None
+                sys.exit(2)
+            except KeyboardInterrupt as e:
+                print(f"interrupted: {e or 'stopped'}", file=sys.stderr, flush=True)
+                sys.exit(130)
+            except Exception:
+                if log is not None:  # the traceback belongs in the job's log too, not only in the launcher's
+                    traceback.print_exc()
+                raise
 
     return wrapper

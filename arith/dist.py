@@ -1,8 +1,9 @@
-"""torchrun helpers, so one command works under `python` and `torchrun --nproc_per_node=N`."""
+"""torchrun helpers, so one command works under `python`, `torchrun --nproc_per_node=N` and SLURM tasks."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +22,36 @@ class DistInfo:
         return self.rank == 0
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[003-004,7],cpu1`` -> ``gpu003`` (zero padding kept)."""
+    head = re.match(r"[^,\[]*(\[[^\]]*\])?", nodelist.strip()).group(0)
+    prefix, _, ranges = head.partition("[")
+    return prefix + re.split(r"[-,]", ranges)[0] if ranges else prefix
+
+
+def slurm_env(env=os.environ) -> dict[str, str]:
+    """torchrun's variables from SLURM's, for a job of several tasks (``srun``, submitit) without torchrun.
+
+    Empty when torchrun's WORLD_SIZE is set (torchrun wins) or the job has a single task. Every task gets the
+    same master: the first node of the job, on a port drawn from the job id so that two jobs sharing a node do
+    not collide; MASTER_ADDR / MASTER_PORT already in the environment are kept.
+    """
+    if "WORLD_SIZE" in env or int(env.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "localhost"
+    return {
+        "WORLD_SIZE": env["SLURM_NTASKS"],
+        "RANK": env["SLURM_PROCID"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000),
+    }
+
+
 def init(device: str | None = None) -> DistInfo:
-    """Reads torchrun's environment; starts a process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
+    """Reads torchrun's environment (or SLURM's, mapped by `slurm_env`); starts a process group (NCCL on CUDA,
+    gloo on CPU) when WORLD_SIZE > 1."""
+    os.environ.update(slurm_env())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -10,6 +10,7 @@ opens a window or touches global state. Results come from ``arith.eval.grid.read
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -128,7 +129,8 @@ def heatmap(
 
 
 def _run_info(run_dir: Path) -> dict:
-    """The few config values the plots use, from ``<run_dir>/config.yaml``; missing keys are ``None``."""
+    """The few config values the plots use, from ``<run_dir>/config.yaml`` (an export folder: the run config in
+    its config.json); missing keys are ``None``."""
     keys = {
         "task": "data.task",
         "max_len": "data.max_len",
@@ -142,11 +144,16 @@ def _run_info(run_dir: Path) -> dict:
     }
     info: dict = dict.fromkeys(keys)
     path = run_dir / "config.yaml"
-    if path.is_file():
+    exported = run_dir / "config.json"
+    if path.is_file() or exported.is_file():
         from omegaconf import OmegaConf
 
         try:
-            cfg = OmegaConf.load(path)
+            cfg = (
+                OmegaConf.load(path)
+                if path.is_file()
+                else OmegaConf.create(json.loads(exported.read_text())["run"])
+            )
         except Exception:  # an unreadable config only costs the title, never the plot
             cfg = None
         for short, key in keys.items():

@@ -174,6 +174,27 @@ class Run:
 
         return solve(self, problem, **kwargs)
 
+    def save_pretrained(self, out: str | Path) -> Path:
+        """Write this run's weights as an export folder (huggingface_hub's layout; see arith/export.py)."""
+        from arith.export import save_pretrained
+
+        return save_pretrained(self, out)
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str | Path, device: str | torch.device = "cpu", revision: str | None = None
+    ):
+        """From an export folder, a run directory, or a Hugging Face Hub repo id ("user/repo", needs arith[hub])."""
+        from arith.export import from_pretrained
+
+        return from_pretrained(name, device, revision)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+        """Upload `save_pretrained`'s folder to a Hugging Face Hub repo (needs arith[hub] and a login)."""
+        from arith.export import push_to_hub
+
+        return push_to_hub(self, repo_id, private, token)
+
 
 def load(
     run_dir: str | Path,
@@ -185,11 +206,16 @@ def load(
 
     checkpoint: "best" | "latest" | a step; None = best when the run has one (train.select_every), else latest.
     weights: "ema" | "raw"; None = ema when the checkpoint holds a moving average (train.ema), else raw.
+    run_dir may also be an export folder (scripts/export.py), which holds one checkpoint's weights.
     """
     from arith import checkpoint as ckpts
     from arith.model import build_model
 
     run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists() and (run_dir / "config.json").exists():
+        from arith.export import load_export
+
+        return load_export(run_dir, device, checkpoint, weights)
     cfg = load_config(run_dir)
     tok = ArithTokenizer.load(run_dir)
     ckpt = ckpts.resolve(run_dir, checkpoint)

@@ -121,6 +121,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def budget_text(step: int, elapsed_s: float, budget_minutes: float) -> str:
+    """The progress label of a wall-clock budget: ``step 1,234 · 4.2 / 9 min · about 5 min left``."""
+    left_s = 60 * budget_minutes - elapsed_s
+    hours, minutes = divmod(int(left_s / 60 + 0.5), 60)
+    eta = f"about {hours} h {minutes} min left" if hours else f"about {minutes} min left"
+    eta = eta if left_s >= 60 else "under a minute left"
+    return f"step {step:,} · {elapsed_s / 60:.1f} / {budget_minutes:g} min · {eta}"
+
+
 class _StopFlag:
     """SIGTERM / SIGINT ask the loop to save and stop instead of losing the work since the last checkpoint."""
 
@@ -228,12 +237,14 @@ def train(cfg: PretrainConfig) -> Path:
 
     # ======== loop
     stop = _StopFlag()
-    bar = tqdm(
+    bar = tqdm(  # counts steps, or with a wall-clock budget its seconds, labelled by budget_text
         total=tcfg.steps or int(60 * tcfg.budget_minutes),
         initial=step if tcfg.steps else int(elapsed),
         unit="step" if tcfg.steps else "s",
         disable=not (tcfg.progress and info.is_main),
         dynamic_ncols=True,
+        desc=None if tcfg.steps else budget_text(step, elapsed, tcfg.budget_minutes),
+        bar_format=None if tcfg.steps else "{desc} |{bar}| {percentage:3.0f}%{postfix}",
     )
     dist.print0(
         f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
@@ -272,6 +283,7 @@ def train(cfg: PretrainConfig) -> Path:
         if tcfg.steps:
             bar.update(1)
         else:
+            bar.set_description_str(budget_text(step, elapsed, tcfg.budget_minutes), refresh=False)
             bar.update(int(elapsed) - bar.n)
         if step % tcfg.log_every == 0 or step == 1:  # a host sync: only every log_every steps
             loss_val = float(dist.all_reduce_mean(loss.detach()).item())

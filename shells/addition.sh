@@ -8,7 +8,8 @@ python pretrain.py +experiment=paper_addition name=add_abacus_1x16_inj model.lay
 python pretrain.py +experiment=paper_addition name=add_fire_16x1 model.abs_pos=none model.rel_pos=fire
 python pretrain.py +experiment=paper_addition name=add_abacus_fire_16x1 model.rel_pos=fire
 python pretrain.py +experiment=paper_addition name=add_nope_16x1 model.abs_pos=none
-# the 100x100 grid in 20 shards, then the square sizes beyond, then one heatmap
-for s in $(seq 0 19); do python arithmetic_eval.py run=runs/add_abacus_16x1 eval.a_lens=[1,100] eval.shard=$s eval.num_shards=20; done
+# the 100x100 grid in 20 cost-balanced shards, one after another (LAUNCHER=hydra/launcher=slurm_eval: 20 SLURM
+# jobs at once, logs in runs/add_abacus_16x1/sweeps/), then the square sizes beyond, then one heatmap
+python arithmetic_eval.py -m run=runs/add_abacus_16x1 eval.a_lens=[1,100] eval.num_shards=20 'eval.shard=range(0,20)' ${LAUNCHER:-}
 python arithmetic_eval.py run=runs/add_abacus_16x1 eval.square=[101,160]
 python scripts/plot_grid.py runs/add_abacus_16x1

@@ -32,3 +32,45 @@ def compose():
             return hydra_compose(config_name=config_name, overrides=list(overrides))
 
     return _compose
+
+
+# a tiny adder of one-digit numbers with what a real run may hold: an EMA, checkpoints at 200 and 400, and a
+# `best` one picked on held-out lengths (about 10 s on one core); tests that write into it copy it first
+TINY_ADDER = [
+    "model.width=64",
+    "model.heads=2",
+    "model.ffn=128",
+    "model.layers=2",
+    "model.recurrences=1",
+    "model.max_pos=32",
+    "model.max_k=3",
+    "data.max_len=1",
+    "data.streaming=true",
+    "train.batch_size=64",
+    "train.lr=3e-3",
+    "train.steps=400",
+    "train.save_every_steps=200",
+    "train.ema=0.9",
+    "train.select_every=200",
+    "train.select_lens=[2]",
+    "train.select_n=20",
+    "train.progress=false",
+    "train.threads=1",
+    "name=tiny_adder",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_adder(tmp_path_factory):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from arith import schema
+    from arith.train import train
+
+    schema.register()
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("adder_runs")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("pretrain", overrides=[*TINY_ADDER, f"runs_root={root}"])
+    return train(cfg)

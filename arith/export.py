@@ -1,0 +1,263 @@
+"""Trained models as self-contained, Hub-style folders: export one checkpoint of a run, load it back anywhere.
+
+    python scripts/export.py run=runs/quickstart out=exports/quickstart [checkpoint=best|latest|STEP]
+    run = arith.load("exports/quickstart")            # or arith.Run.from_pretrained("user/repo")
+    run.save_pretrained("elsewhere"); run.push_to_hub("user/repo")
+
+An export folder holds (huggingface_hub's layout: weights, config.json, README.md model card):
+    model.safetensors   the weights `arith.load` uses by default: the moving average when the run kept one
+    config.json         the model config, the run's resolved config, which checkpoint and which weights these are
+    tokenizer.json
+    eval/*.csv          the run's grid results made with this checkpoint, and heatmap_<task>.png|pdf of them
+    README.md           the model card (arith/card.py)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_model
+
+from arith import card, checkpoint
+from arith.errors import CheckpointError, ConfigError, require
+from arith.runs import CONFIG, Run, load, model_config_dict
+
+CONFIG_JSON = "config.json"
+EVAL = "eval"
+FORMAT = 1  # bump when config.json changes incompatibly
+
+
+def is_export(path: str | Path) -> bool:
+    """An export folder: a config.json and no run config.yaml."""
+    path = Path(path)
+    return (path / CONFIG_JSON).is_file() and not (path / CONFIG).exists()
+
+
+def read_config(path: str | Path) -> dict:
+    file = Path(path) / CONFIG_JSON
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {file}: {e}") from None
+    if config.get("model_type") != "arith" or config.get("arith_format") != FORMAT:
+        raise CheckpointError(
+            f"{file} is not an arith export (model_type arith, arith_format {FORMAT}); export with scripts/export.py"
+        )
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _chosen_as(run: Run) -> str:
+    """How the checkpoint was picked: best, latest or step (for a run directory); kept from an export."""
+    if is_export(run.run_dir):
+        return read_config(run.run_dir)["chosen_as"]
+    best, latest = checkpoint.best(run.run_dir), checkpoint.latest(run.run_dir)
+    if best is not None and best.name == run.checkpoint:
+        return "best"
+    return "latest" if latest is not None and latest.name == run.checkpoint else "step"
+
+
+def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
+    """model.safetensors, tokenizer.json and config.json; returns the config written."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(run.model, str(out / checkpoint.WEIGHTS), metadata={"format": "pt"})
+    run.tok.save(out)
+    if is_export(run.run_dir):  # facts about the source run that an export keeps
+        source = read_config(run.run_dir)
+        facts = {k: source[k] for k in ("source_run", "run_steps", "trained_minutes", "train_command")}
+    else:
+        latest = checkpoint.latest(run.run_dir)
+        state = checkpoint.load_trainer_state(checkpoint.resolve(run.run_dir, run.checkpoint))
+        facts = {
+            "source_run": str(run.cfg.name),
+            "run_steps": int(latest.name) if latest is not None else run.step,
+            "trained_minutes": round(float(state["elapsed"]) / 60, 2),
+            "train_command": card.train_command(
+                OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True)
+            ),
+        }
+    config = {
+        "model_type": "arith",
+        "arith_format": FORMAT,
+        "task": str(run.cfg.data.task),
+        "step": run.step,
+        "chosen_as": _chosen_as(run),
+        "weights": run.weights,
+        "parameters": run.model.num_params(),
+        **facts,
+        "eval_note": eval_note,
+        "model": model_config_dict(run.model.cfg, run.tok),
+        "run": OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True),
+    }
+    checkpoint.atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return config
+
+
+def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | None:
+    """Copy the grid CSVs made with the checkpoint at ``step`` into ``out/eval``; returns a note for the card.
+
+    A CSV with a ``step`` column keeps that step's rows. One without (written before evaluations recorded
+    their checkpoint) is copied only when ``step`` is the run's latest checkpoint, the one they most likely used.
+    """
+    files = sorted((Path(run_dir) / EVAL).glob("*.csv"))
+    unstamped = []
+    for path in files:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or ()), list(reader)
+        target = out / EVAL / path.name
+        if "step" in header:
+            mine = [r for r in rows if (r["step"] or "").strip() == str(step)]
+            if not mine:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(mine)
+            shutil.copystat(path, target)  # keep the file age: read_results lets newer files win
+        else:
+            unstamped.append(path.name)
+            if is_latest:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    if not unstamped:
+        return None
+    if is_latest:
+        return (
+            f"{len(unstamped)} evaluation file(s) record no checkpoint step ({', '.join(unstamped)}); they are "
+            "included as results of this checkpoint because it is the run's latest"
+        )
+    return (
+        f"{len(unstamped)} evaluation file(s) of the run record no checkpoint step and were left out: this "
+        "checkpoint is not the run's latest, which they were most likely made with"
+    )
+
+
+def save_pretrained(run: Run, out: str | Path) -> Path:
+    """Write ``run`` as an export folder (weights, config.json, tokenizer.json, model card). A run loaded from an
+    export brings its evaluation results, heatmaps and notes along."""
+    out = Path(out)
+    src = Path(run.run_dir)
+    from_export = is_export(src)
+    same = out.exists() and src.exists() and out.resolve() == src.resolve()
+    config = _write_model(run, out, read_config(src)["eval_note"] if from_export else None)
+    if from_export and not same:
+        if (src / EVAL).is_dir():
+            shutil.copytree(src / EVAL, out / EVAL, dirs_exist_ok=True)
+        for fig in src.glob("heatmap_*"):
+            shutil.copy2(fig, out / fig.name)
+    card.write_card(out, config)
+    return out
+
+
+def export(run_dir: str | Path, out: str | Path, which: str | int | None = None) -> Path:
+    """One checkpoint of a run (default: best when the run has one, else latest) as an export folder."""
+    run_dir, out = Path(run_dir), Path(out)
+    require(
+        not out.exists() or not any(out.iterdir()), f"out={out} exists and is not empty; pick a new folder"
+    )
+    run = load(run_dir, checkpoint=which)
+    latest = checkpoint.latest(run_dir)
+    note = copy_eval(run_dir, out, run.step, latest is not None and latest.name == run.checkpoint)
+    config = _write_model(run, out, note)
+    if any((out / EVAL).glob("*.csv")):
+        from arith.plots import plot_run
+
+        plot_run(out)
+    card.write_card(out, config)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def load_export(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str | int | None = None,
+    weights: str | None = None,
+) -> Run:
+    """The Run in an export folder: ``arith.load(path)`` calls this for folders without a run config.yaml."""
+    from arith.data.tokenizer import ArithTokenizer
+    from arith.model import build_model
+    from arith.schema import ModelConfig, PretrainConfig
+
+    path = Path(path)
+    config = read_config(path)
+    step, chosen = config["step"], config["chosen_as"]
+    if which not in (None, "auto", chosen, str(step), step):
+        raise CheckpointError(
+            f"{path} is an export of one checkpoint (step {step}, the run's {chosen}); checkpoint={which!r} is not in it"
+        )
+    if weights not in (None, config["weights"]):
+        raise CheckpointError(
+            f"{path} holds only the {config['weights']} weights; weights={weights!r} is not in it"
+        )
+    saved = dict(config["model"])
+    saved.pop("vocab_size", None)
+    tok = ArithTokenizer.load(path)
+    model = build_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved), tok)
+    checkpoint.load_weights(path, model, "raw")  # the folder's one model.safetensors
+    model.to(device).eval()
+    cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), config["run"])
+    return Run(
+        run_dir=path,
+        cfg=cfg,
+        tok=tok,
+        model=model,
+        step=step,
+        checkpoint=str(step),
+        weights=config["weights"],
+    )
+
+
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _hub():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ConfigError("the Hugging Face Hub needs huggingface_hub: pip install 'arith[hub]'") from None
+    return huggingface_hub
+
+
+def from_pretrained(name: str | Path, device: str | torch.device = "cpu", revision: str | None = None) -> Run:
+    """A Run from an export folder, a run directory, or a Hugging Face Hub repo id ("user/repo")."""
+    path = Path(name)
+    if not path.exists():
+        if not _REPO_ID.fullmatch(str(name)):
+            raise CheckpointError(f"{name}: no such folder, and not a Hub repo id (user/repo)")
+        try:
+            path = Path(_hub().snapshot_download(repo_id=str(name), revision=revision))
+        except ConfigError:
+            raise
+        except Exception as e:  # offline, no such repo, no access: one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointError(
+                f"{name}: no such folder, and the Hugging Face Hub gave {type(e).__name__}: {first}"
+            ) from None
+    return load(path, device)
+
+
+def push_to_hub(run: Run, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+    """Upload ``save_pretrained``'s folder to the Hub repo ``repo_id`` (created when missing); returns its URL."""
+    hub = _hub()
+    api = hub.HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(run, tmp)
+        api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=f"arith export, step {run.step}")
+    return str(url)

@@ -1,0 +1,177 @@
+"""Export: one checkpoint as a self-contained folder that loads anywhere with the same logits and answers."""
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import arith
+from arith import checkpoint
+from arith.card import MACHINE_KEYS, _leaves, train_command
+from arith.errors import CheckpointError, ConfigError
+from arith.eval.grid import Cell, GridCSV, read_results
+from arith.eval.runner import run_grid
+from arith.export import export
+from tests.conftest import ROOT
+
+PROMPTS = ["3+4=", "9+9=", "0+7=", "21+43="]
+PROBLEMS = ["3+4", "9+9", "5+8", "6+0"]
+
+
+def outputs(run):
+    """Logits of fixed prompts and answers to fixed problems."""
+    with torch.no_grad():
+        logits = [run.model(torch.tensor([run.tok.encode(p)])) for p in PROMPTS]
+    return logits, [run.solve(p) for p in PROBLEMS]
+
+
+@pytest.fixture
+def run_dir(tiny_adder, tmp_path):
+    """A copy of the tiny adder with grid results made before CSVs recorded a step, and one that records it."""
+    run_dir = tmp_path / "tiny_adder"
+    shutil.copytree(tiny_adder, run_dir)
+    return run_dir
+
+
+def add_eval(compose, run_dir, best_step, other_step):
+    run_grid(compose([f"run={run_dir}", "eval.a_lens=[1,2]", "eval.n_per_cell=8"], config_name="eval"), False)
+    stamped = GridCSV(run_dir / "eval" / "addition_k9_steps.csv", extra_columns=("step",))
+    stamped.append("addition", Cell(3, 3), 10, 7, step=best_step)
+    stamped.append("addition", Cell(4, 4), 10, 2, step=other_step)
+
+
+def test_export_loads_in_a_fresh_process_without_the_run_dir(run_dir, tmp_path, compose):
+    best = int(checkpoint.best(run_dir).name)
+    latest = int(checkpoint.latest(run_dir).name)
+
+    add_eval(compose, run_dir, best, 999)
+    expected = outputs(arith.load(run_dir))  # the default: best checkpoint, EMA weights
+
+    out = tmp_path / "export"
+    proc = subprocess.run(
+        [sys.executable, "scripts/export.py", f"run={run_dir}", f"out={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(out / "model.safetensors") in proc.stdout
+    run_dir.rename(tmp_path / "gone")  # nothing may come from the run directory any more
+
+    code = (
+        "import sys, torch, arith\n"
+        "from tests.test_export import outputs\n"
+        "run = arith.Run.from_pretrained(sys.argv[1])\n"
+        "torch.save(outputs(run), sys.argv[2])\n"
+    )
+    got_path = tmp_path / "got.pt"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(got_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logits, answers = torch.load(got_path)
+    for a, b in zip(logits, expected[0]):
+        assert torch.equal(a, b)
+    assert answers == expected[1] and answers[0] == "7"
+
+    config = json.loads((out / "config.json").read_text())
+    assert (config["step"], config["chosen_as"], config["weights"]) == (best, "best", "ema")
+    assert config["model"]["width"] == 64 and config["run"]["train"]["ema"] == 0.9
+    # the stamped CSV keeps this checkpoint's row only; the unstamped one only when this is the latest
+    stamped = read_results(out)
+    assert {(r["a_len"], r["b_len"]) for r in stamped if r.get("step") is not None} == {(3, 3)}
+    unstamped = (out / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
+    assert unstamped == (best == latest)
+    card = (out / "README.md").read_text()
+    assert "addition" in card and "1-1 digits" in card and f"{config['parameters']:,} parameters" in card
+    assert f"step {best:,} of {latest:,}" in card and "moving average" in card
+    assert "| 3 | 70.0 | 70.0 | 1 |" in card and "![heatmap](heatmap_addition.png)" in card
+    assert (out / "heatmap_addition.png").exists()
+    assert ("left out" in card) == (best != latest)
+    assert "```bash\npython pretrain.py name=tiny_adder " in card
+
+
+def test_export_of_a_chosen_step_and_what_it_copies(run_dir, tmp_path, compose):
+    add_eval(compose, run_dir, 200, 400)
+    latest = export(run_dir, tmp_path / "latest", "latest")
+    first = export(run_dir, tmp_path / "first", 200)
+    assert arith.load(latest).step == 400 and arith.load(first).step == 200
+    assert json.loads((first / "config.json").read_text())["chosen_as"] in ("best", "step")
+    # unstamped results travel with the latest checkpoint only, and the card says so either way
+    assert (latest / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
+    assert not (first / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
+    assert "because it is the run's latest" in (latest / "README.md").read_text()
+    assert "left out" in (first / "README.md").read_text()
+    assert {(r["a_len"], r["step"]) for r in read_results(first)} == {(3, 200)}
+    ids = torch.tensor([[4, 5, 6]])
+    assert torch.equal(arith.load(first).model(ids), arith.load(run_dir, checkpoint=200).model(ids))
+
+    with pytest.raises(CheckpointError, match="step 200"):
+        arith.load(first, checkpoint=400)
+    with pytest.raises(CheckpointError, match="ema"):
+        arith.load(first, weights="raw")
+    with pytest.raises(ConfigError, match="not empty"):
+        export(run_dir, first)
+    with pytest.raises(CheckpointError, match="steps saved: 200, 400"):
+        export(run_dir, tmp_path / "nope", 300)
+
+
+def test_save_pretrained_of_an_export_is_the_same_folder(run_dir, tmp_path, compose):
+    add_eval(compose, run_dir, 400, 200)
+    a = export(run_dir, tmp_path / "a", "latest")
+    b = arith.load(a).save_pretrained(tmp_path / "b")
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    for name in names:
+        if not name.endswith((".png", ".pdf")):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    # an export is a run for the evaluation scripts too: results land in its eval/ folder
+    rows = run_grid(
+        compose([f"run={b}", "eval.a_lens=[2,2]", "eval.n_per_cell=4"], config_name="eval"), False
+    )
+    assert len(rows) == 1 and (b / "eval" / "addition_a2-2_b2-2_s0of1.csv").exists()
+
+
+def command_args(command):
+    words = shlex.split(command)
+    assert words[:2] == ["python", "pretrain.py"]
+    return words[2:]
+
+
+@pytest.mark.parametrize(
+    "overrides, preset",
+    [
+        (
+            ["+experiment=quickstart", "model.width=32", "train.select_lens=[10,12]", "name=qs32"],
+            "quickstart",
+        ),
+        (["data=multiplication", "model.abs_pos=none", "model.rel_pos=fire", "train.lr=0.0003"], None),
+    ],
+)
+def test_card_command_composes_the_same_config(compose, overrides, preset):
+    saved = OmegaConf.to_container(compose(overrides), resolve=True, enum_to_str=True)
+    args = command_args(train_command(saved))
+    assert (args[0] == f"+experiment={preset}") if preset else not args[0].startswith("+")
+    again = OmegaConf.to_container(compose(args), resolve=True, enum_to_str=True)
+    drop = lambda cfg: {k: v for k, v in _leaves(cfg).items() if k not in MACHINE_KEYS}  # noqa: E731
+    assert drop(again) == drop(saved)
+    if preset:  # the preset's own values need no overrides: only ours and the name
+        assert sorted(args) == sorted(overrides)
+
+
+def test_from_pretrained_errors_are_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match="not a Hub repo id"):
+        arith.Run.from_pretrained(str(tmp_path / "missing" / "deeper"))
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="not an arith export"):
+        arith.load(tmp_path)

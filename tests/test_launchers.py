@@ -1,0 +1,107 @@
+"""Sweeps on real Hydra launchers (joblib, submitit's local executor): folders, logs, and results that match
+plain runs. Needs arith[cluster]."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arith import checkpoint
+from arith.eval.grid import read_results
+from arith.eval.runner import run_grid
+from arith.train import train
+from tests.conftest import ROOT
+from tests.test_train import TINY
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def multirun(script, *args, timeout=300):
+    cmd = [sys.executable, str(ROOT / script), "-m", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_dir(root):
+    (found,) = (root / "sweeps").iterdir()  # one sweep, named by its start time
+    return found
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_two_job_training_sweep(compose, tmp_path, launcher):
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
+    root = tmp_path / "runs"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    had_multirun = (ROOT / "multirun").exists()
+    proc = multirun(
+        "pretrain.py",
+        *TINY,
+        "train.steps=5",
+        f"runs_root={root}",
+        "name=sw_s${train.seed}",
+        "train.seed=0,1",
+        f"hydra/launcher={launcher}",
+        *extra,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert had_multirun or not (ROOT / "multirun").exists(), (
+        "sweep folders go under the runs root, not the current directory"
+    )
+    sweep = sweep_dir(root)
+    for num, seed in enumerate((0, 1)):
+        log = (sweep / f"{num}_sw_s{seed}" / "pretrain.log").read_text()
+        assert f"run {root / f'sw_s{seed}'}:" in log and "stopped at step 5" in log
+        assert checkpoint.latest(root / f"sw_s{seed}").name == "5"
+    # a sweep job trains exactly like the same run started on its own
+    ref = train(
+        compose([*TINY, "train.steps=5", f"runs_root={tmp_path / 'ref'}", "name=sw_s1", "train.seed=1"])
+    )
+    want = load_file(str(checkpoint.latest(ref) / checkpoint.WEIGHTS))
+    got = load_file(str(checkpoint.latest(root / "sw_s1") / checkpoint.WEIGHTS))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_submitit_local_shards_merge_to_the_one_shard_grid(tiny_adder, tmp_path, compose):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_dir = tmp_path / "tiny_adder"
+    shutil.copytree(tiny_adder, run_dir)
+    grid = ["eval.a_lens=[1,3]", "eval.n_per_cell=16"]
+    whole = run_grid(compose([f"run={run_dir}", *grid, "eval.out=whole"], config_name="eval"), sorting=False)
+    proc = multirun(
+        "arithmetic_eval.py",
+        f"run={run_dir}",
+        *grid,
+        "eval.num_shards=2",
+        "eval.shard=range(0,2)",
+        "hydra/launcher=submitit_local",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((run_dir / "eval").glob("addition_a1-3_b1-3_s*of2.csv"))) == 2
+    merged, reference = read_results(run_dir), read_results(run_dir, out="whole")
+    assert merged == reference and len(merged) == 9 and len(whole) == 9
+    assert (
+        0 < sum(r["correct"] for r in merged) < sum(r["n"] for r in merged)
+    )  # a grid with something to get right
+    sweep = sweep_dir(run_dir)  # inside the run directory
+    for shard in (0, 1):
+        log = (sweep / f"{shard}_shard{shard}" / "arithmetic_eval.log").read_text()
+        assert f"in shard {shard}/2" in log and "mean accuracy" in log
+
+
+def test_a_failing_sweep_job_logs_its_one_line_error_and_the_others_run(tmp_path):
+    root = tmp_path / "runs"
+    proc = multirun(
+        "pretrain.py", *TINY, "train.steps=3", f"runs_root={root}", "name=lr${train.lr}", "train.lr=-1,0.003"
+    )
+    assert proc.returncode != 0
+    sweep = sweep_dir(root)
+    log = (sweep / "0_lr-1.0" / "pretrain.log").read_text()
+    assert log.strip() == "error: train.lr=-1.0 must be > 0"
+    assert (
+        f"error in sweep job 0_lr-1.0: train.lr=-1.0 must be > 0 (log: {sweep / '0_lr-1.0' / 'pretrain.log'})"
+        in (proc.stderr)
+    )
+    assert checkpoint.latest(root / "lr0.003").name == "3", "the other job ran to the end"
