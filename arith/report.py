@@ -99,8 +99,8 @@ def gather(run_dir: str | os.PathLike) -> RunFacts:
             state = checkpoint.load_trainer_state(ckpt)
             facts.state = {k: state[k] for k in ("step", "elapsed", "tokens") if k in state}
         except CheckpointError:
-            pass  # the report says what it could not read instead
-    if not facts.state and facts.history:  # no readable checkpoint: the last training row knows as much
+            pass  # a corrupt trainer state: the last training row below says as much
+    if not facts.state and facts.history:  # no readable checkpoint
         last = [r for r in facts.history if "loss" in r][-1:] or facts.history[-1:]
         facts.state = {
             "step": last[0].get("step"),
@@ -219,7 +219,10 @@ def _evaluation(f: RunFacts, out: Path, prefix: str) -> str:
             f"<code>python arithmetic_eval.py run={_e(f.run_dir)}</code> (<code>sort_eval.py</code> for sorting).</p>"
         )
     files = sorted(p.name for p in (f.run_dir / "eval").glob("*.csv"))
-    parts = [f"<h3>Evaluation</h3><p>From {len(files)} CSV files: <code>{_e(', '.join(files))}</code></p>"]
+    plural = "s" if len(files) != 1 else ""
+    parts = [
+        f"<h3>Evaluation</h3><p>From {len(files)} CSV file{plural}: <code>{_e(', '.join(files))}</code></p>"
+    ]
     for fig in grid_figures(f.run_dir):
         (png,) = save_figure(fig.figure, out / f"{prefix}{fig.stem}", ("png",))
         settings = settings_text(fig.settings)
