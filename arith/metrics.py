@@ -1,4 +1,4 @@
-"""Metrics: JSON lines in the run directory, and wandb when asked (offline works with no login)."""
+"""Metrics: JSON lines in the run directory, and wandb (offline works with no login) or TensorBoard when asked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from arith.checkpoint import atomic_write_text
 
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"  # event files, inside the run directory
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -26,11 +27,42 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def scalars(row: dict, prefix: str = ""):
+    """(tag, value) for every number of a metrics row but the step; a nested dict (selection accuracy per
+    length) gives ``select/10``, ``select/12``, ..."""
+    for key, value in row.items():
+        if isinstance(value, dict):
+            yield from scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and f"{prefix}{key}" != "step":
+            yield f"{prefix}{key}", value
+
+
 class MetricsLog:
-    def __init__(self, run_dir: Path, resume_step: int, use_wandb: bool, project: str, config: dict):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int,
+        use_wandb: bool,
+        project: str,
+        config: dict,
+        use_tensorboard: bool = False,
+    ):
         self.path = Path(run_dir) / METRICS
         self._truncate_after(resume_step)
         self.file = open(self.path, "a")
+        self.tensorboard = None
+        if use_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError(
+                    "train.tensorboard=true needs tensorboard: pip install 'arith[tensorboard]'"
+                ) from None
+            # purge_step: TensorBoard hides the events an earlier session logged after the checkpoint we
+            # resume from, as _truncate_after drops them from metrics.jsonl
+            self.tensorboard = SummaryWriter(
+                str(Path(run_dir) / TENSORBOARD), purge_step=resume_step + 1 if resume_step else None
+            )
         self.wandb = None
         if use_wandb:
             try:
@@ -56,8 +88,14 @@ class MetricsLog:
         self.file.flush()
         if self.wandb is not None:
             self.wandb.log(row, step=row.get("step"))
+        if self.tensorboard is not None:
+            for tag, value in scalars(row):
+                self.tensorboard.add_scalar(tag, value, global_step=row.get("step"))
+            self.tensorboard.flush()
 
     def close(self) -> None:
         self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()

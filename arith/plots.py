@@ -1,8 +1,10 @@
-"""The one heatmap module: accuracy grids of finished runs, titled from each run's own config.
+"""The one plotting module: accuracy grids of finished runs, titled from each run's own config, and training
+curves from metrics.jsonl.
 
-    from arith.plots import plot_run, plot_compare
+    from arith.plots import plot_run, plot_compare, plot_curves
     plot_run("runs/addition20_abacus-none_2x8_w1024_s0")           # heatmap_<task>.png/.pdf in the run dir
     plot_compare([run_a, run_b], Path("runs/compare"))             # compare.png/.pdf: accuracy vs length
+    plot_curves({"a": read_metrics(run_a)}, Path("runs/curves"))   # curves.png/.pdf: loss, lr, ... vs step
 
 Figures are built on matplotlib's ``Figure`` with the Agg canvas, never through pyplot, so nothing here
 opens a window or touches global state. Results come from ``arith.eval.grid.read_results``.
@@ -14,6 +16,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,10 +25,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from arith.errors import DataError
-from arith.eval.grid import read_results
+from arith.eval.grid import BASE_COLUMNS, read_results
 
 ANNOTATE_MAX = 30  # annotate every cell with its value when the grid is at most this many cells a side
 _CMAP = "viridis"
@@ -197,9 +200,10 @@ def _train_region(task: str, info: dict) -> tuple[int, int] | None:
     return int(info["max_len"]), int(info["max_len_b"])
 
 
-def _save(fig: Figure, stem: Path) -> list[Path]:
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """``stem``.png, .pdf (or the ``formats`` given); returns the paths written."""
     FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: no pyplot, no backend switching
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
     stem.parent.mkdir(parents=True, exist_ok=True)
     for p in paths:
         fig.savefig(p, dpi=120)
@@ -217,8 +221,24 @@ def _results(run_dir: Path) -> list[dict]:
 # figures
 
 
-def plot_run(run_dir: str | os.PathLike) -> list[Path]:
-    """One figure per evaluated task: ``<run_dir>/heatmap_<task>.png`` and ``.pdf``; returns the paths.
+def settings_columns(rows: list[dict]) -> list[str]:
+    """The CSV columns beyond the base ones that are not results (``X_correct``, ``X_acc``): what a row was
+    made with (the checkpoint, the evaluation settings), whatever columns the CSVs carry."""
+    columns = dict.fromkeys(c for r in rows for c in r)
+    return [c for c in columns if c not in BASE_COLUMNS and not c.endswith(("_correct", "_acc"))]
+
+
+@dataclass
+class GridFigure:
+    stem: str  # file name without suffix: heatmap_<task>, or heatmap_<task>_<i> when settings differ
+    task: str
+    settings: dict  # settings column -> value shared by the rows (None: not recorded)
+    rows: list[dict]
+    figure: Figure
+
+
+def grid_figures(run_dir: str | os.PathLike) -> list[GridFigure]:
+    """One heatmap figure per evaluated task and distinct settings (see ``settings_columns``).
 
     Sorting gets exact match and first-label accuracy side by side. Raises ``DataError`` when the run has no
     evaluation results.
@@ -226,24 +246,54 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     run_dir = Path(run_dir)
     rows = _results(run_dir)
     info = _run_info(run_dir)
-    written: list[Path] = []
+    columns = settings_columns(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], *(str(r.get(c)) for c in columns)), []).append(r)
+    figures = []
     for task in sorted({r["task"] for r in rows}):
-        task_rows = [r for r in rows if r["task"] == task]
-        values = ["acc"]
-        if task == "sorting" and any(r.get("first_acc") is not None for r in task_rows):
-            values.append("first_acc")
-        grid, _, _ = _matrix(task_rows, "acc")
-        side = min(9.0, max(4.5, 0.25 * max(grid.shape) + 2.0))  # room for the numbers on annotated grids
-        fig = Figure(figsize=(side * 1.2 * len(values), side + 0.6), layout="constrained")
-        axes = fig.subplots(1, len(values), squeeze=False)[0]
-        region = _train_region(task, info)
-        for ax, value in zip(axes, values):
-            im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{_VALUE_LABELS[value]} (%)")
-            fig.colorbar(im, ax=ax, shrink=0.85)
-        name = info["name"]
-        fig.suptitle(_title(task, info) + (f"\n{name}" if name else ""), fontsize=11)
-        written += _save(fig, run_dir / f"heatmap_{task}")
-    return written
+        keys = sorted(k for k in groups if k[0] == task)
+        for i, key in enumerate(keys):
+            task_rows = groups[key]
+            settings = {c: task_rows[0].get(c) for c in columns}
+            stem = f"heatmap_{task}" + (f"_{i}" if len(keys) > 1 else "")
+            figures.append(
+                GridFigure(stem, task, settings, task_rows, _grid_figure(task, task_rows, info, settings))
+            )
+    return figures
+
+
+def settings_text(settings: dict) -> str:
+    """E.g. ``step=4281 · k=5``; settings not recorded are left out."""
+    return " · ".join(f"{c}={v}" for c, v in settings.items() if v is not None)
+
+
+def _grid_figure(task: str, task_rows: list[dict], info: dict, settings: dict) -> Figure:
+    values = ["acc"]
+    if task == "sorting" and any(r.get("first_acc") is not None for r in task_rows):
+        values.append("first_acc")
+    grid, _, _ = _matrix(task_rows, "acc")
+    side = min(9.0, max(4.5, 0.25 * max(grid.shape) + 2.0))  # room for the numbers on annotated grids
+    fig = Figure(figsize=(side * 1.2 * len(values), side + 0.6), layout="constrained")
+    axes = fig.subplots(1, len(values), squeeze=False)[0]
+    region = _train_region(task, info)
+    for ax, value in zip(axes, values):
+        im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{_VALUE_LABELS[value]} (%)")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    lines = [_title(task, info), info["name"], settings_text(settings)]
+    fig.suptitle("\n".join(line for line in lines if line), fontsize=11)
+    return fig
+
+
+def plot_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+) -> list[Path]:
+    """Every figure of ``grid_figures``: ``heatmap_<task>.png`` and ``.pdf`` in ``out_dir`` (default: the run
+    dir); returns the paths. Raises ``DataError`` when the run has no evaluation results."""
+    out = Path(run_dir if out_dir is None else out_dir)
+    return [p for f in grid_figures(run_dir) for p in save_figure(f.figure, out / f.stem, formats)]
 
 
 def _accuracy_by_length(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +309,9 @@ def _accuracy_by_length(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return lengths, np.array([np.mean(by_len[L]) for L in lengths])
 
 
-def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
+def plot_compare(
+    run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
     """Accuracy against operand length, one line per run, its training length dashed; ``out``.png/.pdf.
 
     Each run contributes its training task (from its config; without one, the task it has most rows for).
@@ -286,7 +338,7 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
         if region is not None:
             ax.axvline(max(region), color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
     _length_axes(ax, " / ".join(sorted(tasks)) + " · dashed: training length")
-    return _save(fig, out)
+    return save_figure(fig, out, formats)
 
 
 def _length_axes(ax: Axes, title: str) -> None:
@@ -300,7 +352,11 @@ def _length_axes(ax: Axes, title: str) -> None:
     ax.set_title(title)
 
 
-def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike) -> list[Path]:
+def plot_groups(
+    groups: dict[str, Sequence[str | os.PathLike]],
+    out: str | os.PathLike,
+    formats: Sequence[str] = ("png", "pdf"),
+) -> list[Path]:
     """Seed groups against operand length: the mean over a group's runs as a line, their min-max as a band.
 
     ``groups`` maps a label to its run directories (each scored on its own training task, lengths every run of
@@ -342,7 +398,104 @@ def plot_groups(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.Pa
     _length_axes(
         ax, " / ".join(sorted(tasks)) + " · line: mean over seeds, band: min-max · dashed: training length"
     )
-    return _save(fig, out)
+    return save_figure(fig, out, formats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training curves (metrics.jsonl)
+
+# (metrics key, panel title, log y axis); a panel is drawn when some run logged its key
+CURVES = (
+    ("loss", "loss", True),
+    ("lr", "learning rate", False),
+    ("tokens_per_s", "tokens / s", False),
+    ("grad_norm", "gradient norm (before clipping)", False),
+    ("emb_max_abs", "largest |entry| of the embedding tables", False),
+    ("select_mean", "selection accuracy", False),
+)
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the rows that logged a number under ``key``: training and selection rows share
+    metrics.jsonl, each kind with its own keys."""
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
+    return [s for s, _ in points], [float(v) for _, v in points]
+
+
+def plot_curves(
+    histories: dict[str, list[dict]], out: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
+    """``curves_figure`` written to ``out``.png/.pdf; [] when no run logged anything."""
+    fig = curves_figure(histories)
+    return [] if fig is None else save_figure(fig, Path(out), formats)
+
+
+def curves_figure(histories: dict[str, list[dict]]) -> Figure | None:
+    """Training curves against the step, one panel per metric of ``CURVES`` that was logged, one colour per
+    run (``histories`` maps a label to its metrics.jsonl rows, ``arith.metrics.read_metrics``). With a single
+    run the selection panel also draws each selection length. None when no run logged anything."""
+    panels = [c for c in CURVES if any(_series(rows, c[0])[0] for rows in histories.values())]
+    if not panels:
+        return None
+    cols = 2 if len(panels) > 1 else 1
+    n_rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.5 * cols, 3.0 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, cols, squeeze=False).ravel()
+    for ax, (key, title, log) in zip(axes, panels):
+        for i, (label, rows) in enumerate(histories.items()):
+            steps, values = _series(rows, key)
+            single = len(histories) == 1
+            if key == "select_mean" and single:
+                _selection_lengths(ax, rows)
+            ax.plot(
+                steps,
+                values,
+                color="black" if key == "select_mean" and single else f"C{i % 10}",
+                linewidth=1.6 if key == "select_mean" else 1.2,
+                marker="o" if len(steps) < 30 else None,
+                markersize=3,
+                label="mean" if key == "select_mean" and single else label,
+            )
+        if log:
+            ax.set_yscale("log")
+            # plain numbers (2, 0.5), on the minor ticks too when the curve spans less than a decade or so
+            ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(histories) > 1 or key == "select_mean":
+            ax.legend(fontsize=7, loc="best")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if len(histories) == 1:
+        fig.suptitle(next(iter(histories)), fontsize=11)
+    return fig
+
+
+def _selection_lengths(ax: Axes, rows: list[dict]) -> None:
+    """One thin line per selection length of the rows' ``select`` dicts (length -> accuracy)."""
+    lengths = sorted(
+        {k for r in rows if isinstance(r.get("select"), dict) for k in r["select"]}, key=_length_key
+    )
+    for j, length in enumerate(lengths):
+        points = [
+            (r["step"], float(r["select"][length]))
+            for r in rows
+            if isinstance(r.get("select"), dict) and r["select"].get(length) is not None
+        ]
+        ax.plot(
+            [s for s, _ in points],
+            [v for _, v in points],
+            color=f"C{j % 10}",
+            linewidth=0.9,
+            alpha=0.8,
+            label=f"L={length}",
+        )
+
+
+def _length_key(length: str):
+    return (0, int(length)) if str(length).isdigit() else (1, str(length))
 
 
 def position_table_stats(table: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -374,4 +527,4 @@ def plot_positions(table: np.ndarray, rows: int, reach: int | None, title: str, 
     fig.colorbar(im, ax=ax_c)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -208,6 +208,7 @@ class TrainConfig:
     log_every: int = 25
     wandb: bool = False
     wandb_project: str = "arith"
+    tensorboard: bool = False  # also log the metrics.jsonl scalars to <run_dir>/tensorboard/
     progress: bool = True
 
 

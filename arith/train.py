@@ -204,7 +204,14 @@ def train(cfg: PretrainConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(cfg, run_dir, tok)
     log = (
-        MetricsLog(run_dir, step, tcfg.wandb, tcfg.wandb_project, OmegaConf.to_container(cfg, resolve=True))
+        MetricsLog(
+            run_dir,
+            step,
+            tcfg.wandb,
+            tcfg.wandb_project,
+            OmegaConf.to_container(cfg, resolve=True),
+            use_tensorboard=tcfg.tensorboard,
+        )
         if info.is_main
         else None
     )
