@@ -116,11 +116,11 @@ def write_card(folder: Path, config: dict) -> Path:
     run, model, task = config["run"], config["model"], config["task"]
     data, train = run["data"], run["train"]
     a, b = data["max_len"], data.get("max_len_b") or data["max_len"]
-    lengths = f"1-{a} digits" if a == b and task != "sorting" else f"1-{a} x 1-{b}"
+    lengths = (f"1-{a} digits" if a > 1 else "1 digit") if a == b else f"1-{a} x 1-{b} digits"
     if task == "sorting":
         lengths = f"up to {b} numbers of up to {a} digits"
     chosen = {
-        "best": f"the best on the held-out lengths {train['select_lens']} (train.select_every)",
+        "best": f"the best in the run's selection on lengths {train['select_lens']}",
         "latest": "the run's latest",
         "step": "chosen by step",
     }[config["chosen_as"]]
@@ -177,7 +177,7 @@ def write_card(folder: Path, config: dict) -> Path:
             "",
             f"Greedy decoding, exact match of the whole answer, {'/'.join(map(str, n))} problems per cell.",
         ]
-        lines += [f"![heatmap](heatmap_{task}.png)"] if (folder / f"heatmap_{task}.png").exists() else []
+        lines += ["", f"![heatmap](heatmap_{task}.png)"] if (folder / f"heatmap_{task}.png").exists() else []
     else:
         lines += [
             "Not evaluated with this checkpoint yet: `python arithmetic_eval.py run=THIS_FOLDER eval.a_lens=[1,24]`."

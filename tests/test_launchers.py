@@ -105,3 +105,26 @@ def test_a_failing_sweep_job_logs_its_one_line_error_and_the_others_run(tmp_path
         in (proc.stderr)
     )
     assert checkpoint.latest(root / "lr0.003").name == "3", "the other job ran to the end"
+
+
+@pytest.mark.parametrize("config_name", ["pretrain", "eval"])
+@pytest.mark.parametrize("preset, gpus, tasks", [("slurm", 1, 1), ("slurm_eval", 1, 1), ("slurm_ddp", 4, 4)])
+def test_slurm_presets_compose_from_both_entry_configs(config_name, preset, gpus, tasks):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from arith import schema
+    from tests.conftest import CONFIG_DIR
+
+    schema.register()
+    overrides = [f"hydra/launcher={preset}", "hydra.launcher.partition=gpu", "run=runs/x"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name,
+            overrides=overrides[:2] + overrides[2:] * (config_name == "eval"),
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (gpus, tasks, 1)
+    assert launcher.timeout_min == (240 if preset == "slurm_eval" else 1500)
