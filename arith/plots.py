@@ -190,6 +190,24 @@ def _train_region(task: str, info: dict) -> tuple[int, int] | None:
     return int(info["max_len"]), int(info["max_len_b"])
 
 
+def _settings_note(rows: list[dict]) -> str:
+    """A title line ``checkpoint 3231 (ema) · k=5 · r=6 · vote 0 3 5 (answer)``: how the plotted rows were made
+    (read_results keeps one setting together); empty for CSVs written before settings were recorded."""
+    r = rows[0]
+    if r.get("checkpoint") is None:
+        return ""
+    parts = [
+        f"checkpoint {r['checkpoint']} ({r.get('weights')})",
+        f"k={r.get('k')}",
+        f"r={r.get('recurrences')}",
+    ]
+    if r.get("vote_ks"):
+        parts.append(f"vote {r['vote_ks']} ({r.get('vote_mode')})")
+    if r.get("attn_scale") not in (None, 1.0) or r.get("attn_scale_mode") == "log":
+        parts.append(f"attn x{r['attn_scale']:g} {r.get('attn_scale_mode')} {r.get('attn_scale_where')}")
+    return "\n" + " · ".join(parts)
+
+
 def _save(fig: Figure, stem: Path) -> list[Path]:
     FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: no pyplot, no backend switching
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
@@ -234,7 +252,9 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
             im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{_VALUE_LABELS[value]} (%)")
             fig.colorbar(im, ax=ax, shrink=0.85)
         name = info["name"]
-        fig.suptitle(_title(task, info) + (f"\n{name}" if name else ""), fontsize=11)
+        fig.suptitle(
+            _title(task, info) + (f"\n{name}" if name else "") + _settings_note(task_rows), fontsize=11
+        )
         written += _save(fig, run_dir / f"heatmap_{task}")
     return written
 
