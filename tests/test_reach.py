@@ -62,3 +62,29 @@ def test_learned_warning_names_the_sequence_length(compose):
 def test_no_table_no_warning(compose, abs_pos, rel_pos):
     cfg = run_cfg(compose, f"model.abs_pos={abs_pos}", f"model.rel_pos={rel_pos}", "data.max_len=1")
     assert untrained_rows(cfg, TOK, [Cell(30, 30)], k=0) is None
+
+
+def test_the_staircase_walk_equals_checking_every_cell():
+    from arith.eval.reach import _maximal, _up_set
+
+    rng = np.random.default_rng(1)
+    grid = [Cell(a, b) for a in range(1, 21) for b in range(1, 21)]
+    probed = []
+
+    def above(c):
+        probed.append(c)
+        return c.a_len + 2 * c.b_len > 31  # monotone in both lengths
+
+    for cells in (
+        grid,
+        [grid[i] for i in sorted(rng.choice(len(grid), 57, replace=False))],
+        [Cell(n, n) for n in range(5, 15)],
+    ):
+        probed.clear()
+        assert _up_set(cells, above) == [c for c in cells if c.a_len + 2 * c.b_len > 31]
+        assert len(probed) <= 2 * 21
+    assert _maximal([Cell(3, 9), Cell(5, 5), Cell(5, 2), Cell(9, 1), Cell(2, 9)]) == [
+        Cell(9, 1),
+        Cell(5, 5),
+        Cell(3, 9),
+    ]

@@ -45,9 +45,10 @@ def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[C
         chunk = cells[start : start + per_chunk]
         a = np.repeat([c.a_len for c in chunk], n)
         b = np.repeat([c.b_len for c in chunk], n)
-        ex = spec.make(tok, rng, a, b, split="train")  # plain sampling: cheaper than the held-out split
-        digits = longest_runs(tok.is_digit(ex.ids)).reshape(len(chunk), n).max(axis=1)
-        tokens = ex.length.reshape(len(chunk), n).max(axis=1)
+        # plain sampling, no train / eval split: its lengths are those of any problem of the cell
+        ids, _, length = spec._tokens(tok, spec._sample(rng, a, b, int(a.max()), int(b.max())), np.int64)
+        digits = longest_runs(tok.is_digit(ids)).reshape(len(chunk), n).max(axis=1)
+        tokens = length.reshape(len(chunk), n).max(axis=1)
         out.update({c: (int(t), int(d)) for c, t, d in zip(chunk, tokens, digits)})
     return out
 
@@ -59,6 +60,29 @@ def training_needs(cfg, tok) -> tuple[int, int]:
     return cell_needs(d.task, tok, [cell])[cell]
 
 
+def _up_set(cells: list[Cell], above) -> list[Cell]:
+    """The cells for which `above(cell)` holds, for a predicate that is monotone in both lengths (a longer
+    operand never needs fewer rows): a staircase walk over the cells' bounding box, with about
+    (rows + columns) probes instead of one per cell (a 100x100 grid: ~200, not 10,000)."""
+    b_lo, b_hi = min(c.b_len for c in cells), max(c.b_len for c in cells)
+    first_b, b = {}, b_hi + 1  # a -> the smallest b above; it can only fall as a grows
+    for a in sorted({c.a_len for c in cells}):
+        while b - 1 >= b_lo and above(Cell(a, b - 1)):
+            b -= 1
+        first_b[a] = b
+    return [c for c in cells if c.b_len >= first_b[c.a_len]]
+
+
+def _maximal(cells: list[Cell]) -> list[Cell]:
+    """The cells no other cell dominates (both lengths >=): where the most rows are read."""
+    out, best_b = [], 0
+    for c in sorted(cells, key=lambda c: (-c.a_len, -c.b_len)):
+        if c.b_len > best_b:
+            out.append(c)
+            best_b = c.b_len
+    return out
+
+
 def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | None:
     """A one-line warning when evaluating `cells` at offset k (the largest offset used) reads rows above the
     highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated."""
@@ -67,12 +91,17 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | 
     if trained is None or not cells:
         return None
     table, reach = trained
-    needs = cell_needs(task or cfg.data.task, tok, cells)
-    over = {c: position_rows(cfg.model, t, dg, k)[1] for c, (t, dg) in needs.items()}
-    over = {c: row for c, row in over.items() if row > reach}
+    task = task or cfg.data.task
+    cells = sorted(set(cells))
+
+    def row(cell: Cell) -> int:
+        t, dg = cell_needs(task, tok, [cell])[cell]
+        return position_rows(cfg.model, t, dg, k)[1]
+
+    over = _up_set(cells, lambda c: row(c) > reach)
     if not over:
         return None
-    top = max(over.values())
+    top = max(row(c) for c in _maximal(over))
     first = min(over, key=lambda c: (max(c.a_len, c.b_len), c.a_len + c.b_len, c.a_len))
     where = (
         f"the problem ({first.a_len}, {first.b_len} digits)"
