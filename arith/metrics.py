@@ -60,9 +60,7 @@ class MetricsLog:
                 ) from None
             # purge_step: TensorBoard hides the events an earlier session logged after the checkpoint we
             # resume from, as _truncate_after drops them from metrics.jsonl
-            self.tensorboard = SummaryWriter(
-                str(Path(run_dir) / TENSORBOARD), purge_step=resume_step + 1 if resume_step else None
-            )
+            self.tensorboard = SummaryWriter(str(Path(run_dir) / TENSORBOARD), purge_step=resume_step + 1)
         self.wandb = None
         if use_wandb:
             try:
