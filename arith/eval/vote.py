@@ -72,4 +72,5 @@ def decode(
     rows = [o.tolist() for o in outs]
     win = [majority([_answer(r[b], eos_id) for r in rows], ks, tie_k) for b in range(prompts.shape[0])]
     stacked = torch.stack(outs)  # (len(ks), B, max_new)
-    return stacked[torch.as_tensor(win, device=stacked.device), torch.arange(prompts.shape[0])]
+    rows_idx = torch.arange(prompts.shape[0], device=stacked.device)
+    return stacked[torch.as_tensor(win, device=stacked.device), rows_idx]
