@@ -13,6 +13,11 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+# data.name marks the padded format (data.pad_operands) and leaves unpadded names as they were; registered on
+# import, so that any code resolving these dataclasses (reports, loads) knows it
+if not OmegaConf.has_resolver("arith_pad"):
+    OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
+
 
 class _Choice(str, Enum):
     """A config choice; prints as its value, so run names read `abacus`, not `AbsPos.abacus`."""
@@ -261,8 +266,6 @@ class EvalAppConfig:
 
 
 def register() -> None:
-    if not OmegaConf.has_resolver("arith_pad"):  # data.name marks the padded format; unpadded names unchanged
-        OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
     cs = ConfigStore.instance()
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="makedata_schema", node=DataGenConfig)
