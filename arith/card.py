@@ -177,7 +177,9 @@ def write_card(folder: Path, config: dict) -> Path:
             "",
             f"Greedy decoding, exact match of the whole answer, {'/'.join(map(str, n))} problems per cell.",
         ]
-        lines += ["", f"![heatmap](heatmap_{task}.png)"] if (folder / f"heatmap_{task}.png").exists() else []
+        # one heatmap per task, or one per evaluation setting (heatmap_<task>_<i>.png) when the CSVs differ
+        for png in sorted(folder.glob(f"heatmap_{task}*.png")):
+            lines += ["", f"![heatmap]({png.name})"]
     else:
         lines += [
             "Not evaluated with this checkpoint yet: `python arithmetic_eval.py run=THIS_FOLDER eval.a_lens=[1,24]`."

@@ -106,8 +106,9 @@ def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
 def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | None:
     """Copy the grid CSVs made with the checkpoint at ``step`` into ``out/eval``; returns a note for the card.
 
-    A CSV with a ``step`` column keeps that step's rows. One without (written before evaluations recorded
-    their checkpoint) is copied only when ``step`` is the run's latest checkpoint, the one they most likely used.
+    A CSV with a ``step`` or ``checkpoint`` column (the grid records its checkpoint there) keeps that step's rows.
+    One without (written before evaluations recorded their checkpoint) is copied only when ``step`` is the run's
+    latest checkpoint, the one they most likely used.
     """
     files = sorted((Path(run_dir) / EVAL).glob("*.csv"))
     unstamped = []
@@ -116,8 +117,9 @@ def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | Non
             reader = csv.DictReader(f)
             header, rows = list(reader.fieldnames or ()), list(reader)
         target = out / EVAL / path.name
-        if "step" in header:
-            mine = [r for r in rows if (r["step"] or "").strip() == str(step)]
+        column = next((c for c in ("step", "checkpoint") if c in header), None)
+        if column is not None:
+            mine = [r for r in rows if (r[column] or "").strip() == str(step)]
             if not mine:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
