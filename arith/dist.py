@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -34,6 +36,11 @@ def init(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device(device)
     if world > 1 and not tdist.is_initialized():
+        # torch 2.13: importing torch._dynamo (DDP does it on first use) while a process group exists keeps
+        # that group alive past destroy_process_group, with its gloo worker and socket threads still running
+        # when the interpreter shuts down; a rank then dies in exit with SIGABRT ("terminate called without
+        # an active exception"). Imported first, the group is freed and its threads joined by cleanup().
+        importlib.import_module("torch._dynamo")
         tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
@@ -74,6 +81,16 @@ def barrier() -> None:
         tdist.barrier()
 
 
-def cleanup() -> None:
-    if tdist.is_initialized():
-        tdist.destroy_process_group()
+def cleanup(synchronize: bool = True) -> None:
+    """Tear the process group down on every rank before the interpreter exits (idempotent).
+
+    synchronize: a barrier first, so that no rank closes its connections while another is still in a
+    collective; pass False on an error path, where the other ranks may never reach it. The garbage
+    collection frees DDP's reference cycle, which holds the group, so that destroying it joins its threads.
+    """
+    if not tdist.is_initialized():
+        return
+    if synchronize:
+        tdist.barrier()
+    gc.collect()
+    tdist.destroy_process_group()
