@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from arith.errors import ArithError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -61,6 +63,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    if tdist.is_initialized():
+        t = t.clone()
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return t
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if tdist.is_initialized():
         return all_reduce_sum(t) / tdist.get_world_size()
@@ -74,6 +83,24 @@ def broadcast_object(obj):
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def main_only(fn, share: bool = False):
+    """fn() on rank 0 alone (a write, a lock); the other ranks wait for it, and raise its ArithError too, so
+    that no rank is left waiting in a collective for one that failed. share: every rank gets fn's result
+    (picklable); otherwise the others get None."""
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except ArithError as e:
+            error = e
+    if tdist.is_initialized():
+        error, shared = broadcast_object((error, result if share else None))
+        result = result if is_main() else shared
+    if error is not None:
+        raise error
+    return result
 
 
 def barrier() -> None:

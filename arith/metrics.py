@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from arith.checkpoint import atomic_write_text
+from arith.errors import storage_error
 
 METRICS = "metrics.jsonl"
 
@@ -30,7 +31,10 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int, use_wandb: bool, project: str, config: dict):
         self.path = Path(run_dir) / METRICS
         self._truncate_after(resume_step)
-        self.file = open(self.path, "a")
+        try:
+            self.file = open(self.path, "a")
+        except OSError as e:
+            raise storage_error(e, "append to", self.path) from None
         self.wandb = None
         if use_wandb:
             try:
@@ -52,8 +56,11 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def log(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        except OSError as e:  # rows written before stay; a cut last line is skipped by read_metrics
+            raise storage_error(e, "append to", self.path) from None
         if self.wandb is not None:
             self.wandb.log(row, step=row.get("step"))
 

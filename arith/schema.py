@@ -11,7 +11,16 @@ from enum import Enum
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+
+def _either(value, default):
+    """``${arith.either:a,b}``: a, or b where a is null."""
+    return default if value is None else value
+
+
+if not OmegaConf.has_resolver("arith.either"):  # at import, so any config built from this schema resolves
+    OmegaConf.register_new_resolver("arith.either", _either)
 
 
 class _Choice(str, Enum):
@@ -128,7 +137,8 @@ class DataConfig:
     seed: int = 0
     streaming: bool = False  # True: make batches on the fly, nothing on disk
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
-    name: str = "${data.task}_${data.max_len}x${oc.select:data.max_len_b,${data.max_len}}_n${data.n_train}_s${data.seed}"
+    # `either`, not oc.select, whose default applies only to a missing key: a null max_len_b read "None"
+    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}"
 
 
 @dataclass
@@ -162,7 +172,7 @@ class TrainConfig:
     select_lens: list[int] = field(default_factory=list)
     select_n: int = 100
     select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); saved as ema.safetensors
+    ema: float = 0.0  # decay of a moving average of the weights (0 = off); saved as ema.safetensors
     log_every: int = 25
     wandb: bool = False
     wandb_project: str = "arith"

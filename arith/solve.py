@@ -17,8 +17,9 @@ import sys
 import numpy as np
 import torch
 
+from arith.cli import user_errors
 from arith.data.tasks import get_task
-from arith.errors import ArithError, DataError
+from arith.errors import DataError
 from arith.eval.decode import generate
 
 
@@ -63,6 +64,7 @@ def solve(run, problem: str, recurrences: int | None = None, k: int | None = Non
     return spec.answer(run.tok.decode(out))
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arith.solve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -72,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import arith
 
-    try:
-        print(arith.load(args.run_dir).solve(args.problem, recurrences=args.recurrences, k=args.k))
-    except ArithError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(arith.load(args.run_dir).solve(args.problem, recurrences=args.recurrences, k=args.k))
     return 0
 
 
