@@ -12,9 +12,19 @@ from arith.errors import ArithError, ArithWarning, storage_error
 _show = warnings.showwarning
 
 
+def _line(text: str) -> None:
+    """A line of its own on stderr, even with a progress bar drawn there (tqdm lifts its bars around it)."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, ArithWarning):
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        _line(f"warning: {message}")
     else:
         _show(message, category, filename, lineno, file, line)
 
@@ -26,13 +36,13 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ArithError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            _line(f"error: {e}")
             sys.exit(2)
         except OSError as e:  # a write or read site that did not name the problem itself
-            print(f"error: {storage_error(e, 'access')}", file=sys.stderr, flush=True)
+            _line(f"error: {storage_error(e, 'access')}")
             sys.exit(2)
         except KeyboardInterrupt as e:
-            print(f"interrupted: {e or 'stopped'}", file=sys.stderr, flush=True)
+            _line(f"interrupted: {e or 'stopped'}")
             sys.exit(130)
 
     return wrapper
