@@ -23,9 +23,13 @@ def main(cfg: schema.PretrainConfig) -> None:
     from arith.eval.quick import report_by_length
     from arith.train import train
 
-    run_dir = train(cfg)
-    if cfg.check_lens > 0 and dist.is_main():
-        report_by_length(run_dir, max_len=cfg.check_lens, n=cfg.check_n)
+    try:
+        run_dir = train(cfg)
+        if cfg.check_lens > 0 and dist.is_main():
+            report_by_length(run_dir, max_len=cfg.check_lens, n=cfg.check_n)
+    except BaseException:  # errors and signals too: no rank may exit with the process group still up
+        dist.cleanup(synchronize=False)
+        raise
     dist.cleanup()
 
 

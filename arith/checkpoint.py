@@ -9,6 +9,11 @@ Layout of one checkpoint folder:
 ``train.select_every``) names the one that scored best on the held-out selection lengths. The folder ``best``
 names is exempt from ``keep_last`` and not counted in it. Every write goes to a temporary name first and is
 renamed into place, so a run killed at any moment leaves either the old or the new checkpoint, never half of one.
+
+A folder damaged afterwards (a file truncated, deleted or garbled on disk) is found by ``problem`` from the
+files' headers and sizes alone. Readers (``resolve``) warn and fall back to the newest intact checkpoint; the
+trainer (``recover``, run by the holder of the run's lock) also moves the bad folder aside to
+``<step>.corrupt`` and repairs the pointers, so the run goes on from there.
 """
 
 from __future__ import annotations
@@ -17,10 +22,15 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from arith.errors import CheckpointError
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from arith.errors import ArithWarning, CheckpointError, StorageError, storage_error, write_error
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -29,20 +39,26 @@ WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 MODEL_CONFIG = "model_config.json"
 TRAINER = "trainer.pt"
-
-if TYPE_CHECKING:  # torch is imported where weights are read or written: pointers and paths stay light
-    import torch
+CORRUPT_SUFFIX = ".corrupt"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over; on failure the old file is untouched and
+    a one-line StorageError names the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise storage_error(e, "write", path) from None
 
 
 def step_dirs(run_dir: Path) -> list[Path]:
@@ -52,15 +68,22 @@ def step_dirs(run_dir: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
+def _pointed(run_dir: Path, name: str) -> Path | None:
+    """The folder ``checkpoints/<name>`` names (which may not exist), or None without that pointer."""
+    path = Path(run_dir) / CKPT_DIR / name
+    try:
+        return path.parent / path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise storage_error(e, "read", path) from None
+
+
 def pointer(run_dir: Path, name: str) -> Path | None:
     """The folder that ``checkpoints/<name>`` (latest or best) names, or None when there is no such pointer."""
-    root = Path(run_dir) / CKPT_DIR
-    path = root / name
-    if not path.exists():
-        return None
-    target = root / path.read_text().strip()
-    if not target.is_dir():
-        raise CheckpointError(f"{path} names {target.name}, which does not exist")
+    target = _pointed(run_dir, name)
+    if target is not None and not target.is_dir():
+        raise CheckpointError(f"{Path(run_dir) / CKPT_DIR / name} names {target.name}, which does not exist")
     return target
 
 
@@ -78,31 +101,171 @@ def best(run_dir: Path) -> Path | None:
     return pointer(run_dir, BEST)
 
 
+# ---------------------------------------------------------------------------------------------- integrity
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes: the header's
+    largest end offset fixes the file size exactly."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > size - 8:
+            return f"is truncated ({size} bytes, not even its header)"
+        try:
+            header = json.loads(f.read(n))
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
+            return "has a garbled header"
+    if 8 + n + end != size:
+        return f"is truncated or padded ({size} bytes where its header needs {8 + n + end})"
+    return None
+
+
+def problem(ckpt: Path, trainer: bool = False, need_ema: bool = False) -> str | None:
+    """Why ``ckpt`` is not a usable checkpoint, or None when it is. Reads headers and sizes, not the weights.
+
+    trainer: also check ``trainer.pt`` (a zip archive, whose directory sits at its end); need_ema: require
+    ``ema.safetensors`` (otherwise it is checked only when present)."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        return "does not exist"
+    names = [WEIGHTS, MODEL_CONFIG] + ([TRAINER] if trainer else [])
+    if need_ema or (ckpt / EMA_WEIGHTS).exists():
+        names.append(EMA_WEIGHTS)
+    try:
+        for name in names:
+            if not (ckpt / name).is_file():
+                return f"has no {name}"
+        for name in (WEIGHTS, EMA_WEIGHTS):
+            if name in names and (reason := _safetensors_problem(ckpt / name)):
+                return f"{name} {reason}"
+        try:
+            json.loads((ckpt / MODEL_CONFIG).read_text())
+        except ValueError:
+            return f"{MODEL_CONFIG} is garbled"
+        if trainer:
+            try:
+                zipfile.ZipFile(ckpt / TRAINER).close()
+            except zipfile.BadZipFile:
+                return f"{TRAINER} is truncated or garbled"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None
+
+
+def _newest_intact(run_dir: Path, skip: set[str], **check) -> Path | None:
+    for d in reversed(step_dirs(run_dir)):
+        if d.name not in skip and problem(d, **check) is None:
+            return d
+    return None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ArithWarning, stacklevel=3)
+
+
 def resolve(run_dir: Path, which: str | int | None = None) -> Path:
     """A checkpoint folder by name: ``best``, ``latest``, a step number, or None/``auto`` (best when the run has
-    one, else latest). Raises CheckpointError naming what exists when the choice is not there."""
+    one, else latest). Raises CheckpointError naming what exists when the choice is not there.
+
+    For best, latest and auto a damaged folder (see ``problem``) is skipped with a warning for the newest intact
+    one; nothing on disk changes. An explicit step is never swapped: a damaged one raises."""
+    run_dir = Path(run_dir)
     which = "auto" if which is None else str(which)
-    if which == "auto":
-        found = best(run_dir) or latest(run_dir)
-    elif which == BEST:
-        found = best(run_dir)
+    if which.isdigit():
+        found = run_dir / CKPT_DIR / str(int(which))
+        if not found.is_dir():
+            have = ", ".join(p.name for p in step_dirs(run_dir)) or "none"
+            raise CheckpointError(f"{run_dir} has no checkpoint at step {which}; steps saved: {have}")
+        if reason := problem(found):
+            raise CheckpointError(f"checkpoint {found} {reason}; pick another step or checkpoint=latest")
+        return found
+    if which == BEST:
+        found = _pointed(run_dir, BEST)
         if found is None:
             raise CheckpointError(
                 f"{run_dir} has no best checkpoint (train with train.select_every > 0 and train.select_lens); "
                 "use checkpoint=latest"
             )
-    elif which == LATEST:
-        found = latest(run_dir)
-    elif which.isdigit():
-        found = Path(run_dir) / CKPT_DIR / str(int(which))
-        if not found.is_dir():
-            have = ", ".join(p.name for p in step_dirs(run_dir)) or "none"
-            raise CheckpointError(f"{run_dir} has no checkpoint at step {which}; steps saved: {have}")
+    elif which in (LATEST, "auto"):
+        found = (_pointed(run_dir, BEST) if which == "auto" else None) or _pointed(run_dir, LATEST)
+        if found is None:
+            dirs = step_dirs(run_dir)
+            found = dirs[-1] if dirs else None
     else:
         raise CheckpointError(f"checkpoint={which!r} unknown; valid: best, latest, auto or a step number")
     if found is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet: train it first")
-    return found
+    reason = problem(found)
+    if reason is None:
+        return found
+    fallback = _newest_intact(run_dir, skip={found.name})
+    if fallback is None:
+        raise CheckpointError(f"checkpoint {found} {reason}, and {run_dir} holds no intact one")
+    _warn(f"checkpoint {found} {reason}: using {fallback.name} instead")
+    return fallback
+
+
+def _move_aside(folder: Path) -> Path:
+    for i in range(1000):
+        dest = folder.with_name(folder.name + CORRUPT_SUFFIX + (f".{i}" if i else ""))
+        if not dest.exists():
+            os.replace(folder, dest)
+            return dest
+    raise CheckpointError(f"cannot move {folder} aside: too many {folder.name}{CORRUPT_SUFFIX}* folders")
+
+
+def recover(run_dir: Path, need_ema: bool = False) -> Path | None:
+    """The trainer's resume point: the latest checkpoint or, when that is damaged, the newest intact one.
+
+    Only the holder of the run's lock may call this: every damaged folder tried is moved aside (renamed to
+    ``<step>.corrupt``, never deleted) with a warning, and ``latest`` / ``best`` are rewritten to name what is
+    left (a lost best is dropped; selection finds a new one). None when the run has no checkpoint yet; raises,
+    moving nothing, when checkpoints exist but none is intact."""
+    run_dir = Path(run_dir)
+    root = run_dir / CKPT_DIR
+    target = _pointed(run_dir, LATEST)
+    dirs = step_dirs(run_dir)
+    if target is None:
+        if not dirs:
+            return None
+        target = dirs[-1]
+    check = {"trainer": True, "need_ema": need_ema}
+    older = [d for d in reversed(dirs) if not target.name.isdigit() or int(d.name) < int(target.name)]
+    bad, chosen = [], None
+    for d in [target, *older]:
+        reason = problem(d, **check)
+        if reason is None:
+            chosen = d
+            break
+        bad.append((d, reason))
+    if chosen is None:
+        listing = "; ".join(f"{d.name} {r}" for d, r in bad)
+        raise CheckpointError(
+            f"{root} holds no intact checkpoint ({listing}): pick another name=... to start over"
+        )
+    for d, reason in bad:
+        if d.exists():
+            moved = _move_aside(d)
+            _warn(f"checkpoint {d} {reason}: moved to {moved.name}, resuming from step {chosen.name}")
+    if bad:
+        atomic_write_text(root / LATEST, chosen.name)
+    best_dir = _pointed(run_dir, BEST)
+    if best_dir is not None and (reason := problem(best_dir, **check)):
+        if best_dir.exists():
+            moved = _move_aside(best_dir)
+            reason += f": moved to {moved.name}"
+        (root / BEST).unlink()
+        _warn(f"best checkpoint {best_dir} {reason}; selection will pick a new best")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------- write / read
+def _write_failure(e: Exception, path: Path, previous: str) -> StorageError:
+    keep = f"; checkpoints/latest still names {previous}" if previous else "; no checkpoint was written"
+    return StorageError(f"{write_error(e, path)}{keep}")
 
 
 def save(
@@ -116,19 +279,29 @@ def save(
     is_best: bool = False,
 ) -> Path:
     root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / str(step)
+    previous = _pointed(run_dir, LATEST)
+    previous_name = previous.name if previous is not None else ""
     if not final.exists():
-        import torch
-        from safetensors.torch import save_model
-
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{step}-"))
-        save_model(model, str(tmp / WEIGHTS))
-        if ema_model is not None:
-            save_model(ema_model, str(tmp / EMA_WEIGHTS))
-        (tmp / MODEL_CONFIG).write_text(json.dumps(model_config, indent=2, sort_keys=True))
-        torch.save(trainer_state, tmp / TRAINER)
-        os.replace(tmp, final)
+        tmp, writing = None, root  # writing: what the error names (the final name, not the temporary one)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{step}-"))
+            writing = final / WEIGHTS
+            save_model(model, str(tmp / WEIGHTS))
+            if ema_model is not None:
+                writing = final / EMA_WEIGHTS
+                save_model(ema_model, str(tmp / EMA_WEIGHTS))
+            writing = final / MODEL_CONFIG
+            (tmp / MODEL_CONFIG).write_text(json.dumps(model_config, indent=2, sort_keys=True))
+            writing = final / TRAINER
+            torch.save(trainer_state, tmp / TRAINER)
+            writing = final
+            os.replace(tmp, final)
+        except (OSError, RuntimeError, SafetensorError) as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_failure(e, writing, previous_name) from None
     atomic_write_text(root / LATEST, final.name)
     if is_best:
         atomic_write_text(root / BEST, final.name)
@@ -162,8 +335,6 @@ def load_weights(ckpt: Path, model: torch.nn.Module, weights: str = "raw") -> No
         raise CheckpointError(
             f"{ckpt} has no {EMA_WEIGHTS} (the run trained with train.ema=0); use weights=raw"
         )
-    from safetensors.torch import load_model
-
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as e:  # safetensors raises several types for truncated or garbled files

@@ -1,4 +1,5 @@
-"""Shared glue for the Hydra entry scripts: user errors become one line on stderr and exit code 2.
+"""Shared glue for the entry scripts: user errors and errors from the environment become one line on stderr
+and exit code 2; arith's warnings print as one line.
 
 In a sweep (``-m``, any launcher) each job also writes its output to ``<sweep dir>/<job>/<script>.log``
 (``<script>.rank<r>.log`` for the other tasks of a multi-task SLURM job), and a user error fails only that job:
@@ -12,11 +13,31 @@ import functools
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from hydra.errors import CompactHydraException
 
-from arith.errors import ArithError
+from arith.errors import ArithError, ArithWarning, storage_error
+
+_show = warnings.showwarning
+
+
+def _line(text: str) -> None:
+    """A line of its own on stderr, even with a progress bar drawn there (tqdm lifts its bars around it)."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, ArithWarning):
+        _line(f"warning: {message}")
+    else:
+        _show(message, category, filename, lineno, file, line)
 
 
 class JobFailed(CompactHydraException):
@@ -72,16 +93,19 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         log = _sweep_log()
+        warnings.showwarning = _one_line_warning
         with _tee_to(log):
             try:
                 return fn(*args, **kwargs)
-            except ArithError as e:
-                print(f"error: {e}", file=sys.stderr, flush=True)
+            except (ArithError, OSError) as e:  # OSError: a read or write site that did not name it itself
+                message = f"error: {e if isinstance(e, ArithError) else storage_error(e, 'access')}"
+                _line(message)
                 if log is not None:
-                    raise JobFailed(f"error in sweep job {log.parent.name}: {e} (log: {log})") from None
+                    detail = message.removeprefix("error: ")
+                    raise JobFailed(f"error in sweep job {log.parent.name}: {detail} (log: {log})") from None
                 sys.exit(2)
             except KeyboardInterrupt as e:
-                print(f"interrupted: {e or 'stopped'}", file=sys.stderr, flush=True)
+                _line(f"interrupted: {e or 'stopped'}")
                 sys.exit(130)
             except Exception:
                 if log is not None:  # the traceback belongs in the job's log too, not only in the launcher's

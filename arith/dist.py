@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+
+from arith.errors import ArithError
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ def init(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device(device)
     if world > 1 and not tdist.is_initialized():
+        # torch 2.13: importing torch._dynamo (DDP does it on first use) while a process group exists keeps
+        # that group alive past destroy_process_group, with its gloo worker and socket threads still running
+        # when the interpreter shuts down; a rank then dies in exit with SIGABRT ("terminate called without
+        # an active exception"). Imported first, the group is freed and its threads joined by cleanup().
+        importlib.import_module("torch._dynamo")
         tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
@@ -83,6 +92,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    if tdist.is_initialized():
+        t = t.clone()
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return t
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if tdist.is_initialized():
         return all_reduce_sum(t) / tdist.get_world_size()
@@ -98,11 +114,39 @@ def broadcast_object(obj):
     return box[0]
 
 
+def main_only(fn, share: bool = False):
+    """fn() on rank 0 alone (a write, a lock); the other ranks wait for it, and raise its ArithError too, so
+    that no rank is left waiting in a collective for one that failed. share: every rank gets fn's result
+    (picklable); otherwise the others get None."""
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except ArithError as e:
+            error = e
+    if tdist.is_initialized():
+        error, shared = broadcast_object((error, result if share else None))
+        result = result if is_main() else shared
+    if error is not None:
+        raise error
+    return result
+
+
 def barrier() -> None:
     if tdist.is_initialized():
         tdist.barrier()
 
 
-def cleanup() -> None:
-    if tdist.is_initialized():
-        tdist.destroy_process_group()
+def cleanup(synchronize: bool = True) -> None:
+    """Tear the process group down on every rank before the interpreter exits (idempotent).
+
+    synchronize: a barrier first, so that no rank closes its connections while another is still in a
+    collective; pass False on an error path, where the other ranks may never reach it. The garbage
+    collection frees DDP's reference cycle, which holds the group, so that destroying it joins its threads.
+    """
+    if not tdist.is_initialized():
+        return
+    if synchronize:
+        tdist.barrier()
+    gc.collect()
+    tdist.destroy_process_group()

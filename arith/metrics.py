@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from arith.checkpoint import atomic_write_text
+from arith.errors import storage_error
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"  # event files, inside the run directory
@@ -49,7 +50,10 @@ class MetricsLog:
     ):
         self.path = Path(run_dir) / METRICS
         self._truncate_after(resume_step)
-        self.file = open(self.path, "a")
+        try:
+            self.file = open(self.path, "a")
+        except OSError as e:
+            raise storage_error(e, "append to", self.path) from None
         self.tensorboard = None
         if use_tensorboard:
             try:
@@ -82,8 +86,11 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def log(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        except OSError as e:  # rows written before stay; a cut last line is skipped by read_metrics
+            raise storage_error(e, "append to", self.path) from None
         if self.wandb is not None:
             self.wandb.log(row, step=row.get("step"))
         if self.tensorboard is not None:

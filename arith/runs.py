@@ -12,17 +12,20 @@ from omegaconf import OmegaConf
 from arith import checkpoint
 from arith.data.tasks import eval_cell, task_for
 from arith.data.tokenizer import ArithTokenizer
-from arith.errors import ConfigError, require
+from arith.errors import ConfigError, require, storage_error
 from arith.schema import ModelConfig, PretrainConfig
 
 CONFIG = "config.yaml"
-# keys that define what a run *is*: a resumed run must agree on them (steps / budget may change)
+# keys that define what a run *is*: a resumed run must agree on them. Everything else may change on resume:
+# the budget and schedule (steps, budget_minutes, warmup, cooldown), saving, logging, selection (select_*),
+# speed settings (threads, compile, attention, bf16) and how the run is evaluated (EVAL_ONLY_MODEL_KEYS).
 IDENTITY_KEYS = (
     "model",
     "data.task",
     "data.max_len",
     "data.max_len_b",
     "data.n_train",
+    "data.test_frac",
     "data.seed",
     "data.streaming",
     "data.pad_operands",
@@ -30,12 +33,18 @@ IDENTITY_KEYS = (
     "train.batch_size",
     "train.seed",
     "train.lr",
+    "train.optimizer",
+    "train.betas",
+    "train.weight_decay",
+    "train.clip",
     "train.mask_before_equals",
     "train.loss_reduction",
-    "train.optimizer",
     "train.embedding_lr_scale",
     "train.ema",
 )
+# model keys read only at evaluation, never by training: they may change on resume, and for them the run's
+# config.yaml (rewritten by every resume) wins over a checkpoint's model_config.json when a run is loaded
+EVAL_ONLY_MODEL_KEYS = ("eval_k", "eval_recurrences", "eval_vote_ks")
 
 
 def validate_pretrain(cfg: PretrainConfig) -> None:
@@ -138,10 +147,11 @@ def check_resume_compatible(cfg: PretrainConfig, run_dir: Path) -> None:
     for key in IDENTITY_KEYS:
         old, new = _select(saved, key), _select(cfg, key)
         if isinstance(old, dict):
+            free = EVAL_ONLY_MODEL_KEYS if key == "model" else ()
             diffs = [
                 f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)
+                if old.get(k) != new.get(k) and k not in free
             ]
         else:
             diffs = [f"{key}: {old!r} -> {new!r}"] if old != new else []
@@ -156,7 +166,13 @@ def load_config(run_dir: Path) -> PretrainConfig:
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a run directory: no {CONFIG}")
-    return OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path))
+    try:
+        saved = OmegaConf.load(path)
+    except OSError as e:
+        raise storage_error(e, "read", path) from None
+    except Exception as e:  # yaml's parser errors
+        raise ConfigError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return OmegaConf.merge(OmegaConf.structured(PretrainConfig), saved)
 
 
 @dataclass
@@ -223,6 +239,8 @@ def load(
         weights = "ema" if ckpts.has_ema(ckpt) else "raw"
     saved = ckpts.read_model_config(ckpt)
     saved.pop("vocab_size", None)
+    current = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    saved.update({k: current[k] for k in EVAL_ONLY_MODEL_KEYS if k in current})  # config.yaml wins for these
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved)
     model = build_model(model_cfg, tok)
     ckpts.load_weights(ckpt, model, weights)

@@ -18,6 +18,14 @@ from omegaconf import MISSING, OmegaConf
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
 
+def _either(value, default):
+    """``${arith.either:a,b}``: a, or b where a is null."""
+    return default if value is None else value
+
+
+if not OmegaConf.has_resolver("arith.either"):  # at import, so any config built from this schema resolves
+    OmegaConf.register_new_resolver("arith.either", _either)
+
 
 class _Choice(str, Enum):
     """A config choice; prints as its value, so run names read `abacus`, not `AbsPos.abacus`."""
@@ -173,7 +181,8 @@ class DataConfig:
     pad_operands: bool = False
     bucket: int = 1  # > 1: sort each group of this many batches by length, so batches carry little padding
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
-    name: str = "${data.task}_${data.max_len}x${oc.select:data.max_len_b,${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}"
+    # `either`, not oc.select, whose default applies only to a missing key: a null max_len_b read "None"
+    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}"
 
 
 @dataclass
@@ -207,9 +216,7 @@ class TrainConfig:
     select_lens: list[int] = field(default_factory=list)
     select_n: int = 100
     select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
-    ema: float = (
-        0.0  # decay of an exponential moving average of the weights (0 = off); saved as ema.safetensors
-    )
+    ema: float = 0.0  # decay of a moving average of the weights (0 = off); saved as ema.safetensors
     log_every: int = 25
     wandb: bool = False
     wandb_project: str = "arith"

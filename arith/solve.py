@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import torch
 
+from arith.cli import user_errors
 from arith.data.tasks import task_for
 from arith.errors import ArithError, DataError
 from arith.eval import settings as eval_settings
@@ -104,6 +105,7 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated offsets, got {text!r}") from None
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arith.solve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")

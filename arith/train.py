@@ -6,7 +6,7 @@ import math
 import random
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +19,8 @@ from arith import checkpoint, dist
 from arith.data.datasets import ensure, make_batches
 from arith.data.tasks import task_for
 from arith.data.tokenizer import ArithTokenizer
+from arith.errors import DivergedError
+from arith.lock import RunLock
 from arith.metrics import MetricsLog
 from arith.model import build_model
 from arith.model.flex import set_attention_impl
@@ -154,21 +156,22 @@ class _StopFlag:
 
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: PretrainConfig) -> Path:
-    # ======== setup: processes, config, run directory
+    """Train (or resume) the run ``cfg.run_dir``; returns it. One trainer per run: rank 0 holds its lock."""
     info = dist.init()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     validate_pretrain(cfg)
-    tcfg = cfg.train
     run_dir = Path(cfg.run_dir)
-    ckpt = checkpoint.latest(run_dir)
     check_resume_compatible(cfg, run_dir)
+    with ExitStack() as cleanup:  # on every way out: the lock, the signal handlers, the metrics file
+        return _train(cfg, info, run_dir, cleanup)
 
+
+def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: ExitStack) -> Path:
+    tcfg = cfg.train
     # ======== data: rank 0 builds a missing on-disk dataset, the others wait for it
     if not cfg.data.streaming:
-        if info.is_main:
-            ensure(cfg.data)
-        dist.barrier()
+        dist.main_only(lambda: ensure(cfg.data))
     batches, tok = make_batches(cfg.data, tcfg.batch_size, tcfg.seed, info.rank, info.world)
 
     # ======== model and optimizer
@@ -180,12 +183,21 @@ def train(cfg: PretrainConfig) -> Path:
     ema = make_ema(raw_model, tcfg.ema) if tcfg.ema > 0 else None
     selection = Selection(tcfg.select_every, tuple(tcfg.select_lens), tcfg.select_n, tcfg.select_seed)
     step, elapsed, tokens = 0, 0.0, 0
+
+    # ======== the run directory: rank 0 locks it (a second trainer fails here, naming the holder), then picks
+    # the resume point, moving damaged checkpoints aside; nothing is written before this
+    lock = dist.main_only(RunLock(run_dir).acquire)
+    if lock is not None:
+        cleanup.callback(lock.release)
+    recovered = dist.main_only(lambda: checkpoint.recover(run_dir, tcfg.ema > 0), share=True)
+    ckpt = Path(recovered) if recovered is not None else None
     if ckpt is not None:
         checkpoint.load_weights(ckpt, raw_model)
         state = checkpoint.load_trainer_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         step, elapsed, tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
-        selection.load_state(state)
+        if checkpoint.best(run_dir) is not None:  # a best moved aside as damaged: selection starts over
+            selection.load_state(state)
         if ema is not None:
             checkpoint.load_weights(ckpt, ema.module, "ema")
             ema.n_averaged.fill_(int(state["ema_n"]))
@@ -200,26 +212,35 @@ def train(cfg: PretrainConfig) -> Path:
     use_bf16 = tcfg.bf16 and (info.device.type == "cuda" or tcfg.cpu_bf16)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, run_dir, tok)
-    log = (
-        MetricsLog(
-            run_dir,
-            step,
-            tcfg.wandb,
-            tcfg.wandb_project,
-            OmegaConf.to_container(cfg, resolve=True),
-            use_tensorboard=tcfg.tensorboard,
-        )
-        if info.is_main
-        else None
-    )
+    dist.main_only(lambda: save_run_config(cfg, run_dir, tok))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log = dist.main_only(lambda: MetricsLog(run_dir, step, tcfg.wandb, tcfg.wandb_project, config, tcfg.tensorboard))
+    if log is not None:
+        cleanup.callback(log.close)
     model_cfg = model_config_dict(cfg.model, tok)
     task = task_for(cfg.data)
 
+    # the first step whose loss was not finite (inf: none); kept on the device, read only by check_finite
+    bad_at = torch.full((), math.inf, dtype=torch.float64, device=info.device)
+    saved = ckpt.name if ckpt is not None else None
+
+    def check_finite() -> None:
+        """Before every save (one host sync): every loss since the last check and the weights must be finite,
+        on every rank; otherwise stop, naming the step, with nothing saved after the last finite checkpoint."""
+        weights_ok = torch.stack([p.isfinite().all() for p in raw_model.parameters()]).all()
+        first = dist.all_reduce_min(torch.where(weights_ok, bad_at, bad_at.clamp(max=step)))
+        if math.isfinite(first := float(first.item())):
+            kept = f"checkpoints/latest stays at step {saved}" if saved else "no checkpoint was saved"
+            raise DivergedError(
+                f"training diverged: loss or weights not finite at step {int(first)} of {run_dir}; {kept}; "
+                "lower train.lr or train.clip (under another name=...)"
+            )
+
     def save(is_best: bool = False) -> None:
-        if info.is_main:
+        nonlocal saved
+        check_finite()
+
+        def write() -> None:
             state = {
                 "optimizer": opt.state_dict(),
                 "step": step,
@@ -232,7 +253,9 @@ def train(cfg: PretrainConfig) -> Path:
                 state["ema_n"] = int(ema.n_averaged)
             ema_module = ema.module if ema is not None else None
             checkpoint.save(run_dir, step, raw_model, model_cfg, state, tcfg.keep_last, ema_module, is_best)
-        dist.barrier()
+
+        dist.main_only(write)  # the other ranks wait for rank 0's write, and stop with it if it fails
+        saved = str(step)
 
     def select() -> bool:
         """Score the selection lengths (the EMA weights when on); True on a new best. Every rank computes the
@@ -244,6 +267,7 @@ def train(cfg: PretrainConfig) -> Path:
 
     # ======== loop
     stop = _StopFlag()
+    cleanup.callback(stop.restore)
     bar = tqdm(  # counts steps, or with a wall-clock budget its seconds, labelled by budget_text
         total=tcfg.steps or int(60 * tcfg.budget_minutes),
         initial=step if tcfg.steps else int(elapsed),
@@ -277,6 +301,7 @@ def train(cfg: PretrainConfig) -> Path:
             ema.update_parameters(raw_model)
 
         step += 1
+        bad_at = torch.where(loss.detach().isfinite(), bad_at, bad_at.clamp(max=step))  # no host sync
         now = time.perf_counter()
         elapsed = start_elapsed + (now - t0)
         stopping, n_tok = stop.raised, ids.numel()
@@ -295,9 +320,7 @@ def train(cfg: PretrainConfig) -> Path:
         if step % tcfg.log_every == 0 or step == 1:  # a host sync: only every log_every steps
             loss_val = float(dist.all_reduce_mean(loss.detach()).item())
             if not math.isfinite(loss_val):
-                raise FloatingPointError(
-                    f"loss is {loss_val} at step {step}; lower train.lr or raise train.clip"
-                )
+                check_finite()  # raises, naming the first bad step (every rank sees the same mean)
             loss_ema = loss_val if loss_ema is None else 0.7 * loss_ema + 0.3 * loss_val
             tps = window_tokens / max(now - window_t, 1e-9)
             window_tokens, window_t = 0, now
@@ -332,8 +355,6 @@ def train(cfg: PretrainConfig) -> Path:
     if selection.every and selection.last_step != step and not stopping:
         final_best = select()  # the last weights compete too
     save(is_best=final_best)  # the final checkpoint
-    if log:
-        log.close()
     dist.print0(
         f"stopped at step {step} after {elapsed / 60:.1f} min; checkpoint in {run_dir / 'checkpoints'}"
     )

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import torch
 
+from arith.cli import user_errors
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="timed steps per block")

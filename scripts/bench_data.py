@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from arith.cli import user_errors
 from arith.data import datasets
 from arith.schema import DataConfig, Task
 
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 20_000_000
 
 
+@user_errors
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000)

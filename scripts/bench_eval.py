@@ -19,7 +19,10 @@ from pathlib import Path
 
 import torch
 
+from arith.cli import user_errors
 
+
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path(os.environ.get("ARITH_RUNS", "runs")) / "quickstart")

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arith import schema  # noqa: E402
+from arith.cli import user_errors  # noqa: E402
 from arith.data.datasets import make_batches  # noqa: E402
 from arith.model import build_model  # noqa: E402
 from arith.model.flex import set_attention_impl  # noqa: E402
@@ -214,6 +215,7 @@ def table(rows: list[dict], peak: float) -> list[str]:
     return out
 
 
+@user_errors
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="paper_16x1,paper_8x2,paper_1x16,nope_16x1,fire_16x1,quickstart")

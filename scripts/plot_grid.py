@@ -15,9 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from arith.cli import user_errors
 from arith.errors import ArithError
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding eval/*.csv)")

@@ -136,3 +136,18 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         DS.build(_cfg(tmp_path), progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_default_name_has_no_none_and_an_old_build_is_still_found(compose, tmp_path):
+    over = [f"data.root={tmp_path}", "data.max_len=4", "data.n_train=300", "data.max_len_b=null"]
+    cfg = compose(over).data
+    assert cfg.name == "addition_4x4_n300_s0"
+    assert compose([*over[:-1], "data.max_len_b=6"]).data.name == "addition_4x6_n300_s0"
+    old = DataConfig(
+        task=Task.addition, max_len=4, n_train=300, root=str(tmp_path), name="addition_4xNone_n300_s0"
+    )
+    DS.build(old, progress=False)  # where the default name put it before
+    assert DS.dataset_dir(cfg) == tmp_path / "addition_4xNone_n300_s0"
+    assert DS.ensure(cfg) == tmp_path / "addition_4xNone_n300_s0", "found, not built again"
+    assert len(DS.load(cfg)[0]["train"]) == 297
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["addition_4xNone_n300_s0"]

@@ -126,3 +126,44 @@ def test_sigterm_stops_every_rank_at_the_same_step_and_resumes(compose, tmp_path
     torchrun(root, f"train.steps={end}")
     ref_dir = one_process(compose, tmp_path / "one", f"train.steps={end}")
     assert_same_run(ref_dir, run_dir)
+
+
+TEARDOWN = """
+import os, torch
+from arith import dist
+info = dist.init()
+ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4))
+ddp(torch.randn(2, 4)).sum().backward()
+t = dist.all_reduce_sum(torch.ones(1))
+del ddp
+dist.cleanup()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("gloo threads:", sorted(n for n in names if "gloo" in n))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the thread list from /proc")
+def test_cleanup_joins_every_gloo_thread_before_exit(tmp_path):
+    """The flaky-exit fix: after dist.cleanup() no gloo worker or socket thread is left to race the interpreter's
+    shutdown (torch 2.13 kept them running when torch._dynamo, which DDP imports, came after the group)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env["WORLD_SIZE"], env["PYTHONPATH"] = "2", str(ROOT)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TEARDOWN],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert "gloo threads: []" in out, out

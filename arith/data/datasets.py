@@ -31,7 +31,7 @@ import torch
 
 from arith.data import tasks
 from arith.data.tokenizer import ArithTokenizer
-from arith.errors import DataError, require
+from arith.errors import DataError, require, write_error
 
 FORMAT_VERSION = 1
 META = "arith_data.json"
@@ -56,7 +56,23 @@ def dataset_dir(cfg) -> Path:
             f"data.{key} is an unresolved interpolation {value!r}: compose the config "
             f"through Hydra or set data.{key}",
         )
-    return Path(cfg.root) / cfg.name
+    path = Path(cfg.root) / cfg.name
+    legacy = _legacy_dir(cfg, path)
+    return legacy if legacy is not None and not _complete(path) and _complete(legacy) else path
+
+
+def _legacy_dir(cfg, path: Path) -> Path | None:
+    """Where the default name put a dataset built with a null max_len_b before names stopped reading "None"
+    (``addition_20xNone_...``, now ``addition_20x20_...``), so that an existing build is still found."""
+    if cfg.max_len_b is not None:
+        return None
+    a = int(cfg.max_len)
+    stem = f"{_task(cfg)}_{a}x{a}_"
+    return (
+        path.with_name(f"{_task(cfg)}_{a}xNone_" + path.name[len(stem) :])
+        if path.name.startswith(stem)
+        else None
+    )
 
 
 def _complete(path: Path) -> bool:
@@ -166,8 +182,11 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
             n_test < cfg.n_train, f"data.test_frac {cfg.test_frac} leaves no training rows of {cfg.n_train}"
         )
     fingerprint = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise write_error(e, target) from None
     bars = hf.is_progress_bar_enabled()
     try:
         if task == "bitwise_or":
@@ -196,6 +215,8 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         except OSError:
             if not _complete(target):  # not a concurrent builder that finished first
                 raise
+    except OSError as e:  # a full disk, a size limit, permissions: nothing is left half-written
+        raise write_error(e, target) from None
     finally:
         if bars:
             hf.enable_progress_bars()
@@ -215,7 +236,10 @@ def load(cfg):
             f"no dataset at {path} (missing {META}): build it with ensure()/scripts/make_data.py "
             "or set data.streaming=true"
         )
-    meta = json.loads((path / META).read_text())
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path / META} ({e}): delete {path} to rebuild it") from None
     max_a, max_b = _lens(cfg)
     want = {"task": _task(cfg), "max_len": max_a, "max_len_b": max_b}
     if getattr(cfg, "pad_operands", False):  # only then: datasets built before the key existed still match
@@ -226,7 +250,21 @@ def load(cfg):
             f"dataset at {path} was built for {got} (format {meta.get('format')}), config asks "
             f"{want} (format {FORMAT_VERSION}): wrong data.name or data.root?"
         )
-    return load_from_disk(str(path)), ArithTokenizer.load(path)
+    try:
+        dd = load_from_disk(str(path))
+    except (OSError, ValueError, pa.ArrowException) as e:  # a file truncated or garbled on disk
+        raise DataError(
+            f"the dataset at {path} is unreadable ({e}): delete it (rm -r {path}) to rebuild it"
+        ) from None
+    rows = meta.get("rows", {})
+    for split in ("train", "test"):
+        if split in rows and (split not in dd or len(dd[split]) != rows[split]):
+            have = len(dd[split]) if split in dd else 0
+            raise DataError(
+                f"the dataset at {path} holds {have} {split} rows where {META} says {rows[split]}: "
+                f"delete it (rm -r {path}) to rebuild it"
+            )
+    return dd, ArithTokenizer.load(path)
 
 
 def ensure(cfg) -> Path:

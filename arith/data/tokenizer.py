@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from arith.errors import DataError
+
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 DIGITS = "0123456789"
 OPERATORS = "+-x="
@@ -73,12 +75,22 @@ class ArithTokenizer:
         if path.is_dir():
             path = path / FILENAME
         if not path.exists():
-            raise FileNotFoundError(f"no tokenizer at {path}")
-        return cls(Tokenizer.from_file(str(path)))
+            raise DataError(
+                f"no tokenizer at {path}: every arith run and dataset shares one, so copy {FILENAME} from another "
+                "run, or re-run the training command, which writes it"
+            )
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as e:  # tokenizers raises its own types for unreadable or garbled files
+            raise DataError(
+                f"cannot read the tokenizer {path}: {e}; copy {FILENAME} from another run"
+            ) from None
 
     def save(self, directory: str | Path) -> Path:
+        from arith.checkpoint import atomic_write_text  # here: importing the tokenizer stays light
+
         path = Path(directory) / FILENAME
-        self.tokenizer.save(str(path))
+        atomic_write_text(path, self.tokenizer.to_str(pretty=True))  # a failed write leaves the old file
         return path
 
     # ---------------------------------------------------------------- encoding

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from arith.errors import ConfigError, DataError
+from arith.errors import ConfigError, DataError, storage_error
 
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
@@ -285,16 +285,20 @@ class GridCSV:
         writer.writeheader()
         writer.writerows(rows)
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        tmp = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
             with os.fdopen(fd, "w", newline="") as f:
                 f.write(buf.getvalue())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as e:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):  # the previous file, with every earlier row, is untouched
+                raise storage_error(e, "write", self.path) from None
             raise
         st = self.path.stat()
         self._rows, self._stamp = rows, (st.st_mtime_ns, st.st_size)
