@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from arith.data.tasks import get_task
+from arith.data.tasks import get_task, task_for
 from arith.eval.grid import Cell
 from arith.model import position_rows
 
@@ -57,7 +57,7 @@ def training_needs(cfg, tok) -> tuple[int, int]:
     """(longest training sequence in tokens, longest training digit run): the (max_len, max_len_b) cell."""
     d = cfg.data
     cell = Cell(d.max_len, d.max_len_b or d.max_len)
-    return cell_needs(d.task, tok, [cell])[cell]
+    return cell_needs(task_for(d), tok, [cell])[cell]  # the training format (padded operands too)
 
 
 def _up_set(cells: list[Cell], above) -> list[Cell]:
@@ -91,7 +91,7 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | 
     if trained is None or not cells:
         return None
     table, reach = trained
-    task = task or cfg.data.task
+    task = task or task_for(cfg.data)
     cells = sorted(set(cells))
 
     def row(cell: Cell) -> int:
