@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+import torch
 
 from arith.errors import ConfigError, DataError
 from arith.eval.grid import (
@@ -234,11 +235,16 @@ def test_read_results_defaults_to_the_settings_a_plain_load_uses(tmp_path, compo
     OmegaConf.save(cfg, run / "config.yaml")
     for step in ("10", "20"):
         (run / "checkpoints" / step).mkdir(parents=True)
+        # a checkpoint must look intact (weights header, model config) to be chosen (arith.checkpoint.problem)
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(1)}, str(run / "checkpoints" / step / "model.safetensors"))
+        (run / "checkpoints" / step / "model_config.json").write_text("{}")
     (run / "checkpoints" / "latest").write_text("20")
     (run / "checkpoints" / "best").write_text("10")
     default = default_settings(run)
     assert (default.checkpoint, default.weights, default.k, default.recurrences) == ("10", "raw", 2, 4)
-    (run / "checkpoints" / "10" / "ema.safetensors").write_text("")
+    save_file({"w": torch.zeros(1)}, str(run / "checkpoints" / "10" / "ema.safetensors"))
     assert default_settings(run).weights == "ema"
     t = 10**18
     write(run / "eval", "best.csv", default_settings(run), [Cell(1, 1)], 6, t)

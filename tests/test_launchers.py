@@ -79,7 +79,7 @@ def test_submitit_local_shards_merge_to_the_one_shard_grid(tiny_adder, tmp_path,
         "hydra/launcher=submitit_local",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(list((run_dir / "eval").glob("addition_a1-3_b1-3_s*of2.csv"))) == 2
+    assert len(list((run_dir / "eval").glob("addition_a1-3_b1-3_s*of2_*.csv"))) == 2  # named by settings too
     merged, reference = read_results(run_dir), read_results(run_dir, out="whole")
     assert merged == reference and len(merged) == 9 and len(whole) == 9
     assert (

@@ -140,18 +140,18 @@ def test_heatmaps_are_split_and_titled_by_the_settings_columns(tmp_path):
 
     run = tmp_path / "r"
     for step, k in [(100, 5), (200, 5)]:
-        out = GridCSV(run / "eval" / f"addition_step{step}.csv", extra_columns=("step", "k"))
+        out = GridCSV(run / "eval" / f"addition_step{step}.csv", extra_columns=("step", "offset"))
         for cell in grid_cells([step // 100, step // 100 + 1]):
-            out.append("addition", cell, n=10, correct=step // 20, step=step, k=k)
+            out.append("addition", cell, n=10, correct=step // 20, step=step, offset=k)
     (run / "config.yaml").write_text(CONFIG.format(name="r", task="addition", n=2, m="null"))
     rows = read_results(run)
-    assert settings_columns(rows) == ["step", "k"]
+    assert settings_columns(rows) == ["step", "offset"]
     figures = grid_figures(run)
     assert [(f.stem, f.settings) for f in figures] == [
-        ("heatmap_addition_0", {"step": 100, "k": 5}),
-        ("heatmap_addition_1", {"step": 200, "k": 5}),
+        ("heatmap_addition_0", {"step": 100, "offset": 5}),
+        ("heatmap_addition_1", {"step": 200, "offset": 5}),
     ]
-    assert "step=200 · k=5" in figures[1].figure.get_suptitle()
+    assert "step=200 · offset=5" in figures[1].figure.get_suptitle()
     assert {r["step"] for r in figures[1].rows} == {200} and len(figures[1].rows) == 4
     assert sorted(p.name for p in plot_run(run, tmp_path / "figs", formats=("png",))) == [
         "heatmap_addition_0.png",

@@ -157,7 +157,7 @@ def test_report_of_an_evaluated_run_has_every_section(runs):
     # the config section puts train.steps (30 against the default null) among the changed keys
     assert "<tr><td>train.steps</td><td>30</td><td>null</td></tr>" in html
     # the accuracy-by-length table: lengths 1..3, 1 and 2 trained
-    assert "length L" in text and "the CSVs record no checkpoint or settings" in headings
+    assert "length L" in text and "made with checkpoint=" in headings  # the grid records its settings
 
 
 def test_two_runs_are_overlaid_and_a_run_without_evaluation_says_so(runs, tmp_path, capsys):
