@@ -25,10 +25,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from typing import TYPE_CHECKING
 
 from arith.errors import ArithWarning, CheckpointError, StorageError, storage_error, write_error
 
@@ -40,6 +37,9 @@ EMA_WEIGHTS = "ema.safetensors"
 MODEL_CONFIG = "model_config.json"
 TRAINER = "trainer.pt"
 CORRUPT_SUFFIX = ".corrupt"
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: pointers and paths stay light
+    import torch
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -283,6 +283,10 @@ def save(
     previous = _pointed(run_dir, LATEST)
     previous_name = previous.name if previous is not None else ""
     if not final.exists():
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import save_model
+
         tmp, writing = None, root  # writing: what the error names (the final name, not the temporary one)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -335,6 +339,8 @@ def load_weights(ckpt: Path, model: torch.nn.Module, weights: str = "raw") -> No
         raise CheckpointError(
             f"{ckpt} has no {EMA_WEIGHTS} (the run trained with train.ema=0); use weights=raw"
         )
+    from safetensors.torch import load_model
+
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as e:  # safetensors raises several types for truncated or garbled files

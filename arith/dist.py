@@ -68,9 +68,10 @@ def init(device: str | None = None) -> DistInfo:
         dev = torch.device(device)
     if world > 1 and not tdist.is_initialized():
         # torch 2.13: importing torch._dynamo (DDP does it on first use) while a process group exists keeps
-        # that group alive past destroy_process_group, with its gloo worker and socket threads still running
-        # when the interpreter shuts down; a rank then dies in exit with SIGABRT ("terminate called without
-        # an active exception"). Imported first, the group is freed and its threads joined by cleanup().
+        # that group alive past destroy_process_group, so its gloo worker and socket threads run on through
+        # the interpreter's shutdown, racing the other ranks' exits (a rank killed by SIGABRT, "terminate
+        # called without an active exception", or hung in exit). Imported first, the group is freed and its
+        # threads joined by cleanup(); tests/test_dist.py checks that none is left.
         importlib.import_module("torch._dynamo")
         tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)

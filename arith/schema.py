@@ -18,6 +18,7 @@ from omegaconf import MISSING, OmegaConf
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
 
+
 def _either(value, default):
     """``${arith.either:a,b}``: a, or b where a is null."""
     return default if value is None else value

@@ -214,7 +214,9 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
 
     dist.main_only(lambda: save_run_config(cfg, run_dir, tok))
     config = OmegaConf.to_container(cfg, resolve=True)
-    log = dist.main_only(lambda: MetricsLog(run_dir, step, tcfg.wandb, tcfg.wandb_project, config, tcfg.tensorboard))
+    log = dist.main_only(
+        lambda: MetricsLog(run_dir, step, tcfg.wandb, tcfg.wandb_project, config, tcfg.tensorboard)
+    )
     if log is not None:
         cleanup.callback(log.close)
     model_cfg = model_config_dict(cfg.model, tok)

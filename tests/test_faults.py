@@ -87,7 +87,7 @@ def test_the_final_save_is_checked_too(compose, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 2. one trainer
-def test_a_second_trainer_fails_at_once_and_a_killed_one_never_blocks(tmp_path):
+def test_a_second_trainer_fails_at_once_and_a_killed_one_never_blocks(compose, tmp_path):
     run_dir = tmp_path / "run"
     args = pretrain_args(tmp_path, "train.steps=100000", "train.save_every_steps=5")
     first = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE)
@@ -105,10 +105,8 @@ def test_a_second_trainer_fails_at_once_and_a_killed_one_never_blocks(tmp_path):
         first.send_signal(signal.SIGKILL)  # leaves its lock file behind, but not its flock
         first.wait()
     step = int(checkpoint.latest(run_dir).name)
-    third = run(*pretrain_args(tmp_path, f"train.steps={step}"))
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert f"stopped at step {step}" in third.stdout
-    assert f"pid {first.pid} " not in (run_dir / LOCK).read_text(), "the third trainer took the lock"
+    train(tiny(compose, tmp_path, f"train.steps={step}"))  # a third trainer takes the lock at once
+    assert f"pid {os.getpid()} " in (run_dir / LOCK).read_text()
 
 
 # ---------------------------------------------------------------------------------------------- 3. environment
