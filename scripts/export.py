@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from arith.cli import user_errors  # noqa: E402
 from arith.errors import ArithError, ConfigError  # noqa: E402
 
 KEYS = ("run", "out", "checkpoint")
@@ -37,6 +38,7 @@ def parse(argv: list[str]) -> dict[str, str]:
     return args
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
