@@ -177,9 +177,7 @@ def default_settings(run_dir: str | Path) -> EvalSettings | None:
 
     path = Path(run_dir) / "config.yaml"  # arith.runs.CONFIG, read as `runs.load_config` does (without torch)
     try:
-        if (
-            not path.exists() and (Path(run_dir) / "config.json").exists()
-        ):  # an export folder (arith/export.py)
+        if not path.exists() and (Path(run_dir) / "config.json").exists():  # an export (arith/export.py)
             export = json.loads((Path(run_dir) / "config.json").read_text())
             model = {k: v for k, v in export["model"].items() if k != "vocab_size"}
             model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), model)
