@@ -110,7 +110,7 @@ def _accuracy_table(rows: list[dict], task: str, trained: int) -> list[str]:
 
 def write_card(folder: Path, config: dict) -> Path:
     """README.md of an export folder, from its config.json values and its eval/ results."""
-    from arith.eval.grid import read_results
+    from arith.eval.grid import SETTINGS_COLUMNS, read_results
 
     folder = Path(folder)
     run, model, task = config["run"], config["model"], config["task"]
@@ -169,17 +169,19 @@ def write_card(folder: Path, config: dict) -> Path:
         "## Accuracy by length (this checkpoint)",
         "",
     ]
-    rows = [r for r in read_results(folder) if r["task"] == task]
+    rows = [r for r in read_results(folder) if r["task"] == task]  # the default evaluation settings' rows
     if rows:
         n = sorted({r["n"] for r in rows})
+        plain = rows[0].get("attn_scale") in (None, 1) and rows[0].get("attn_scale_mode") in (None, "const")
+        shown = [c for c in SETTINGS_COLUMNS if not (plain and c.startswith("attn_scale"))]
+        made = [f"{c}={rows[0][c]}" for c in shown if rows[0].get(c) not in (None, "")]
         lines += _accuracy_table(rows, task, a)
         lines += [
             "",
-            f"Greedy decoding, exact match of the whole answer, {'/'.join(map(str, n))} problems per cell.",
+            f"Greedy decoding, exact match of the whole answer, {'/'.join(map(str, n))} problems per cell"
+            + (f" ({', '.join(made)})." if made else "."),
         ]
-        # one heatmap per task, or one per evaluation setting (heatmap_<task>_<i>.png) when the CSVs differ
-        for png in sorted(folder.glob(f"heatmap_{task}*.png")):
-            lines += ["", f"![heatmap]({png.name})"]
+        lines += [""] + [f"![heatmap]({p.name})" for p in sorted(folder.glob(f"heatmap_{task}*.png"))]
     else:
         lines += [
             "Not evaluated with this checkpoint yet: `python arithmetic_eval.py run=THIS_FOLDER eval.a_lens=[1,24]`."

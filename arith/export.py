@@ -8,7 +8,7 @@ An export folder holds (huggingface_hub's layout: weights, config.json, README.m
     model.safetensors   the weights `arith.load` uses by default: the moving average when the run kept one
     config.json         the model config, the run's resolved config, which checkpoint and which weights these are
     tokenizer.json
-    eval/*.csv          the run's grid results made with this checkpoint, and heatmap_<task>.png|pdf of them
+    eval/*.csv          the run's grid rows made with this checkpoint and weights, heatmap_<task>.png|pdf of them
     README.md           the model card (arith/card.py)
 """
 
@@ -103,12 +103,14 @@ def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
     return config
 
 
-def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | None:
-    """Copy the grid CSVs made with the checkpoint at ``step`` into ``out/eval``; returns a note for the card.
+def copy_eval(run_dir: Path, out: Path, step: int, weights: str, is_latest: bool) -> str | None:
+    """Copy the grid rows made with the checkpoint at ``step`` and these weights into ``out/eval``; returns a note
+    for the card.
 
-    A CSV with a ``step`` or ``checkpoint`` column (the grid records its checkpoint there) keeps that step's rows.
-    One without (written before evaluations recorded their checkpoint) is copied only when ``step`` is the run's
-    latest checkpoint, the one they most likely used.
+    A CSV that records its checkpoint (the grid's ``checkpoint`` column, arith/eval/settings.py, or a ``step``
+    column) keeps the rows of that step and, where a ``weights`` column says, these weights. One without (written
+    before evaluations recorded it) is copied only when ``step`` is the run's latest checkpoint, the one those
+    evaluations most likely used.
     """
     files = sorted((Path(run_dir) / EVAL).glob("*.csv"))
     unstamped = []
@@ -117,9 +119,13 @@ def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | Non
             reader = csv.DictReader(f)
             header, rows = list(reader.fieldnames or ()), list(reader)
         target = out / EVAL / path.name
-        column = next((c for c in ("step", "checkpoint") if c in header), None)
+        column = next((c for c in ("checkpoint", "step") if c in header), None)
         if column is not None:
-            mine = [r for r in rows if (r[column] or "").strip() == str(step)]
+            mine = [
+                r
+                for r in rows
+                if (r[column] or "").strip() == str(step) and (r.get("weights") or weights) == weights
+            ]
             if not mine:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,11 +143,11 @@ def copy_eval(run_dir: Path, out: Path, step: int, is_latest: bool) -> str | Non
         return None
     if is_latest:
         return (
-            f"{len(unstamped)} evaluation file(s) record no checkpoint step ({', '.join(unstamped)}); they are "
+            f"{len(unstamped)} evaluation file(s) record no checkpoint ({', '.join(unstamped)}); they are "
             "included as results of this checkpoint because it is the run's latest"
         )
     return (
-        f"{len(unstamped)} evaluation file(s) of the run record no checkpoint step and were left out: this "
+        f"{len(unstamped)} evaluation file(s) of the run record no checkpoint and were left out: this "
         "checkpoint is not the run's latest, which they were most likely made with"
     )
 
@@ -171,7 +177,9 @@ def export(run_dir: str | Path, out: str | Path, which: str | int | None = None)
     )
     run = load(run_dir, checkpoint=which)
     latest = checkpoint.latest(run_dir)
-    note = copy_eval(run_dir, out, run.step, latest is not None and latest.name == run.checkpoint)
+    note = copy_eval(
+        run_dir, out, run.step, run.weights, latest is not None and latest.name == run.checkpoint
+    )
     config = _write_model(run, out, note)
     if any((out / EVAL).glob("*.csv")):
         from arith.plots import plot_run

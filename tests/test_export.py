@@ -14,8 +14,9 @@ import arith
 from arith import checkpoint
 from arith.card import MACHINE_KEYS, _leaves, train_command
 from arith.errors import CheckpointError, ConfigError
-from arith.eval.grid import Cell, GridCSV, read_results
+from arith.eval.grid import read_results
 from arith.eval.runner import run_grid
+from arith.eval.settings import default_settings
 from arith.export import export
 from tests.conftest import ROOT
 
@@ -32,28 +33,41 @@ def outputs(run):
 
 @pytest.fixture
 def run_dir(tiny_adder, tmp_path):
-    """A copy of the tiny adder with grid results made before CSVs recorded a step, and one that records it."""
+    """A copy of the tiny adder, for tests that add evaluation results to it."""
     run_dir = tmp_path / "tiny_adder"
     shutil.copytree(tiny_adder, run_dir)
     return run_dir
 
 
-def add_eval(compose, run_dir, best_step, other_step):
-    # a CSV as grids wrote it before they recorded their checkpoint, and one that records a step
-    old = GridCSV(run_dir / "eval" / "addition_a1-2_b1-2_s0of1.csv")
-    for a in (1, 2):
-        old.append("addition", Cell(a, a), 8, 8)
-    stamped = GridCSV(run_dir / "eval" / "addition_k9_steps.csv", extra_columns=("step",))
-    stamped.append("addition", Cell(3, 3), 10, 7, step=best_step)
-    stamped.append("addition", Cell(4, 4), 10, 2, step=other_step)
+def grid(compose, run_dir, *overrides):
+    """A real grid (its CSV records the checkpoint, weights and settings); returns the file's name."""
+    files = lambda: set((run_dir / "eval").glob("*.csv"))  # noqa: E731
+    before = files() if (run_dir / "eval").is_dir() else set()
+    cfg = compose(
+        [f"run={run_dir}", "eval.a_lens=[1,2]", "eval.n_per_cell=8", *overrides], config_name="eval"
+    )
+    run_grid(cfg, False)
+    (path,) = files() - before
+    return path.name
+
+
+def old_csv(run_dir):
+    """A grid CSV as written before evaluations recorded their checkpoint."""
+    (run_dir / "eval").mkdir(exist_ok=True)
+    (run_dir / "eval" / "addition_sq3-3_s0of1.csv").write_text(
+        "task,a_len,b_len,n,correct,acc\naddition,3,3,10,7,0.7\n"
+    )
+    return "addition_sq3-3_s0of1.csv"
 
 
 def test_export_loads_in_a_fresh_process_without_the_run_dir(run_dir, tmp_path, compose):
     best = int(checkpoint.best(run_dir).name)
     latest = int(checkpoint.latest(run_dir).name)
-
-    add_eval(compose, run_dir, best, 999)
-    expected = outputs(arith.load(run_dir))  # the default: best checkpoint, EMA weights
+    other = 200 if best != 200 else 400
+    made_with_best = grid(compose, run_dir)  # the defaults: the best checkpoint, EMA weights
+    grid(compose, run_dir, f"eval.checkpoint={other}")
+    grid(compose, run_dir, "eval.weights=raw")
+    expected = outputs(arith.load(run_dir))
 
     out = tmp_path / "export"
     proc = subprocess.run(
@@ -91,37 +105,36 @@ def test_export_loads_in_a_fresh_process_without_the_run_dir(run_dir, tmp_path, 
     config = json.loads((out / "config.json").read_text())
     assert (config["step"], config["chosen_as"], config["weights"]) == (best, "best", "ema")
     assert config["model"]["width"] == 64 and config["run"]["train"]["ema"] == 0.9
-    # the stamped CSV keeps this checkpoint's row only; the unstamped one only when this is the latest
-    stamped = read_results(out)
-    assert {(r["a_len"], r["b_len"]) for r in stamped if r.get("step") is not None} == {(3, 3)}
-    unstamped = (out / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
-    assert unstamped == (best == latest)
+    # only the rows made with this checkpoint and these weights travel
+    assert [p.name for p in (out / "eval").iterdir()] == [made_with_best]
+    rows = read_results(out)
+    assert len(rows) == 4 and {(r["checkpoint"], r["weights"]) for r in rows} == {(best, "ema")}
     card = (out / "README.md").read_text()
-    assert (
-        "addition" in card
-        and "operands of 1 digit" in card
-        and f"{config['parameters']:,} parameters" in card
-    )
+    assert "addition" in card and "operands of 1 digit" in card
+    assert f"{config['parameters']:,} parameters" in card
     assert f"step {best:,} of {latest:,}" in card and "moving average" in card
-    heatmaps = sorted(p.name for p in out.glob("heatmap_addition*.png"))  # one per evaluation setting
-    assert "| 3 | 70.0 | 70.0 | 1 |" in card and heatmaps
-    assert all(f"\n![heatmap]({name})" in card for name in heatmaps)
-    assert ("left out" in card) == (best != latest)
+    assert "| 1 (trained) |" in card and "| 2 | " in card and f"checkpoint={best}, weights=ema" in card
+    assert "\n![heatmap](heatmap_addition.png)" in card and (out / "heatmap_addition.png").exists()
+    assert "Note:" not in card
     assert "```bash\npython pretrain.py name=tiny_adder " in card
 
 
 def test_export_of_a_chosen_step_and_what_it_copies(run_dir, tmp_path, compose):
-    add_eval(compose, run_dir, 200, 400)
+    old = old_csv(run_dir)
+    at_200 = grid(compose, run_dir, "eval.checkpoint=200")
+    at_400 = grid(compose, run_dir, "eval.checkpoint=400")
     latest = export(run_dir, tmp_path / "latest", "latest")
     first = export(run_dir, tmp_path / "first", 200)
     assert arith.load(latest).step == 400 and arith.load(first).step == 200
     assert json.loads((first / "config.json").read_text())["chosen_as"] in ("best", "step")
-    # unstamped results travel with the latest checkpoint only, and the card says so either way
-    assert (latest / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
-    assert not (first / "eval" / "addition_a1-2_b1-2_s0of1.csv").exists()
+    # results that record no checkpoint travel with the latest checkpoint only, and the card says so either way
+    assert sorted(p.name for p in (latest / "eval").iterdir()) == sorted([old, at_400])
+    assert sorted(p.name for p in (first / "eval").iterdir()) == [at_200]
     assert "because it is the run's latest" in (latest / "README.md").read_text()
+    # an export's default evaluation settings: its one checkpoint and weights (read_results' "auto" group)
+    assert (default_settings(latest).checkpoint, default_settings(latest).weights) == ("400", "ema")
+    assert {r["checkpoint"] for r in read_results(latest)} == {400}
     assert "left out" in (first / "README.md").read_text()
-    assert {(r["a_len"], r["step"]) for r in read_results(first)} == {(3, 200)}
     ids = torch.tensor([[4, 5, 6]])
     assert torch.equal(arith.load(first).model(ids), arith.load(run_dir, checkpoint=200).model(ids))
 
@@ -136,7 +149,8 @@ def test_export_of_a_chosen_step_and_what_it_copies(run_dir, tmp_path, compose):
 
 
 def test_save_pretrained_of_an_export_is_the_same_folder(run_dir, tmp_path, compose):
-    add_eval(compose, run_dir, 400, 200)
+    old_csv(run_dir)
+    grid(compose, run_dir, "eval.checkpoint=latest")
     a = export(run_dir, tmp_path / "a", "latest")
     b = arith.load(a).save_pretrained(tmp_path / "b")
     names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
@@ -144,12 +158,12 @@ def test_save_pretrained_of_an_export_is_the_same_folder(run_dir, tmp_path, comp
     for name in names:
         if not name.endswith((".png", ".pdf")):
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    # an export is a run for the evaluation scripts too: results land in its eval/ folder
-    rows = run_grid(
-        compose([f"run={b}", "eval.a_lens=[2,2]", "eval.n_per_cell=4"], config_name="eval"), False
-    )
-    made = list((b / "eval").glob("addition_a2-2_b2-2_s0of1_step*.csv"))  # named by its settings
-    assert len(rows) == 1 and len(made) == 1
+    # an export is a run for the evaluation scripts too: results land in its eval/ folder, marked with its step
+    before = {p.name for p in (b / "eval").iterdir()}
+    cfg = compose([f"run={b}", "eval.a_lens=[2,2]", "eval.n_per_cell=4"], config_name="eval")
+    assert len(run_grid(cfg, False)) == 1
+    (new,) = {p.name for p in (b / "eval").iterdir()} - before
+    assert new.startswith("addition_a2-2_b2-2_s0of1_step400_ema")
 
 
 def command_args(command):
@@ -162,7 +176,7 @@ def command_args(command):
     "overrides, preset",
     [
         (
-            ["+experiment=quickstart", "model.width=32", "train.select_n=50", "name=qs32"],
+            ["+experiment=quickstart", "model.width=32", "train.select_lens=[9,11]", "name=qs32"],
             "quickstart",
         ),
         (["data=multiplication", "model.abs_pos=none", "model.rel_pos=fire", "train.lr=0.0003"], None),

@@ -12,6 +12,7 @@ made with different settings never mix and a resumed grid only skips cells made 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -172,14 +173,19 @@ def default_settings(run_dir: str | Path) -> EvalSettings | None:
 
     from arith import checkpoint as ckpts
     from arith.errors import ArithError
-    from arith.schema import PretrainConfig
+    from arith.schema import ModelConfig, PretrainConfig
 
     path = Path(run_dir) / "config.yaml"  # arith.runs.CONFIG, read as `runs.load_config` does (without torch)
     try:
+        if not path.exists() and (Path(run_dir) / "config.json").exists():  # an export (arith/export.py)
+            export = json.loads((Path(run_dir) / "config.json").read_text())
+            model = {k: v for k, v in export["model"].items() if k != "vocab_size"}
+            model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), model)
+            return resolve(model_cfg, str(export["step"]), export["weights"], check=False)
         cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.load(path))
         ckpt = ckpts.resolve(Path(run_dir), None)
         return resolve(cfg.model, ckpt.name, "ema" if ckpts.has_ema(ckpt) else "raw", check=False)
-    except (ArithError, OSError, ValueError, OmegaConfBaseException):
+    except (ArithError, OSError, ValueError, KeyError, OmegaConfBaseException):
         return None
 
 
