@@ -273,8 +273,48 @@ class EvalAppConfig:
     task: Optional[Task] = None  # None -> the run's training task
 
 
+class Which(_Choice):
+    best = "best"
+    latest = "latest"
+
+
+@dataclass
+class SelfImproveConfig:
+    """`python scripts/self_improve.py run=runs/NAME rounds=R` (arith/self_improve.py): each round the model
+    labels problems just past its frontier with its own vote (and the labelers'), keeps the confident answers
+    and trains on them. No true answer steers training; they only feed the per-round report."""
+
+    run: str = MISSING  # the starting run (trained with pretrain.py)
+    checkpoint: Which = Which.best  # of the starting run (best falls back to latest when it has none)
+    out: Optional[str] = None  # the child run directory; None -> <run>_si beside the run
+    rounds: int = 10
+    steps_per_round: int = 300
+    problems_per_round: int = 1000
+    frontier_start: Optional[int] = None  # None -> the run's data.max_len (its longest training operand)
+    frontier_step: int = 4  # digits the frontier may move in a round
+    advance_at: float = 0.5  # a length joins the frontier when this share of its problems was kept (0: always)
+    inside_share: float = 0.25  # share of each round's problems at or below the frontier (past training)
+    pseudo_share: float = 0.5  # share of each batch drawn from the pseudo-labels, the rest from the task's data
+    vote_ks: Optional[list[int]] = None  # offsets the current model votes with; None -> the run's eval_vote_ks
+    labelers: list[str] = field(default_factory=list)  # other runs (run dirs) that vote too, at their vote_ks
+    threshold: float = 1.0  # share of all votes the kept answer needs, in (0, 1]
+    lr: float = 3e-4  # each round: short warm-up, constant, short cool-down
+    warmup: float = 0.1  # fractions of a round
+    cooldown: float = 0.2
+    batch_size: Optional[int] = None  # None -> the run's train.batch_size
+    label_batch: int = 256  # problems per decoding call while labeling
+    seed: int = 0
+    save_every_steps: int = 100  # mid-round checkpoints (resume points); round ends are always kept
+    report_lens: list[int] = field(default_factory=lambda: [8, 16, 24, 32, 40, 48, 56, 64])
+    report_n: int = 50  # held-out problems per report length (true answers: for people only)
+    report_seed: int = 4321
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="makedata_schema", node=DataGenConfig)
     cs.store(name="eval_schema", node=EvalAppConfig)
+    cs.store(name="self_improve_schema", node=SelfImproveConfig)

@@ -13,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from arith.cli import user_errors
-from arith.errors import ConfigError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arith.cli import user_errors  # noqa: E402
+from arith.errors import ConfigError  # noqa: E402
 
 
 @user_errors

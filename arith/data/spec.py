@@ -93,6 +93,11 @@ class TaskSpec:
     def max_answer_len(self, a_len: int, b_len: int) -> int:
         raise NotImplementedError
 
+    def answer_lengths(self, a_len: int, b_len: int) -> tuple[int, int]:
+        """(fewest, most) answer tokens before EOS that a problem of these operand lengths can have: what a
+        label of unknown truth must satisfy (self-improvement's length filter)."""
+        raise NotImplementedError
+
     def _padded_answer_len(self, w: np.ndarray) -> np.ndarray:
         """Answer digits in the padded format (data.pad_operands) for operands of w digits each."""
         raise ConfigError(

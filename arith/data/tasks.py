@@ -161,6 +161,10 @@ class Addition(_Binary):
     def _padded_answer_len(self, w):
         return w + 1
 
+    def answer_lengths(self, a_len, b_len):
+        w = max(a_len, b_len)
+        return (w + 1, w + 1) if self.pad_operands else (w, w + 1)  # a carry out, or none
+
 
 class Subtraction(_Binary):
     name, op = "subtraction", "-"
@@ -175,6 +179,9 @@ class Subtraction(_Binary):
 
     def max_answer_len(self, a_len, b_len):
         return max(a_len, b_len) + 2  # digits, '-', EOS (no carry out of a difference)
+
+    def answer_lengths(self, a_len, b_len):
+        return 1, max(a_len, b_len) + 1  # 0 .. the longer operand's digits, and maybe '-'
 
 
 class Multiplication(_Binary):
@@ -193,6 +200,12 @@ class Multiplication(_Binary):
 
     def max_answer_len(self, a_len, b_len):
         return a_len + b_len + 1
+
+    def answer_lengths(self, a_len, b_len):
+        if self.pad_operands:
+            w = 2 * max(a_len, b_len)
+            return w, w
+        return (1 if min(a_len, b_len) == 1 else a_len + b_len - 1), a_len + b_len  # x 0 is one digit
 
 
 class BitwiseOr(_Binary):
@@ -234,6 +247,9 @@ class BitwiseOr(_Binary):
 
     def max_answer_len(self, a_len, b_len):
         return max(a_len, b_len) + 1
+
+    def answer_lengths(self, a_len, b_len):
+        return max(a_len, b_len), max(a_len, b_len)
 
 
 def _or_digits(a_len, b_len, hot_a, hot, wa, wb) -> dict[str, np.ndarray]:
@@ -340,6 +356,9 @@ class Sorting(TaskSpec):
 
     def max_answer_len(self, a_len, b_len):
         return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
+
+    def answer_lengths(self, a_len, b_len):
+        return 2 * b_len - 1, 2 * b_len - 1
 
 
 # ---------------------------------------------------------------- registry and entry points

@@ -1,0 +1,385 @@
+"""The rounds: label past the frontier, keep what the vote is sure of, train, move the frontier.
+
+Round r (frontier F_r, global steps r*S .. (r+1)*S - 1 with S = steps_per_round):
+1. draw `problems_per_round` fresh problems past F_r (and `inside_share` of them at or below it, past training),
+   from a generator seeded by (seed, r);
+2. label them with the vote of the current model over `vote_ks` and of every labeler over its own vote set;
+   keep an answer when its share of all votes is >= `threshold` and its length is possible (label.py);
+   save the kept rows under <out>/pseudo/round_<r>/;
+3. train S steps on batches whose `pseudo_share` rows come from the pseudo-labels of rounds 0..r and the rest
+   from the starting run's own data (its task and lengths), lr: warm-up, constant, cool-down within the round;
+4. F_{r+1}: F_r plus every length F_r+1 .. F_r+frontier_step, in order, whose kept share reached `advance_at`
+   (an unlabeled signal: the vote's own agreement), stopping at the first that did not;
+5. report (for people only; true answers, never fed back): kept-label accuracy, held-out exact match by length.
+Every checkpoint holds the optimizer, step and RNG; batches are pure in the step; labels are stored before
+training on them: a run killed at any moment resumes from its latest checkpoint to the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from arith import checkpoint
+from arith.data.datasets import make_batches
+from arith.data.tasks import task_for
+from arith.errors import ConfigError, require
+from arith.lock import RunLock
+from arith.metrics import MetricsLog
+from arith.model.flex import set_attention_impl
+from arith.optim import build_optimizer, trapezoid
+from arith.runs import CONFIG, load, model_config_dict, position_needs
+from arith.schema import SelfImproveConfig
+from arith.selfimprove import label as L
+from arith.selfimprove.report import heldout, plot_rounds
+from arith.train import forward_loss, rng_state, set_rng_state
+
+SETTINGS = "self_improve.yaml"  # the child run's self-improvement config (a resume must repeat it)
+RESUMABLE = ("rounds", "progress", "threads", "label_batch", "report_lens", "report_n", "save_every_steps")
+
+
+# ---------------------------------------------------------------------------------------------- config
+def validate(cfg: SelfImproveConfig) -> None:
+    """One-line ConfigError naming the key for any setting that cannot work."""
+    for key in ("rounds", "steps_per_round", "problems_per_round", "frontier_step", "label_batch"):
+        require(getattr(cfg, key) >= 1, f"{key}={getattr(cfg, key)} must be >= 1")
+    require(0 < cfg.threshold <= 1, f"threshold={cfg.threshold} must be in (0, 1]: the share of votes kept")
+    for key in ("inside_share", "pseudo_share", "advance_at", "warmup", "cooldown"):
+        require(0 <= getattr(cfg, key) <= 1, f"{key}={getattr(cfg, key)} must be in [0, 1]")
+    require(cfg.inside_share < 1, f"inside_share={cfg.inside_share} must be < 1: some problems must be new")
+    require(cfg.warmup + cfg.cooldown <= 1, f"warmup + cooldown = {cfg.warmup + cfg.cooldown} must be <= 1")
+    require(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr={cfg.lr} must be a positive number")
+    require(cfg.batch_size is None or cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be >= 1")
+    require(
+        cfg.save_every_steps >= 0,
+        f"save_every_steps={cfg.save_every_steps} must be >= 0 (0 = round ends only)",
+    )
+    require(cfg.report_n >= 0, f"report_n={cfg.report_n} must be >= 0 (0 = no held-out report)")
+    require(all(n >= 1 for n in cfg.report_lens), f"report_lens={list(cfg.report_lens)} must be >= 1")
+    require(
+        cfg.frontier_start is None or cfg.frontier_start >= 1,
+        f"frontier_start={cfg.frontier_start} must be >= 1",
+    )
+    for key, path in [("run", cfg.run), *(("labelers", p) for p in cfg.labelers)]:
+        require(
+            (Path(path) / CONFIG).is_file(),
+            f"{key}: {path} is not a run directory (no {CONFIG}); train it with pretrain.py first",
+        )
+
+
+def out_dir(cfg: SelfImproveConfig) -> Path:
+    run = Path(cfg.run)
+    return Path(cfg.out) if cfg.out else run.with_name(run.name + "_si")
+
+
+def _settings(cfg: SelfImproveConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+
+
+def _check_resume(cfg: SelfImproveConfig, out: Path) -> None:
+    path = out / SETTINGS
+    if not path.exists():
+        return
+    saved, now = OmegaConf.to_container(OmegaConf.load(path)), _settings(cfg)
+    diffs = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
+    require(
+        not diffs,
+        f"{out} holds a self-improvement run with other settings ({diffs[0]}: {saved.get(diffs[0])!r} there, "
+        f"{now[diffs[0]]!r} now); repeat them to resume, or pick another out=...",
+    )
+
+
+def _vote_ks(cfg: SelfImproveConfig, run) -> list[int]:
+    from arith.model.decoder import check_vote_ks
+
+    ks = list(cfg.vote_ks) if cfg.vote_ks is not None else list(run.model.cfg.eval_vote_ks or [])
+    abs_pos = str(run.model.cfg.abs_pos)
+    try:
+        ks = check_vote_ks(ks, abs_pos, "vote_ks")
+    except ConfigError:
+        if not cfg.labelers:
+            raise ConfigError(
+                f"vote_ks={ks}: {cfg.run} uses model.abs_pos={abs_pos}, which takes no offset, so its own vote is "
+                "one greedy answer with no agreement to filter on; give labelers=[other runs] to vote with it"
+            ) from None
+        return []
+    require(
+        len(ks) > 1 or cfg.labelers,
+        f"vote_ks={ks}: one vote cannot tell a confident answer from a guess; give several offsets "
+        "(the run's model.eval_vote_ks is empty) or labelers=[other runs]",
+    )
+    return ks
+
+
+# ---------------------------------------------------------------------------------------------- frontier
+def advance(frontier: int, info: dict, step: int, advance_at: float) -> int:
+    """The next frontier from a round's own counts (kept / labeled per length past the frontier)."""
+    for length in range(frontier + 1, frontier + step + 1):
+        labeled, kept = info["labeled"].get(str(length), 0), info["kept"].get(str(length), 0)
+        if labeled == 0 or kept / labeled < advance_at:
+            break
+        frontier = length
+    return frontier
+
+
+# ---------------------------------------------------------------------------------------------- batches
+class MixedBatches:
+    """batch(step): `n_pseudo` rows drawn (default_rng([seed, step])) from the pseudo-label pool, the rest the
+    starting run's own data at that step; pure in the step, right-padded with PAD."""
+
+    def __init__(self, data_cfg, batch: int, pseudo_share: float, seed: int):
+        self.n_pseudo = int(round(batch * pseudo_share))
+        self.batch_size, self.seed = batch, seed
+        self.task_rows = (
+            make_batches(data_cfg, batch - self.n_pseudo, seed)[0] if batch > self.n_pseudo else None
+        )
+        self.pool: list[list[int]] = []
+
+    def batch(self, step: int, pad_id: int) -> torch.Tensor:
+        parts = []
+        n_pseudo = self.n_pseudo if self.pool else 0
+        if self.task_rows is not None:
+            parts.append(self.task_rows.batch(step))
+        elif not self.pool:
+            raise ConfigError(
+                "pseudo_share=1 and no pseudo-label was kept yet: lower threshold or pseudo_share"
+            )
+        if n_pseudo:
+            idx = np.random.default_rng([self.seed, 0x5E1F, step]).integers(0, len(self.pool), size=n_pseudo)
+            rows = [self.pool[i] for i in idx]
+            t = torch.full((n_pseudo, max(map(len, rows))), pad_id, dtype=torch.int64)
+            for j, row in enumerate(rows):
+                t[j, : len(row)] = torch.as_tensor(row)
+            parts.append(t)
+        width = max(p.shape[1] for p in parts)
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=pad_id) for p in parts])
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def self_improve(cfg: SelfImproveConfig) -> Path:
+    """Run (or resume) the rounds of `cfg` into its out directory; returns it."""
+    validate(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = out_dir(cfg)
+    require(
+        out.resolve() != Path(cfg.run).resolve(), f"out={out} is the starting run itself; pick another out"
+    )
+    _check_resume(cfg, out)
+    with ExitStack() as cleanup:
+        out.mkdir(parents=True, exist_ok=True)
+        cleanup.callback(RunLock(out).acquire().release)
+        return _rounds(cfg, out, cleanup)
+
+
+def _start(cfg: SelfImproveConfig, out: Path):
+    """The starting run's model (or the child's latest checkpoint) and its resume state."""
+    which = str(cfg.checkpoint)
+    if which == "best" and checkpoint.best(Path(cfg.run)) is None:
+        which = "latest"  # documented: best falls back to latest for a run trained without selection
+    start = load(cfg.run, checkpoint=which)
+    for name in ("tokenizer.json",):
+        if not (out / name).exists():
+            shutil.copyfile(Path(cfg.run) / name, out / name)
+    if not (
+        out / CONFIG
+    ).exists():  # the child is a run: arith.load, arithmetic_eval.py and report.py read it
+        parent = OmegaConf.load(Path(cfg.run) / CONFIG)
+        parent.run_dir = str(out)
+        parent.name = out.name
+        checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(parent))
+    checkpoint.atomic_write_text(out / SETTINGS, OmegaConf.to_yaml(_settings(cfg)))
+    ckpt = checkpoint.recover(out)
+    state = None
+    if ckpt is not None:
+        checkpoint.load_weights(ckpt, start.model, "raw")
+        state = checkpoint.load_trainer_state(ckpt)
+    return start, state
+
+
+def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
+    start, state = _start(cfg, out)
+    run_cfg, tok, model = start.cfg, start.tok, start.model
+    task = task_for(run_cfg.data)
+    trained = int(run_cfg.data.max_len)
+    frontier = int(cfg.frontier_start or trained)
+    vote_ks = _vote_ks(cfg, start)
+    labelers = [load(p) for p in cfg.labelers]
+    for path, other in zip(cfg.labelers, labelers):
+        require(other.tok.vocab == tok.vocab, f"labelers: {path} has another vocabulary than {cfg.run}")
+    voters = [L.Voter(model, vote_ks, "self")] + [
+        L.Voter(o.model, list(o.model.cfg.eval_vote_ks or []), str(p)) for p, o in zip(cfg.labelers, labelers)
+    ]
+
+    S = cfg.steps_per_round
+    tcfg = OmegaConf.merge(run_cfg.train, {"lr": cfg.lr})
+    batch_size = cfg.batch_size or int(run_cfg.train.batch_size)
+    set_attention_impl(model, run_cfg.train.attention)
+    model.train()
+    opt = build_optimizer(model, tcfg)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(cfg.seed)
+    batches = MixedBatches(
+        run_cfg.data, batch_size, cfg.pseudo_share, cfg.seed + 7919
+    )  # not the run's batches
+    log = MetricsLog(out, step, False, "arith", _settings(cfg))
+    cleanup.callback(log.close)
+    model_cfg = model_config_dict(model.cfg, tok)
+    L.clean_partial(out)
+
+    # the pool and the frontier of the rounds done: folded from their stored counts
+    r0 = step // S
+    for r in range(min(r0, cfg.rounds)):
+        rows, info = L.load_round(L.round_dir(out, r))
+        batches.pool.extend(rows)
+        frontier = advance(frontier, info, cfg.frontier_step, cfg.advance_at)
+
+    bar = tqdm(
+        total=cfg.rounds * S,
+        initial=min(step, cfg.rounds * S),
+        unit="step",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
+    cleanup.callback(bar.close)
+    t0, start_elapsed = time.perf_counter(), elapsed
+    print(
+        f"self-improvement of {cfg.run} into {out}: round {r0}, frontier {frontier}, votes {voters_text(voters)}"
+    )
+    for r in range(r0, cfg.rounds):
+        bar.set_description_str(f"round {r} · frontier {frontier}")
+        # ======== labels: stored before any step trains on them (a resume mid-round reads them back)
+        path = L.round_dir(out, r)
+        if path.exists():
+            rows, info = L.load_round(path)
+        else:
+            position_needs(run_cfg, tok, frontier + cfg.frontier_step, frontier + cfg.frontier_step)
+            rows, info = label_round(cfg, r, task, tok, voters, frontier, trained, path)
+        batches.pool.extend(rows)
+
+        # ======== train
+        loss_val, tl = math.nan, time.perf_counter()
+        while step < (r + 1) * S:
+            lr = cfg.lr * trapezoid((step - r * S) / S, cfg.warmup, cfg.cooldown)
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            ids = batches.batch(step, tok.pad_id)
+            loss = forward_loss(model, model, ids, run_cfg, tok)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+            opt.step()
+            step += 1
+            elapsed = start_elapsed + time.perf_counter() - t0
+            bar.update(1)
+            if step % 25 == 0 or step == (r + 1) * S:
+                loss_val = float(loss.detach())
+                require(
+                    math.isfinite(loss_val), f"self-improvement diverged at step {step} (round {r}); lower lr"
+                )
+                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.1e}", refresh=False)
+                log.log({"step": step, "round": r, "loss": loss_val, "lr": lr, "elapsed_s": elapsed})
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step < (r + 1) * S:
+                _save(out, step, model, model_cfg, opt, elapsed, r, frontier)
+
+        # ======== report (true answers: for people only), then the round's checkpoint, kept
+        acc = (
+            heldout(model, tok, task, cfg.report_lens, cfg.report_n, cfg.report_seed, vote_ks)
+            if cfg.report_n
+            else {}
+        )
+        nxt = advance(frontier, info, cfg.frontier_step, cfg.advance_at)
+        row = {
+            "step": step,
+            "round": r,
+            "frontier": frontier,
+            "next_frontier": nxt,
+            "labeled": sum(info["labeled"].values()),
+            "kept": sum(info["kept"].values()),
+            "kept_share": info["kept_share"],
+            "kept_accuracy": info["kept_accuracy"],
+            "label_s": info["label_s"],
+            "train_s": time.perf_counter() - tl,
+            "elapsed_s": elapsed,
+            "heldout": {str(k): v for k, v in acc.items()},
+        }
+        log.log(row)
+        _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end=S)
+        if acc:
+            plot_rounds(out)
+        tqdm.write(
+            f"round {r}: frontier {frontier} -> {nxt}, kept {row['kept']}/{row['labeled']} "
+            f"(label accuracy {_pct(info['kept_accuracy'])}), held-out "
+            + " ".join(f"{k}:{100 * v:.0f}%" for k, v in acc.items())
+        )
+        frontier = nxt
+    return out
+
+
+def voters_text(voters) -> str:
+    return ", ".join(f"{v.name} at k={v.ks or 'eval_k'}" for v in voters)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def label_round(cfg, r: int, task, tok, voters, frontier: int, trained: int, path: Path):
+    """Draw, vote, filter and store one round's problems; returns (kept token rows, the round's counts)."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, 0x1AB, r])
+    ex, a_len, b_len = L.draw(
+        task, tok, rng, cfg.problems_per_round, frontier, cfg.frontier_step, trained, cfg.inside_share
+    )
+    prompts = L.prompts_of(ex)
+    bounds = [task.answer_lengths(int(a), int(b)) for a, b in zip(a_len, b_len)]
+    max_new = [hi + 1 for _, hi in bounds]
+    with tqdm(
+        total=len(prompts), desc=f"labeling round {r}", unit="problem", leave=False, disable=not cfg.progress
+    ) as bar:
+        votes = L.answers(voters, prompts, max_new, tok, cfg.label_batch, bar)
+    kept = L.vote_filter(votes, cfg.threshold, bounds, tok.eos_id, L.answer_tokens(tok))
+    longest = np.maximum(a_len, b_len)
+    kept_longest = longest[[i for i, _, _ in kept]] if kept else np.zeros(0, dtype=np.int64)
+    info = {
+        "round": r,
+        "frontier": frontier,
+        "labeled": {str(n): int(c) for n, c in zip(*np.unique(longest, return_counts=True))},
+        "kept": {str(n): int(c) for n, c in zip(*np.unique(kept_longest, return_counts=True))},
+        "kept_share": len(kept) / len(prompts),
+        "kept_accuracy": L.kept_accuracy(ex, kept),  # for people: read from the true answers, after the vote
+        "label_s": time.perf_counter() - t0,
+    }
+    L.save_round(path, prompts, a_len, b_len, kept, info)
+    rows, _ = L.load_round(path)
+    return rows, info
+
+
+def _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end: int = 0) -> None:
+    state = {
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "elapsed": elapsed,
+        "tokens": 0,
+        "rng": rng_state(),
+        "round": r,
+        "frontier": frontier,
+    }
+    checkpoint.save(out, step, model, model_cfg, state, keep_last=0)
+    if round_end:  # mid-round resume points of finished rounds go; every round end stays
+        for d in checkpoint.step_dirs(out):
+            if int(d.name) % round_end and int(d.name) < step:
+                shutil.rmtree(d, ignore_errors=True)
