@@ -290,7 +290,7 @@ class SelfImproveConfig:
     rounds: int = 10
     steps_per_round: int = 300
     problems_per_round: int = 1000
-    frontier_start: Optional[int] = None  # None -> the run's data.max_len (its longest training operand)
+    frontier_start: Optional[int] = None  # digits mastered at the start; None -> the run's data.max_len
     frontier_step: int = 4  # digits the frontier may move in a round
     advance_at: float = 0.5  # a length joins the frontier when this share of its problems was kept (0: always)
     inside_share: float = 0.25  # share of each round's problems at or below the frontier (past training)

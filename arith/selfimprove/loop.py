@@ -65,8 +65,8 @@ def validate(cfg: SelfImproveConfig) -> None:
     require(cfg.report_n >= 0, f"report_n={cfg.report_n} must be >= 0 (0 = no held-out report)")
     require(all(n >= 1 for n in cfg.report_lens), f"report_lens={list(cfg.report_lens)} must be >= 1")
     require(
-        cfg.frontier_start is None or cfg.frontier_start >= 1,
-        f"frontier_start={cfg.frontier_start} must be >= 1",
+        cfg.frontier_start is None or cfg.frontier_start >= 0,
+        f"frontier_start={cfg.frontier_start} must be >= 0",
     )
     for key, path in [("run", cfg.run), *(("labelers", p) for p in cfg.labelers)]:
         require(
@@ -90,31 +90,42 @@ def _check_resume(cfg: SelfImproveConfig, out: Path) -> None:
         return
     saved, now = OmegaConf.to_container(OmegaConf.load(path)), _settings(cfg)
     diffs = [k for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
-    require(
-        not diffs,
-        f"{out} holds a self-improvement run with other settings ({diffs[0]}: {saved.get(diffs[0])!r} there, "
-        f"{now[diffs[0]]!r} now); repeat them to resume, or pick another out=...",
-    )
+    if diffs:
+        key = diffs[0]
+        raise ConfigError(
+            f"{out} holds a self-improvement run with other settings ({key}: {saved.get(key)!r} there, "
+            f"{now[key]!r} now); repeat them to resume, or pick another out=..."
+        )
+
+
+def _takes_offset(abs_pos: str) -> bool:
+    from arith.model.decoder import check_vote_ks
+
+    try:
+        check_vote_ks([0], abs_pos, "vote_ks")
+    except ConfigError:
+        return False
+    return True
 
 
 def _vote_ks(cfg: SelfImproveConfig, run) -> list[int]:
+    """The offsets the current model votes with; [] = one greedy vote (a scheme without offsets, labelers on)."""
     from arith.model.decoder import check_vote_ks
 
-    ks = list(cfg.vote_ks) if cfg.vote_ks is not None else list(run.model.cfg.eval_vote_ks or [])
     abs_pos = str(run.model.cfg.abs_pos)
-    try:
-        ks = check_vote_ks(ks, abs_pos, "vote_ks")
-    except ConfigError:
-        if not cfg.labelers:
-            raise ConfigError(
-                f"vote_ks={ks}: {cfg.run} uses model.abs_pos={abs_pos}, which takes no offset, so its own vote is "
-                "one greedy answer with no agreement to filter on; give labelers=[other runs] to vote with it"
-            ) from None
+    if cfg.vote_ks is None and not _takes_offset(abs_pos):
+        require(
+            bool(cfg.labelers),
+            f"{cfg.run} uses model.abs_pos={abs_pos}, which takes no offset, so its own vote is one greedy "
+            "answer with no agreement to filter on; give labelers=[other runs] to vote with it",
+        )
         return []
+    ks = list(cfg.vote_ks) if cfg.vote_ks is not None else list(run.model.cfg.eval_vote_ks or [])
+    ks = check_vote_ks(ks, abs_pos, "vote_ks")  # raises for offsets on a scheme that takes none
     require(
-        len(ks) > 1 or cfg.labelers,
+        len(ks) > 1 or bool(cfg.labelers),
         f"vote_ks={ks}: one vote cannot tell a confident answer from a guess; give several offsets "
-        "(the run's model.eval_vote_ks is empty) or labelers=[other runs]",
+        "(vote_ks=[...]; the run's model.eval_vote_ks is empty) or labelers=[other runs]",
     )
     return ks
 
@@ -210,7 +221,7 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     run_cfg, tok, model = start.cfg, start.tok, start.model
     task = task_for(run_cfg.data)
     trained = int(run_cfg.data.max_len)
-    frontier = int(cfg.frontier_start or trained)
+    frontier = trained if cfg.frontier_start is None else int(cfg.frontier_start)
     vote_ks = _vote_ks(cfg, start)
     labelers = [load(p) for p in cfg.labelers]
     for path, other in zip(cfg.labelers, labelers):
