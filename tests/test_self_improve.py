@@ -1,6 +1,7 @@
 """Self-improvement (arith/selfimprove): the vote filter, the frontier, one round end to end, SIGKILL and
 resume, a wrong labeler's answers are exactly what trains, one-line config errors."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -267,3 +268,19 @@ def test_a_resume_with_other_settings_is_refused(compose, tiny_adder, tmp_path):
         self_improve(si_config(compose, tiny_adder, tmp_path / "child", "threshold=0.9"))
     out = self_improve(si_config(compose, tiny_adder, tmp_path / "child", "rounds=2"))  # more rounds: extends
     assert checkpoint.latest(out).name == "12"
+
+
+def test_bench_reads_python_made_problems(tiny_adder, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_self_improve as bench
+
+    pairs = bench.problems(3, 50, 7)
+    assert pairs == bench.problems(3, 50, 7) and all(100 <= a <= 999 and 100 <= b <= 999 for a, b in pairs)
+    run = arith.load(tiny_adder)
+    want = sum(run.solve(f"{a}+{b}") == str(a + b) for a, b in bench.problems(1, 40, 7)) / 40
+    assert bench.accuracy(run, 1, 40, 7, None, 16) == want  # batched vote decode == solve, one problem each
+    other = shutil.copytree(tiny_adder, tmp_path / "other")
+    bench.main([str(tiny_adder), str(other), "--lens", "1,2", "--n", "8", "--json", str(tmp_path / "b.json")])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| run | 1 | 2 |" and table[-1].startswith("| median |")
+    assert set(json.loads((tmp_path / "b.json").read_text())["results"]) == {str(tiny_adder), str(other)}
