@@ -270,8 +270,9 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     print(
         f"self-improvement of {cfg.run} into {out}: round {r0}, frontier {frontier}, votes {voters_text(voters)}"
     )
+    last = ""
     for r in range(r0, cfg.rounds):
-        bar.set_description_str(f"round {r} · frontier {frontier}")
+        bar.set_description_str(f"round {r} · frontier {frontier}{last}")
         # ======== labels: stored before any step trains on them (a resume mid-round reads them back)
         path = L.round_dir(out, r)
         if path.exists():
@@ -331,11 +332,12 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
         _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end=S)
         if acc:
             plot_rounds(out)
+        held = " ".join(f"{k}:{100 * v:.0f}%" for k, v in acc.items())
         tqdm.write(
             f"round {r}: frontier {frontier} -> {nxt}, kept {row['kept']}/{row['labeled']} "
-            f"(label accuracy {_pct(info['kept_accuracy'])}), held-out "
-            + " ".join(f"{k}:{100 * v:.0f}%" for k, v in acc.items())
+            f"(label accuracy {_pct(info['kept_accuracy'])}), held-out {held}"
         )
+        last = f" · held-out after round {r}: {held}" if held else ""
         frontier = nxt
     return out
 
