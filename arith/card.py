@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from arith.checkpoint import atomic_write_text
+from arith.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 # values that name places on the training machine, or that follow from other values

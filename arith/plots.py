@@ -168,7 +168,7 @@ def _run_info(run_dir: Path) -> dict:
                 )
             except Exception:
                 v = None
-            info[short] = getattr(v, "value", v)
+            info[short] = v
     if info["max_len"] is not None and info["max_len_b"] is None:
         info["max_len_b"] = info["max_len"]
     return info

@@ -41,7 +41,7 @@ _TRAIN, _TEST = 0, 1  # rng stream ids
 
 
 def _task(cfg) -> str:
-    return getattr(cfg.task, "value", cfg.task)
+    return str(cfg.task)
 
 
 def _lens(cfg) -> tuple[int, int]:

@@ -28,6 +28,14 @@ _EVAL_OVERSAMPLE = 128  # candidates per wanted eval row: P(no held-out among th
 _MAX_ROUNDS = 1000
 
 
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One cell of an evaluation grid: the two lengths a task's problems are drawn with (`TaskSpec.make`)."""
+
+    a_len: int
+    b_len: int
+
+
 @dataclass
 class Examples:
     ids: np.ndarray  # (N, T) int64, right-padded with tok.pad_id; row = prompt (through '='), answer, EOS

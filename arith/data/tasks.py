@@ -356,7 +356,6 @@ def get_task(name, pad_operands: bool = False) -> TaskSpec:
     """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant."""
     if isinstance(name, TaskSpec):
         return name
-    name = getattr(name, "value", name)
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
     if not pad_operands:

@@ -13,33 +13,17 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from arith.errors import ConfigError, DataError, storage_error
+from arith.data.spec import Cell
+from arith.errors import ConfigError, DataError
+from arith.eval.settings import SETTINGS_COLUMNS, default_settings
+from arith.files import atomic_write_text
 
+__all__ = ["BASE_COLUMNS", "SETTINGS_COLUMNS", "Cell", "GridCSV", "csv_path", "grid_cells", "read_results"]
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
-# how the rows were made (`settings.EvalSettings.columns`); CSVs written before they were recorded lack them
-SETTINGS_COLUMNS = (
-    "checkpoint",
-    "weights",
-    "k",
-    "recurrences",
-    "vote_ks",
-    "vote_mode",
-    "attn_scale",
-    "attn_scale_mode",
-    "attn_scale_where",
-)
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    a_len: int
-    b_len: int
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,7 +146,6 @@ def csv_path(
     count, land in their own files instead of clobbering (or resuming from) the wrong one; ``tag`` (the
     evaluation settings, ``EvalSettings.tag``) does the same for another checkpoint, offset, vote or scale.
     """
-    task = getattr(task, "value", task)
     if square is not None:
         lo, hi = _range(square, "eval.square")
         grid = f"sq{lo}-{hi}"
@@ -261,7 +244,6 @@ class GridCSV:
         ``acc = correct / n``. Extra columns are passed by name; an extra column ``X_acc`` that is not given
         is filled in as ``X_correct / n`` when ``X_correct`` is (sorting's ``first_correct, first_acc``).
         """
-        task = getattr(task, "value", task)
         if n < 1 or not 0 <= correct <= n:
             raise ValueError(f"need n >= 1 and 0 <= correct <= n, got n={n}, correct={correct}")
         for col in self.extra_columns:
@@ -285,21 +267,7 @@ class GridCSV:
         writer.writeheader()
         writer.writerows(rows)
 
-        tmp = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException as e:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError):  # the previous file, with every earlier row, is untouched
-                raise storage_error(e, "write", self.path) from None
-            raise
+        atomic_write_text(self.path, buf.getvalue())
         st = self.path.stat()
         self._rows, self._stamp = rows, (st.st_mtime_ns, st.st_size)
 
@@ -378,8 +346,6 @@ def _pick_groups(run_dir, written: dict[tuple, int], settings: str | dict) -> se
             f"settings={settings!r} unknown; valid: auto, all or a dict of {', '.join(SETTINGS_COLUMNS)}"
         )
     if len(written) > 1:
-        from arith.eval.settings import default_settings  # reads config.yaml and the checkpoint pointers
-
         default = default_settings(run_dir)
         if default is not None:
             cols = default.columns()
