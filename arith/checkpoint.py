@@ -43,6 +43,15 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written: pointe
     import torch
 
 
+def model_config_dict(model_cfg, tok) -> dict:
+    """The model config as a checkpoint records it (model_config.json): plain values, plus the vocabulary size."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True, enum_to_str=True)
+    out["vocab_size"] = tok.vocab_size
+    return out
+
+
 def step_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():

@@ -27,7 +27,8 @@ from safetensors.torch import save_model
 
 from arith import card, checkpoint
 from arith.errors import CheckpointError, ConfigError, require
-from arith.runs import CONFIG, Run, load, model_config_dict
+from arith.files import CONFIG
+from arith.runs import Run, load
 
 CONFIG_JSON = "config.json"
 EVAL = "eval"
@@ -96,7 +97,7 @@ def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
         "parameters": run.model.num_params(),
         **facts,
         "eval_note": eval_note,
-        "model": model_config_dict(run.model.cfg, run.tok),
+        "model": checkpoint.model_config_dict(run.model.cfg, run.tok),
         "run": OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True),
     }
     checkpoint.atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -1,4 +1,4 @@
-"""Evaluation grids as data: cells, a decoding cost model, cost-balanced shards, and resumable CSV files.
+"""Evaluation grids as data: cells, shards balanced by the task's decoding cost, and resumable CSV files.
 
 A grid is a list of ``Cell(a_len, b_len)``; for sorting ``a_len`` is the maximum number of digits and ``b_len``
 the array length. Each shard writes one tidy CSV (``task,a_len,b_len,n,correct,acc`` plus optional extra
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from arith.data.spec import Cell
+from arith.data.tasks import get_task
 from arith.errors import ConfigError, DataError
 from arith.eval.settings import SETTINGS_COLUMNS, default_settings
 from arith.files import atomic_write_text
@@ -70,38 +71,8 @@ def grid_cells(
 # cost model and shards
 
 
-def _answer_len(task: str, a: int, b: int) -> int:
-    if task == "addition":
-        return max(a, b) + 1
-    if task == "subtraction":
-        return max(a, b) + 1  # digits plus a possible sign
-    if task == "multiplication":
-        return a + b
-    if task == "bitwise_or":
-        return max(a, b)
-    raise ConfigError(
-        f"unknown task {task!r}; valid: addition, subtraction, multiplication, bitwise_or, sorting"
-    )
-
-
-def cell_cost(cell: Cell, task: str) -> float:
-    """Relative cost of decoding one example of ``cell``: (prompt + answer tokens) squared.
-
-    With a KV cache, each generated token attends over everything before it, so the work per example grows
-    roughly with the square of the sequence length. Sorting: ``b_len`` numbers of up to ``a_len`` digits,
-    each with a label and two separators, then ``b_len`` labels and commas in the answer.
-    """
-    task = getattr(task, "value", task)  # accept the schema's Task enum as well as its string
-    a, b = cell.a_len, cell.b_len
-    if task == "sorting":
-        tokens = b * (a + 2) + 2 * b
-    else:
-        tokens = a + b + 2 + _answer_len(task, a, b)  # operator and '=' between the operands and the answer
-    return float(tokens) ** 2
-
-
-def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task: str) -> list[Cell]:
-    """This shard's cells, balanced by ``cell_cost`` with greedy longest-processing-time assignment.
+def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task) -> list[Cell]:
+    """This shard's cells, balanced by the task's ``cell_cost`` with greedy longest-processing-time assignment.
 
     Cells are taken in order of decreasing cost (ties: by position in ``cells``) and each goes to the least
     loaded shard (ties: the lowest shard index), so every process computes the same split without talking to
@@ -113,7 +84,8 @@ def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task: str) -
         raise ConfigError(
             f"eval.shard must be in 0..{num_shards - 1} (eval.num_shards={num_shards}), got {shard!r}"
         )
-    costs = [cell_cost(c, task) for c in cells]
+    spec = get_task(task)
+    costs = [spec.cell_cost(c.a_len, c.b_len) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: (-costs[i], i))
     load = [0.0] * num_shards
     owner = [0] * len(cells)

@@ -53,7 +53,9 @@ def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[C
     return out
 
 
-def position_needs(cfg, tok, a_len=None, b_len=None, training: bool = True, k: int | None = None) -> tuple[int, int]:
+def position_needs(
+    cfg, tok, a_len=None, b_len=None, training: bool = True, k: int | None = None
+) -> tuple[int, int]:
     """Longest sequence and digit run of the (a_len, b_len) cell (default: the training cell) from 8 held-out
     problems; raises ConfigError when the position schemes cannot hold them (`positions.check_positions`)."""
     d = cfg.data

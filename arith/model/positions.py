@@ -176,11 +176,12 @@ ABS_POS: dict[str, type[AbsSlot]] = {
 
 
 def scheme(registry: dict, cfg, key: str):
-    """The class registered under cfg.<key>; an unknown name raises naming the valid ones."""
+    """What `registry` (a dict, or a tuple of names) holds under cfg.<key>; an unknown name raises naming the
+    valid ones."""
     name = getattr(cfg, key)
     if name not in registry:
         raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(registry)}")
-    return registry[name]
+    return registry[name] if isinstance(registry, dict) else name
 
 
 def build_abs_pos(cfg, tok) -> AbsSlot:
