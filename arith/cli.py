@@ -113,3 +113,27 @@ def user_errors(fn):
                 raise
 
     return wrapper
+
+
+def eval_app(sorting: bool):
+    """The body of arithmetic_eval.py and sort_eval.py, which differ only in the tasks they take (`run_grid`).
+    Decorates the script's own (empty) `main`, so Hydra takes the job name and the config folder from the script."""
+
+    def wrap(script_main):
+        import hydra
+
+        from arith import schema
+
+        schema.register()
+
+        @hydra.main(config_path=str(Path(__file__).parent / "config"), config_name="eval", version_base="1.3")
+        @user_errors
+        @functools.wraps(script_main)
+        def main(cfg: schema.EvalAppConfig) -> None:
+            from arith.eval.runner import run_grid
+
+            run_grid(cfg, sorting=sorting)
+
+        return main
+
+    return wrap
