@@ -16,8 +16,10 @@ import traceback
 import warnings
 from pathlib import Path
 
+import hydra
 from hydra.errors import CompactHydraException
 
+from arith import schema
 from arith.errors import ArithError, ArithWarning, storage_error
 
 _show = warnings.showwarning
@@ -116,14 +118,10 @@ def user_errors(fn):
 
 
 def eval_app(sorting: bool):
-    """The body of arithmetic_eval.py and sort_eval.py, which differ only in the tasks they take (`run_grid`).
-    Decorates the script's own (empty) `main`, so Hydra takes the job name and the config folder from the script."""
+    """The body of arithmetic_eval.py and sort_eval.py (`run_grid`), decorating the script's own empty `main` so
+    that Hydra names the job after the script."""
 
     def wrap(script_main):
-        import hydra
-
-        from arith import schema
-
         schema.register()
 
         @hydra.main(config_path=str(Path(__file__).parent / "config"), config_name="eval", version_base="1.3")

@@ -1,9 +1,5 @@
-"""Starting a run: the config validated at the door, what a resumed run must agree on, the saved config.
-
-A run is named by its config (`PretrainConfig.name`); `train` calls, in order: `validate_pretrain`, then
-`check_resume_compatible` when the run directory holds a config.yaml, `reach.position_needs`, the run lock
-(`arith/lock.py`), and `save_run_config`. Opening a finished run is `arith/runs.py`.
-"""
+"""Starting a run: the config validated at the door, what a resumed run must agree on, the saved config (the
+run lock is `arith/lock.py`, opening a finished run `arith/runs.py`)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ class TaskSpec:
     lengths_alike = True  # a_len and b_len count the same thing (an n x n training region reads "n")
     extra_columns: tuple[str, ...] = ()  # grid result columns beyond exact match (`extra_results`)
     extra_panels: dict[str, str] = {}  # {result column: title} of heatmaps drawn beside exact match
-    exhaustive = False  # training stores every example once (`every_example`), whatever data.n_train
+    exhaustive = False  # training stores `every_example(tok, max_a, max_b)` once, whatever data.n_train
 
     def __init__(self) -> None:
         self._splittable_cache: dict[tuple[int, int], bool] = {}
@@ -111,8 +111,8 @@ class TaskSpec:
         raise NotImplementedError
 
     def cell_cost(self, a_len: int, b_len: int) -> float:
-        """Relative cost of decoding one example of the cell, for the grid's shard balancer: with a KV cache
-        each generated token attends over everything before it, so about (prompt + answer tokens) squared."""
+        """Relative cost of decoding one example of the cell (the grid's shard balancer): with a KV cache, about
+        (prompt + answer tokens) squared."""
         raise NotImplementedError
 
     def problem_cell(self, digit_runs: list[int]) -> tuple[int, int]:
@@ -120,20 +120,11 @@ class TaskSpec:
         return digit_runs[0], digit_runs[-1]
 
     def extra_results(self, result: dict) -> dict:
-        """The `extra_columns` of a grid row from `quick.evaluate_cell`'s result."""
-        return {}
+        return {}  # the `extra_columns` of a grid row from `quick.evaluate_cell`'s result
 
-    def every_example(self, tok, max_a: int, max_b: int) -> Examples:
-        """Every training example once, for an `exhaustive` task."""
-        raise NotImplementedError
-
-    def describe_lengths(self, a_len: int, b_len: int) -> str:
+    def describe_lengths(self, a: int, b: int) -> str:
         """The training lengths in words (the model card), e.g. "1-20 digits"."""
-        return (
-            (f"1-{a_len} digits" if a_len > 1 else "1 digit")
-            if a_len == b_len
-            else f"1-{a_len} x 1-{b_len} digits"
-        )
+        return (f"1-{a} digits" if a > 1 else "1 digit") if a == b else f"1-{a} x 1-{b} digits"
 
     def _padded_answer_len(self, w: np.ndarray) -> np.ndarray:
         """Answer digits in the padded format (data.pad_operands) for operands of w digits each."""

@@ -15,17 +15,6 @@ from arith.eval.reach import UntrainedPositionsWarning, position_needs, untraine
 from arith.eval.vote import decode
 
 
-def _digit_runs(ids: np.ndarray, tok) -> list[int]:
-    runs, current = [], 0
-    for is_digit in tok.is_digit(ids):
-        if is_digit:
-            current += 1
-        elif current:
-            runs.append(current)
-            current = 0
-    return runs + ([current] if current else [])
-
-
 def solve(
     run,
     problem: str,
@@ -56,7 +45,8 @@ def solve(
     except ValueError as e:
         raise DataError(f"cannot read {problem!r}: {e}") from None
     ids = np.asarray(run.tok.encode(prompt), dtype=np.int64)
-    a_len, b_len = spec.problem_cell(_digit_runs(ids, run.tok))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], run.tok.is_digit(ids).astype(np.int64), [0]])))
+    a_len, b_len = spec.problem_cell((edges[1::2] - edges[::2]).tolist())  # runs of digits: even to odd edges
     # a clear error past the position table, a warning past the rows training reached
     position_needs(run.cfg, run.tok, a_len, b_len, training=False, k=max(s.offsets))
     warning = untrained_rows(run.cfg, run.tok, [Cell(a_len, b_len)], max(s.offsets))

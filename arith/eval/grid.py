@@ -22,7 +22,6 @@ from arith.errors import ConfigError, DataError
 from arith.eval.settings import SETTINGS_COLUMNS, default_settings
 from arith.files import atomic_write_text
 
-__all__ = ["BASE_COLUMNS", "SETTINGS_COLUMNS", "Cell", "GridCSV", "csv_path", "grid_cells", "read_results"]
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
 

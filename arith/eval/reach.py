@@ -53,11 +53,9 @@ def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[C
     return out
 
 
-def position_needs(
-    cfg, tok, a_len=None, b_len=None, training: bool = True, k: int | None = None
-) -> tuple[int, int]:
-    """Longest sequence and digit run of the (a_len, b_len) cell (default: the training cell) from 8 held-out
-    problems; raises ConfigError when the position schemes cannot hold them (`positions.check_positions`)."""
+def position_needs(cfg, tok, a_len=None, b_len=None, training=True, k=None) -> tuple[int, int]:
+    """Longest sequence and digit run of 8 held-out problems of the (a_len, b_len) cell (default: training's);
+    raises ConfigError when the position schemes cannot hold them."""
     d = cfg.data
     probe = eval_cell(task_for(d), tok, a_len or d.max_len, b_len or d.max_len_b or d.max_len, 8, 0)
     max_tokens, max_digits = int(probe.length.max()), int(longest_runs(tok.is_digit(probe.ids)).max())

@@ -20,8 +20,7 @@ from arith.schema import EvalAppConfig
 
 
 def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
-    """Evaluates this shard's unfinished cells; returns the rows written in this call. sorting: the caller is
-    sort_eval.py (else arithmetic_eval.py); each task names the one that evaluates it (`TaskSpec.eval_script`)."""
+    """This shard's unfinished cells, evaluated; returns the rows written. sorting: called by sort_eval.py."""
     e = cfg.eval
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for key, value in [("eval.n_per_cell", e.n_per_cell), ("eval.batch_size", e.batch_size)]:

@@ -192,12 +192,7 @@ class Attention(nn.Module):
 
 
 def explicit_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    inp: AttnInputs,
-    cache: KVCache | None,
-    scale: float | None = None,
+    q, k, v, inp: AttnInputs, cache: KVCache | None, scale: float | None = None
 ) -> torch.Tensor:
     """Attention on the scores of the position scheme (`inp.scores`, e.g. `positions.ReRoPE`), one softmax.
 

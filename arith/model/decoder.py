@@ -108,7 +108,7 @@ class ArithModel(nn.Module):
         self.inject = cfg.input_injection == "add"
         self.inject_every_layer = cfg.inject_every == "layer"
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
-        self.max_k, self.eval_k = cfg.max_k, cfg.eval_k
+        self.eval_k = cfg.eval_k
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)

@@ -1,19 +1,15 @@
-"""Position schemes in two slots, one registry each (SPEC, "Our design"). A scheme is a class registered under
-its name (the schema's `AbsPos` / `RelPos` value); the model, attention and the run checks ask it, never its name.
+"""Position schemes in two slots, one registry each (SPEC, "Our design"): a scheme is a class registered under
+its name (the schema's `AbsPos` / `RelPos`); the model, attention and the run checks ask it, never its name.
 
-* ``ABS_POS``: subclasses of `AbsSlot`, built as ``cls(model_cfg, tok)``, that add a vector to the token
-  embedding: ``positions(ids, k) -> (B, T)`` (the table row each token reads) and ``embed(pos)``.
-  ``takes_offset``: whether the offset k moves its rows (then training draws k, `training_offset`, and
-  evaluation uses model.eval_k or a vote); ``top_row(cfg, tokens, digits, k)``: the highest row a sequence
-  reads, which `check_positions` compares with model.max_pos before any work.
-* ``REL_POS``: subclasses of `RelSlot`, built as ``cls(model_cfg)``, that act inside attention, given integer
-  query and key positions (``RelSlot.positions``, so KV-cached decoding can pass the absolute position of new
-  tokens). Each gives attention at most one of: ``rotary(pos)``, the (cos, sin) of a q/k rotation;
-  ``bias(q_pos, k_pos)``, an additive per-head bias ``(H, Tq, Tk)``; ``scores(q_pos, k_pos)``, a function that
-  computes the raw q.k scores itself (ReRoPE, whose rotation depends on the (query, key) pair).
+* ``ABS_POS``: `AbsSlot` subclasses, built as ``cls(model_cfg, tok)``, that add ``embed(positions(ids, k))`` to
+  the token embedding; ``takes_offset``: whether the offset k moves their rows; ``top_row``: the highest row a
+  sequence reads (`check_positions` compares it with model.max_pos before any work).
+* ``REL_POS``: `RelSlot` subclasses, built as ``cls(model_cfg)``, that act inside attention on integer query and
+  key positions (``positions``: so KV-cached decoding can pass the absolute position of new tokens), giving it a
+  q/k rotation (``rotary``), an additive ``(H, Tq, Tk)`` bias (``bias``) or their own ``scores`` (ReRoPE).
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
-"""
+docs/EXTENDING.md shows how to add one."""
 
 from __future__ import annotations
 
@@ -47,8 +43,7 @@ class AbsSlot(nn.Module):
 
     @classmethod
     def top_row(cls, cfg, max_tokens: int, max_digits: int, k: int) -> tuple[int, str] | None:
-        """(highest table row read by sequences of max_tokens tokens whose longest number has max_digits digits,
-        at offset k; what needs it), or None for a scheme without a table."""
+        """(highest row read, what needs it) by sequences of these lengths at offset k; None without a table."""
         return None
 
     def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
@@ -61,16 +56,14 @@ class AbsSlot(nn.Module):
         return self.embed(self.positions(ids, k))
 
     def training_offset(self, batch: int):
-        """A training step's random offset from torch's global RNG, uniform in 0..max_k: one int shared by the
-        batch (Abacus, SPEC), or a (batch, 1) tensor, one per example (Position Coupling, model.k_per_example).
-        Drawn for every scheme, so the RNG stream does not depend on it; only offset schemes read it."""
+        """A training offset from torch's global RNG, uniform in 0..max_k: one int for the batch (SPEC), or a (batch,
+        1) tensor, one per example (Coupling, model.k_per_example); drawn for every scheme (the same RNG stream)."""
         if self.k_per_example:
             return torch.randint(0, self.max_k + 1, (batch, 1))
         return int(torch.randint(0, self.max_k + 1, ()).item())
 
     def init_table(self, pos_table: str, std: float) -> None:
-        """model.pos_table for a scheme with a `table`: orthonormal rows (up to the table's size) scaled to the
-        norm a normal(0, std) row has, trained (orthogonal) or frozen (fixed); learned keeps normal(0, std)."""
+        """model.pos_table: orthonormal rows of `self.table` (if any) scaled to the norm of a normal(0, std) row."""
         table = getattr(self, "table", None)
         if table is None or pos_table == "learned":
             return
@@ -79,10 +72,6 @@ class AbsSlot(nn.Module):
             norm = table.weight.norm(dim=1, keepdim=True)
             table.weight.mul_(std * math.sqrt(table.weight.shape[1]) / norm)
         table.weight.requires_grad_(pos_table != "fixed")
-
-
-class NoAbsPos(AbsSlot):
-    """NoPE in the absolute slot: adds nothing."""
 
 
 class LearnedPos(AbsSlot):
@@ -168,7 +157,7 @@ class CouplingPos(AbacusPos):
 
 
 ABS_POS: dict[str, type[AbsSlot]] = {
-    "none": NoAbsPos,
+    "none": AbsSlot,  # NoPE
     "learned": LearnedPos,
     "abacus": AbacusPos,
     "coupling": CouplingPos,
@@ -215,10 +204,6 @@ class RelSlot(nn.Module):
 
     def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
         return None
-
-
-class NoRelPos(RelSlot):
-    """NoPE in the relative slot."""
 
 
 def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -338,8 +323,8 @@ class FIRE(RelSlot):
 
     @classmethod
     def positions(cls, cfg, length, start, cached, training, device):
-        """Randomized positions in training (Ruoss et al. 2023, arXiv 2305.16843; used with FIRE by Zhou et al.
-        2024): a sorted random subset of [0, fire_max_length) instead of 0..length-1, from torch's global RNG."""
+        # randomized positions in training (Ruoss et al. 2023, arXiv 2305.16843; with FIRE: Zhou et al. 2024): a
+        # sorted random subset of [0, fire_max_length) instead of 0..length-1, from torch's global RNG
         if not (training and cfg.fire_max_length > 0):
             return super().positions(cfg, length, start, cached, training, device)
         if cached:
@@ -360,7 +345,7 @@ class FIRE(RelSlot):
         return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (Tq, Tk, H) -> (H, Tq, Tk)
 
 
-REL_POS: dict[str, type[RelSlot]] = {"none": NoRelPos, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
+REL_POS: dict[str, type[RelSlot]] = {"none": RelSlot, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
 
 
 def build_rel_pos(cfg) -> RelSlot:
@@ -381,8 +366,7 @@ def check_positions(cfg, max_tokens: int, max_digits: int, training: bool, k: in
 
 
 def position_rows(cfg, max_tokens: int, max_digits: int, k: int) -> int | None:
-    """The highest row of the position table read by sequences of max_tokens tokens whose longest number has
-    max_digits digits, at offset k; None for schemes without a table. Training reaches
-    position_rows(cfg, longest training sequence, longest training number, model.max_k)."""
+    """The highest table row read by sequences of max_tokens tokens whose longest number has max_digits digits, at
+    offset k (training: the longest training ones at model.max_k); None for schemes without a table."""
     top = scheme(ABS_POS, cfg, "abs_pos").top_row(cfg, max_tokens, max_digits, k)
     return None if top is None else top[0]
