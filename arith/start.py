@@ -102,9 +102,7 @@ def check_resume_compatible(cfg: PretrainConfig, run_dir: Path) -> None:
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return
-    saved = load_config(
-        run_dir
-    )  # merged onto the schema: keys added since the run started take their defaults
+    saved = load_config(run_dir)  # merged onto the schema: keys added since then take their defaults
     for key in IDENTITY_KEYS:
         old, new = _select(saved, key), _select(cfg, key)
         if isinstance(old, dict):

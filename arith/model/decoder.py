@@ -104,7 +104,7 @@ class ArithModel(nn.Module):
         validate(cfg)
         self.cfg = cfg
         self.abs_name = str(cfg.abs_pos)
-        self.rel_scheme = REL_POS[cfg.rel_pos]
+        self.rel_positions = REL_POS[cfg.rel_pos].position_fn(cfg)  # (T, start, cached, training, device)
         self.inject = cfg.input_injection == "add"
         self.inject_every_layer = cfg.inject_every == "layer"
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
@@ -219,9 +219,7 @@ class ArithModel(nn.Module):
         if torch.is_tensor(k):
             k = k.to(ids.device)
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
-        q_pos, k_pos = self.rel_scheme.positions(
-            self.cfg, T, start, cache is not None, self.training, ids.device
-        )
+        q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature

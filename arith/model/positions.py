@@ -5,7 +5,7 @@ its name (the schema's `AbsPos` / `RelPos`); the model, attention and the run ch
   the token embedding; ``takes_offset``: whether the offset k moves their rows; ``top_row``: the highest row a
   sequence reads (`check_positions` compares it with model.max_pos before any work).
 * ``REL_POS``: `RelSlot` subclasses, built as ``cls(model_cfg)``, that act inside attention on integer query and
-  key positions (``positions``: so KV-cached decoding can pass the absolute position of new tokens), giving it a
+  key positions (``position_fn``: so KV-cached decoding can pass the absolute position of new tokens), giving it a
   q/k rotation (``rotary``), an additive ``(H, Tq, Tk)`` bias (``bias``) or their own ``scores`` (ReRoPE).
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
@@ -178,6 +178,11 @@ def build_abs_pos(cfg, tok) -> AbsSlot:
 
 
 # ============================================================================ relative slot
+def _counted(length: int, start: int, cached: bool, training: bool, device):
+    k_pos = torch.arange(start + length, device=device)
+    return k_pos[start:], k_pos
+
+
 class RelSlot(nn.Module):
     """The relative slot's interface (see the module docstring); the default gives attention nothing."""
 
@@ -191,10 +196,10 @@ class RelSlot(nn.Module):
         """Raise ConfigError before any work when sequences of max_tokens tokens cannot be positioned."""
 
     @classmethod
-    def positions(cls, cfg, length: int, start: int, cached: bool, training: bool, device):
-        """(query positions (T,), key positions (start + T,)) of one forward pass, shared by every layer."""
-        k_pos = torch.arange(start + length, device=device)
-        return k_pos[start:], k_pos
+    def position_fn(cls, cfg):
+        """(length, start, cached, training, device) -> (query positions (T,), key positions (start + T,)) of a
+        forward pass, shared by every layer; built once per model, so that forward reads no config."""
+        return _counted
 
     def rotary(self, pos: torch.Tensor):
         return None
@@ -313,27 +318,32 @@ class FIRE(RelSlot):
         self.c = nn.Parameter(torch.tensor(c))
         self.threshold = nn.Parameter(torch.tensor(threshold))
 
-    @classmethod
-    def check(cls, cfg, max_tokens, training):
-        if training and 0 < cfg.fire_max_length < max_tokens:
+    @staticmethod
+    def check(cfg, max_tokens, training, max_length=None):
+        max_length = cfg.fire_max_length if max_length is None else max_length
+        if training and 0 < max_length < max_tokens:
             raise ConfigError(
-                f"model.fire_max_length={cfg.fire_max_length} too small: training sequences reach {max_tokens} "
-                "tokens"
+                f"model.fire_max_length={max_length} too small: training sequences reach {max_tokens} tokens"
             )
 
     @classmethod
-    def positions(cls, cfg, length, start, cached, training, device):
+    def position_fn(cls, cfg):
         # randomized positions in training (Ruoss et al. 2023, arXiv 2305.16843; with FIRE: Zhou et al. 2024): a
         # sorted random subset of [0, fire_max_length) instead of 0..length-1, from torch's global RNG
-        if not (training and cfg.fire_max_length > 0):
-            return super().positions(cfg, length, start, cached, training, device)
-        if cached:
-            raise ValueError(
-                "randomized FIRE draws new positions per call: decode with the model in eval mode"
-            )
-        cls.check(cfg, length, training)
-        pos = torch.randperm(cfg.fire_max_length)[:length].sort().values.to(device)
-        return pos, pos
+        max_length = int(cfg.fire_max_length)
+
+        def draw(length, start, cached, training, device):
+            if not (training and max_length > 0):
+                return _counted(length, start, cached, training, device)
+            if cached:
+                raise ValueError(
+                    "randomized FIRE draws new positions per call: decode with the model in eval mode"
+                )
+            cls.check(None, length, training, max_length)
+            pos = torch.randperm(max_length)[:length].sort().values.to(device)
+            return pos, pos
+
+        return draw
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         c = self.c.abs()
