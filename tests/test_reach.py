@@ -15,9 +15,7 @@ def run_cfg(compose, *overrides):
     return compose(["data.streaming=true", *overrides])
 
 
-def longest_digit_run(
-    ids, tok
-):  # the loop version (runs.longest_digit_run before position_needs used longest_runs)
+def longest_digit_run(ids, tok):  # the loop version, formerly runs.longest_digit_run
     best, run = 0, np.zeros(ids.shape[0], dtype=np.int64)
     for col in range(ids.shape[1]):
         run = np.where(tok.is_digit(ids)[:, col], run + 1, 0)
