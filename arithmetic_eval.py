@@ -9,20 +9,12 @@ One CSV per shard under <run_dir>/eval/, one row per finished cell; re-running r
 `python scripts/plot_grid.py <run_dir>`.
 """
 
-import hydra
-
-from arith import schema
-from arith.cli import user_errors
-
-schema.register()
+from arith.cli import eval_app
 
 
-@hydra.main(config_path="arith/config", config_name="eval", version_base="1.3")
-@user_errors
-def main(cfg: schema.EvalAppConfig) -> None:
-    from arith.eval.runner import run_grid
-
-    run_grid(cfg, sorting=False)
+@eval_app(sorting=False)
+def main(cfg) -> None:
+    """Hydra runs `arith.cli.eval_app`'s body with the config composed from arith/config/eval.yaml."""
 
 
 if __name__ == "__main__":

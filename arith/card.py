@@ -8,18 +8,12 @@ import re
 import shlex
 from pathlib import Path
 
-from arith.checkpoint import atomic_write_text
+from arith.data.tasks import get_task
+from arith.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 # values that name places on the training machine, or that follow from other values
 MACHINE_KEYS = ("runs_root", "run_dir", "data.root", "data.name")
-EXAMPLES = {
-    "addition": "12345+678",
-    "subtraction": "12345-678",
-    "multiplication": "123x45",
-    "sorting": "305,7,41",
-    "bitwise_or": "0100+00",
-}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -116,9 +110,7 @@ def write_card(folder: Path, config: dict) -> Path:
     run, model, task = config["run"], config["model"], config["task"]
     data, train = run["data"], run["train"]
     a, b = data["max_len"], data.get("max_len_b") or data["max_len"]
-    lengths = (f"1-{a} digits" if a > 1 else "1 digit") if a == b else f"1-{a} x 1-{b} digits"
-    if task == "sorting":
-        lengths = f"up to {b} numbers of up to {a} digits"
+    lengths = get_task(task).describe_lengths(a, b)
     chosen = {
         "best": f"the best in the run's selection on lengths {train['select_lens']}",
         "latest": "the run's latest",
@@ -195,7 +187,7 @@ def write_card(folder: Path, config: dict) -> Path:
         "```python",
         "import arith",
         'run = arith.load("THIS_FOLDER")  # or arith.Run.from_pretrained("user/repo")',
-        f'print(run.solve("{EXAMPLES[task]}"))',
+        f'print(run.solve("{get_task(task).example}"))',
         "```",
         "",
     ]

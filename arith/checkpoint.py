@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arith.errors import ArithWarning, CheckpointError, StorageError, storage_error, write_error
+from arith.files import atomic_write_text
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -42,23 +43,13 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written: pointe
     import torch
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over; on failure the old file is untouched and
-    a one-line StorageError names the file."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise storage_error(e, "write", path) from None
+def model_config_dict(model_cfg, tok) -> dict:
+    """The model config as a checkpoint records it (model_config.json): plain values, plus the vocabulary size."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True, enum_to_str=True)
+    out["vocab_size"] = tok.vocab_size
+    return out
 
 
 def step_dirs(run_dir: Path) -> list[Path]:

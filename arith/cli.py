@@ -16,8 +16,10 @@ import traceback
 import warnings
 from pathlib import Path
 
+import hydra
 from hydra.errors import CompactHydraException
 
+from arith import schema
 from arith.errors import ArithError, ArithWarning, storage_error
 
 _show = warnings.showwarning
@@ -113,3 +115,23 @@ def user_errors(fn):
                 raise
 
     return wrapper
+
+
+def eval_app(sorting: bool):
+    """The body of arithmetic_eval.py and sort_eval.py (`run_grid`), decorating the script's own empty `main` so
+    that Hydra names the job after the script."""
+
+    def wrap(script_main):
+        schema.register()
+
+        @hydra.main(config_path=str(Path(__file__).parent / "config"), config_name="eval", version_base="1.3")
+        @user_errors
+        @functools.wraps(script_main)
+        def main(cfg: schema.EvalAppConfig) -> None:
+            from arith.eval.runner import run_grid
+
+            run_grid(cfg, sorting=sorting)
+
+        return main
+
+    return wrap

@@ -1,4 +1,4 @@
-"""Trained models as self-contained, Hub-style folders: export one checkpoint of a run, load it back anywhere.
+"""Trained models as self-contained, Hub-style folders: writing them (`arith.runs` opens them and exports a run).
 
     python scripts/export.py run=runs/quickstart out=exports/quickstart [checkpoint=best|latest|STEP]
     run = arith.load("exports/quickstart")            # or arith.Run.from_pretrained("user/repo")
@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_model
 
 from arith import card, checkpoint
-from arith.errors import CheckpointError, ConfigError, require
-from arith.runs import CONFIG, Run, load, model_config_dict
+from arith.errors import CheckpointError, ConfigError
+from arith.files import CONFIG
 
 CONFIG_JSON = "config.json"
 EVAL = "eval"
@@ -57,7 +55,7 @@ def read_config(path: str | Path) -> dict:
 # writing
 
 
-def _chosen_as(run: Run) -> str:
+def _chosen_as(run) -> str:
     """How the checkpoint was picked: best, latest or step (for a run directory); kept from an export."""
     if is_export(run.run_dir):
         return read_config(run.run_dir)["chosen_as"]
@@ -67,7 +65,7 @@ def _chosen_as(run: Run) -> str:
     return "latest" if latest is not None and latest.name == run.checkpoint else "step"
 
 
-def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
+def write_model(run, out: Path, eval_note: str | None) -> dict:
     """model.safetensors, tokenizer.json and config.json; returns the config written."""
     out.mkdir(parents=True, exist_ok=True)
     save_model(run.model, str(out / checkpoint.WEIGHTS), metadata={"format": "pt"})
@@ -96,7 +94,7 @@ def _write_model(run: Run, out: Path, eval_note: str | None) -> dict:
         "parameters": run.model.num_params(),
         **facts,
         "eval_note": eval_note,
-        "model": model_config_dict(run.model.cfg, run.tok),
+        "model": checkpoint.model_config_dict(run.model.cfg, run.tok),
         "run": OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True),
     }
     checkpoint.atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -152,14 +150,14 @@ def copy_eval(run_dir: Path, out: Path, step: int, weights: str, is_latest: bool
     )
 
 
-def save_pretrained(run: Run, out: str | Path) -> Path:
+def save_pretrained(run, out: str | Path) -> Path:
     """Write ``run`` as an export folder (weights, config.json, tokenizer.json, model card). A run loaded from an
     export brings its evaluation results, heatmaps and notes along."""
     out = Path(out)
     src = Path(run.run_dir)
     from_export = is_export(src)
     same = out.exists() and src.exists() and out.resolve() == src.resolve()
-    config = _write_model(run, out, read_config(src)["eval_note"] if from_export else None)
+    config = write_model(run, out, read_config(src)["eval_note"] if from_export else None)
     if from_export and not same:
         if (src / EVAL).is_dir():
             shutil.copytree(src / EVAL, out / EVAL, dirs_exist_ok=True)
@@ -167,73 +165,6 @@ def save_pretrained(run: Run, out: str | Path) -> Path:
             shutil.copy2(fig, out / fig.name)
     card.write_card(out, config)
     return out
-
-
-def export(run_dir: str | Path, out: str | Path, which: str | int | None = None) -> Path:
-    """One checkpoint of a run (default: best when the run has one, else latest) as an export folder."""
-    run_dir, out = Path(run_dir), Path(out)
-    require(
-        not out.exists() or not any(out.iterdir()), f"out={out} exists and is not empty; pick a new folder"
-    )
-    run = load(run_dir, checkpoint=which)
-    latest = checkpoint.latest(run_dir)
-    note = copy_eval(
-        run_dir, out, run.step, run.weights, latest is not None and latest.name == run.checkpoint
-    )
-    config = _write_model(run, out, note)
-    if any((out / EVAL).glob("*.csv")):
-        from arith.plots import plot_run
-
-        plot_run(out)
-    card.write_card(out, config)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reading
-
-
-def load_export(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    which: str | int | None = None,
-    weights: str | None = None,
-) -> Run:
-    """The Run in an export folder: ``arith.load(path)`` calls this for folders without a run config.yaml."""
-    from arith.data.tokenizer import ArithTokenizer
-    from arith.model import build_model
-    from arith.schema import ModelConfig, PretrainConfig
-
-    path = Path(path)
-    config = read_config(path)
-    step, chosen = config["step"], config["chosen_as"]
-    if which not in (None, "auto", chosen, str(step), step):
-        raise CheckpointError(
-            f"{path} is an export of one checkpoint (step {step}, the run's {chosen}); checkpoint={which!r} is not in it"
-        )
-    if weights not in (None, config["weights"]):
-        raise CheckpointError(
-            f"{path} holds only the {config['weights']} weights; weights={weights!r} is not in it"
-        )
-    saved = dict(config["model"])
-    saved.pop("vocab_size", None)
-    tok = ArithTokenizer.load(path)
-    model = build_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved), tok)
-    checkpoint.load_weights(path, model, "raw")  # the folder's one model.safetensors
-    model.to(device).eval()
-    cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), config["run"])
-    return Run(
-        run_dir=path,
-        cfg=cfg,
-        tok=tok,
-        model=model,
-        step=step,
-        checkpoint=str(step),
-        weights=config["weights"],
-    )
-
-
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def _hub():
@@ -244,25 +175,7 @@ def _hub():
     return huggingface_hub
 
 
-def from_pretrained(name: str | Path, device: str | torch.device = "cpu", revision: str | None = None) -> Run:
-    """A Run from an export folder, a run directory, or a Hugging Face Hub repo id ("user/repo")."""
-    path = Path(name)
-    if not path.exists():
-        if not _REPO_ID.fullmatch(str(name)):
-            raise CheckpointError(f"{name}: no such folder, and not a Hub repo id (user/repo)")
-        try:
-            path = Path(_hub().snapshot_download(repo_id=str(name), revision=revision))
-        except ConfigError:
-            raise
-        except Exception as e:  # offline, no such repo, no access: one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise CheckpointError(
-                f"{name}: no such folder, and the Hugging Face Hub gave {type(e).__name__}: {first}"
-            ) from None
-    return load(path, device)
-
-
-def push_to_hub(run: Run, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+def push_to_hub(run, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
     """Upload ``save_pretrained``'s folder to the Hub repo ``repo_id`` (created when missing); returns its URL."""
     hub = _hub()
     api = hub.HfApi(token=token)

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from arith.checkpoint import atomic_write_text
 from arith.errors import storage_error
+from arith.files import atomic_write_text
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"  # event files, inside the run directory

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from arith.errors import ConfigError
-from arith.model.positions import choice
 from arith.schema import TrainConfig
 
 
@@ -104,7 +103,7 @@ OPTIMIZERS = {"adamw": _adamw, "lion": _lion, "tiger": _tiger}
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, name: str | None = None) -> torch.optim.Optimizer:
     """The optimizer named by `name`, else by `cfg.optimizer`."""
-    name = choice(cfg.optimizer) if name is None else name
+    name = cfg.optimizer if name is None else name
     if name not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer={name!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if cfg.embedding_lr_scale < 0:

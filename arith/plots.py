@@ -27,13 +27,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from arith.data.spec import TaskSpec
+from arith.data.tasks import TASKS
 from arith.errors import DataError
 from arith.eval.grid import BASE_COLUMNS, read_results
 
 ANNOTATE_MAX = 30  # annotate every cell with its value when the grid is at most this many cells a side
 _CMAP = "viridis"
 _OUTLINE = "#ff3030"  # red stands out against every colour of viridis
-_VALUE_LABELS = {"acc": "exact match", "first_acc": "first label right"}
 
 
 def _records(df) -> list[dict]:
@@ -43,11 +44,9 @@ def _records(df) -> list[dict]:
     return list(df)
 
 
-def _axis_labels(task: str | None) -> tuple[str, str]:
-    """(y label for a_len, x label for b_len)."""
-    if task == "sorting":
-        return "max digits", "array length"
-    return "length of operand 1", "length of operand 2"
+def _spec(task: str | None):
+    """The task's spec; the default answers for rows of no single (or an unknown) task."""
+    return TASKS.get(task, TaskSpec)
 
 
 def _matrix(rows: list[dict], value: str) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -98,7 +97,7 @@ def heatmap(
         aspect="auto",
         interpolation="nearest",
     )
-    ylabel, xlabel = _axis_labels(task)
+    ylabel, xlabel = _spec(task).axis_labels
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -168,7 +167,7 @@ def _run_info(run_dir: Path) -> dict:
                 )
             except Exception:
                 v = None
-            info[short] = getattr(v, "value", v)
+            info[short] = v
     if info["max_len"] is not None and info["max_len_b"] is None:
         info["max_len_b"] = info["max_len"]
     return info
@@ -190,7 +189,7 @@ def _title(task: str, info: dict) -> str:
         parts.append(arch)
     if info["max_len"] is not None and info["task"] == task:
         n, m = info["max_len"], info["max_len_b"]
-        parts.append(f"trained ≤{n}" if n == m and task != "sorting" else f"trained ≤{n}x{m}")
+        parts.append(f"trained ≤{n}" if n == m and _spec(task).lengths_alike else f"trained ≤{n}x{m}")
     return " · ".join(parts)
 
 
@@ -269,16 +268,15 @@ def settings_text(settings: dict) -> str:
 
 
 def _grid_figure(task: str, task_rows: list[dict], info: dict, settings: dict) -> Figure:
-    values = ["acc"]
-    if task == "sorting" and any(r.get("first_acc") is not None for r in task_rows):
-        values.append("first_acc")
+    panels = {"acc": "exact match", **_spec(task).extra_panels}
+    values = [v for v in panels if v == "acc" or any(r.get(v) is not None for r in task_rows)]
     grid, _, _ = _matrix(task_rows, "acc")
     side = min(9.0, max(4.5, 0.25 * max(grid.shape) + 2.0))  # room for the numbers on annotated grids
     fig = Figure(figsize=(side * 1.2 * len(values), side + 0.6), layout="constrained")
     axes = fig.subplots(1, len(values), squeeze=False)[0]
     region = _train_region(task, info)
     for ax, value in zip(axes, values):
-        im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{_VALUE_LABELS[value]} (%)")
+        im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{panels[value]} (%)")
         fig.colorbar(im, ax=ax, shrink=0.85)
     lines = [_title(task, info), info["name"], settings_text(settings)]
     fig.suptitle("\n".join(line for line in lines if line), fontsize=11)

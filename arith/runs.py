@@ -1,165 +1,25 @@
-"""Run directories: validation before work starts, the saved config, resume checks, and loading a run."""
+"""Opening a run directory, an export folder or a Hub repo for inference (`load` -> `Run`), and `export`ing one
+checkpoint of a run (the folder's files: `arith/export.py`). Starting a run is `arith/start.py`."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from arith import checkpoint
-from arith.data.tasks import eval_cell, task_for
+from arith import card
+from arith import export as exports
 from arith.data.tokenizer import ArithTokenizer
-from arith.errors import ConfigError, require, storage_error
+from arith.errors import CheckpointError, ConfigError, require, storage_error
+from arith.files import CONFIG
 from arith.schema import ModelConfig, PretrainConfig
 
-CONFIG = "config.yaml"
-# keys that define what a run *is*: a resumed run must agree on them. Everything else may change on resume:
-# the budget and schedule (steps, budget_minutes, warmup, cooldown), saving, logging, selection (select_*),
-# speed settings (threads, compile, attention, bf16) and how the run is evaluated (EVAL_ONLY_MODEL_KEYS).
-IDENTITY_KEYS = (
-    "model",
-    "data.task",
-    "data.max_len",
-    "data.max_len_b",
-    "data.n_train",
-    "data.test_frac",
-    "data.seed",
-    "data.streaming",
-    "data.pad_operands",
-    "data.bucket",
-    "train.batch_size",
-    "train.seed",
-    "train.lr",
-    "train.optimizer",
-    "train.betas",
-    "train.weight_decay",
-    "train.clip",
-    "train.mask_before_equals",
-    "train.loss_reduction",
-    "train.embedding_lr_scale",
-    "train.ema",
-)
 # model keys read only at evaluation, never by training: they may change on resume, and for them the run's
 # config.yaml (rewritten by every resume) wins over a checkpoint's model_config.json when a run is loaded
 EVAL_ONLY_MODEL_KEYS = ("eval_k", "eval_recurrences", "eval_vote_ks")
-
-
-def validate_pretrain(cfg: PretrainConfig) -> None:
-    t, d = cfg.train, cfg.data
-    require(
-        bool(t.steps) or bool(t.budget_minutes),
-        "set train.steps or train.budget_minutes (> 0): the run needs an end",
-    )
-    for key, value in [("train.steps", t.steps), ("train.budget_minutes", t.budget_minutes)]:
-        require(value is None or value > 0, f"{key}={value} must be > 0 (or null)")
-    for key, value in [
-        ("train.batch_size", t.batch_size),
-        ("train.lr", t.lr),
-        ("train.clip", t.clip),
-        ("train.keep_last", t.keep_last),
-        ("train.log_every", t.log_every),
-        ("data.max_len", d.max_len),
-        ("data.n_train", d.n_train),
-    ]:
-        require(value > 0, f"{key}={value} must be > 0")
-    require(d.max_len_b is None or d.max_len_b > 0, f"data.max_len_b={d.max_len_b} must be > 0 (or null)")
-    require(
-        0 <= t.warmup and 0 <= t.cooldown and t.warmup + t.cooldown <= 1,
-        f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be >= 0 and sum to <= 1",
-    )
-    require(0 <= d.test_frac < 1, f"data.test_frac={d.test_frac} must be in [0, 1)")
-    require(0 <= t.ema < 1, f"train.ema={t.ema} must be in [0, 1) (0 = off)")
-    require(t.select_every >= 0, f"train.select_every={t.select_every} must be >= 0 (0 = off)")
-    require(t.select_n > 0, f"train.select_n={t.select_n} must be > 0")
-    require(
-        all(isinstance(L, int) and L > 0 for L in t.select_lens),
-        f"train.select_lens={list(t.select_lens)} must be positive lengths",
-    )
-    require(
-        not t.select_every or len(t.select_lens) > 0,
-        "train.select_every > 0 needs train.select_lens, e.g. train.select_lens=[10,12]",
-    )
-    require(0 <= cfg.model.alpha <= 1, f"model.alpha={cfg.model.alpha} must be in [0, 1]")
-    require(
-        cfg.model.max_backprop is None or cfg.model.max_backprop > 0,
-        f"model.max_backprop={cfg.model.max_backprop} must be > 0 (or null)",
-    )
-
-
-def longest_digit_run(ids: np.ndarray, tok: ArithTokenizer) -> int:
-    is_digit = tok.is_digit(ids)
-    best, run = 0, np.zeros(ids.shape[0], dtype=np.int64)
-    for col in range(ids.shape[1]):
-        run = np.where(is_digit[:, col], run + 1, 0)
-        best = max(best, int(run.max()))
-    return best
-
-
-def position_needs(
-    cfg: PretrainConfig,
-    tok: ArithTokenizer,
-    a_len: int | None = None,
-    b_len: int | None = None,
-    training: bool = True,
-    k: int | None = None,
-) -> tuple[int, int]:
-    """Longest sequence and digit run of the (a_len, b_len) cell; raises when the position table can't hold them."""
-    from arith.model import check_positions
-
-    a = a_len or cfg.data.max_len
-    b = b_len or cfg.data.max_len_b or cfg.data.max_len
-    probe = eval_cell(task_for(cfg.data), tok, a, b, 8, 0)
-    max_tokens, max_digits = int(probe.length.max()), longest_digit_run(probe.ids, tok)
-    check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training, k=k)
-    return max_tokens, max_digits
-
-
-def model_config_dict(model_cfg: ModelConfig, tok: ArithTokenizer) -> dict:
-    out = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True, enum_to_str=True)
-    out["vocab_size"] = tok.vocab_size
-    return out
-
-
-def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:
-    checkpoint.atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    tok.save(run_dir)
-
-
-def _select(cfg, key: str):
-    value = OmegaConf.select(cfg, key)
-    return (
-        OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-        if OmegaConf.is_config(value)
-        else (value.value if hasattr(value, "value") else value)
-    )
-
-
-def check_resume_compatible(cfg: PretrainConfig, run_dir: Path) -> None:
-    path = Path(run_dir) / CONFIG
-    if not path.exists():
-        return
-    saved = load_config(
-        run_dir
-    )  # merged onto the schema: keys added since the run started take their defaults
-    for key in IDENTITY_KEYS:
-        old, new = _select(saved, key), _select(cfg, key)
-        if isinstance(old, dict):
-            free = EVAL_ONLY_MODEL_KEYS if key == "model" else ()
-            diffs = [
-                f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k) and k not in free
-            ]
-        else:
-            diffs = [f"{key}: {old!r} -> {new!r}"] if old != new else []
-        if diffs:
-            raise ConfigError(
-                f"{run_dir} holds a different run ({diffs[0]}); pick another name=... "
-                "or repeat the original settings to resume"
-            )
 
 
 def load_config(run_dir: Path) -> PretrainConfig:
@@ -186,30 +46,37 @@ class Run:
     weights: str = "raw"  # raw | ema
 
     def solve(self, problem: str, **kwargs) -> str:
-        from arith.solve import solve
+        from arith.eval.answer import solve
 
         return solve(self, problem, **kwargs)
 
     def save_pretrained(self, out: str | Path) -> Path:
         """Write this run's weights as an export folder (huggingface_hub's layout; see arith/export.py)."""
-        from arith.export import save_pretrained
-
-        return save_pretrained(self, out)
+        return exports.save_pretrained(self, out)
 
     @classmethod
     def from_pretrained(
         cls, name: str | Path, device: str | torch.device = "cpu", revision: str | None = None
     ):
         """From an export folder, a run directory, or a Hugging Face Hub repo id ("user/repo", needs arith[hub])."""
-        from arith.export import from_pretrained
-
-        return from_pretrained(name, device, revision)
+        path = Path(name)
+        if not path.exists():
+            if not _REPO_ID.fullmatch(str(name)):
+                raise CheckpointError(f"{name}: no such folder, and not a Hub repo id (user/repo)")
+            try:
+                path = Path(exports._hub().snapshot_download(repo_id=str(name), revision=revision))
+            except ConfigError:
+                raise
+            except Exception as e:  # offline, no such repo, no access: one line
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise CheckpointError(
+                    f"{name}: no such folder, and the Hugging Face Hub gave {type(e).__name__}: {first}"
+                ) from None
+        return load(path, device)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
         """Upload `save_pretrained`'s folder to a Hugging Face Hub repo (needs arith[hub] and a login)."""
-        from arith.export import push_to_hub
-
-        return push_to_hub(self, repo_id, private, token)
+        return exports.push_to_hub(self, repo_id, private, token)
 
 
 def load(
@@ -229,8 +96,6 @@ def load(
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists() and (run_dir / "config.json").exists():
-        from arith.export import load_export
-
         return load_export(run_dir, device, checkpoint, weights)
     cfg = load_config(run_dir)
     tok = ArithTokenizer.load(run_dir)
@@ -254,3 +119,67 @@ def load(
         checkpoint=ckpt.name,
         weights=weights,
     )
+
+
+def load_export(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str | int | None = None,
+    weights: str | None = None,
+) -> Run:
+    """The Run in an export folder: ``arith.load(path)`` calls this for folders without a run config.yaml."""
+    from arith import checkpoint as ckpts
+    from arith.model import build_model
+
+    path = Path(path)
+    config = exports.read_config(path)
+    step, chosen = config["step"], config["chosen_as"]
+    if which not in (None, "auto", chosen, str(step), step):
+        raise CheckpointError(
+            f"{path} is an export of one checkpoint (step {step}, the run's {chosen}); checkpoint={which!r} is not in it"
+        )
+    if weights not in (None, config["weights"]):
+        raise CheckpointError(
+            f"{path} holds only the {config['weights']} weights; weights={weights!r} is not in it"
+        )
+    saved = dict(config["model"])
+    saved.pop("vocab_size", None)
+    tok = ArithTokenizer.load(path)
+    model = build_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved), tok)
+    ckpts.load_weights(path, model, "raw")  # the folder's one model.safetensors
+    model.to(device).eval()
+    cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), config["run"])
+    return Run(
+        run_dir=path,
+        cfg=cfg,
+        tok=tok,
+        model=model,
+        step=step,
+        checkpoint=str(step),
+        weights=config["weights"],
+    )
+
+
+def export(run_dir: str | Path, out: str | Path, which: str | int | None = None) -> Path:
+    """One checkpoint of a run (default: best when the run has one, else latest) as an export folder."""
+    from arith import checkpoint as ckpts
+
+    run_dir, out = Path(run_dir), Path(out)
+    require(
+        not out.exists() or not any(out.iterdir()), f"out={out} exists and is not empty; pick a new folder"
+    )
+    run = load(run_dir, checkpoint=which)
+    latest = ckpts.latest(run_dir)
+    note = exports.copy_eval(
+        run_dir, out, run.step, run.weights, latest is not None and latest.name == run.checkpoint
+    )
+    config = exports.write_model(run, out, note)
+    if any((out / exports.EVAL).glob("*.csv")):
+        from arith.plots import plot_run
+
+        plot_run(out)
+    card.write_card(out, config)
+    return out
+
+
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")

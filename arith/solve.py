@@ -17,85 +17,14 @@ import argparse
 import sys
 import warnings
 
-import numpy as np
-import torch
-
 from arith.cli import user_errors
-from arith.data.tasks import task_for
-from arith.errors import ArithError, DataError
+from arith.errors import ArithError
 from arith.eval import settings as eval_settings
-from arith.eval.grid import Cell
-from arith.eval.reach import UntrainedPositionsWarning, untrained_rows
-from arith.eval.vote import decode
+from arith.eval.answer import solve
+from arith.eval.reach import UntrainedPositionsWarning
+from arith.runs import load
 
-
-def _digit_runs(ids: np.ndarray, tok) -> list[int]:
-    runs, current = [], 0
-    for is_digit in tok.is_digit(ids):
-        if is_digit:
-            current += 1
-        elif current:
-            runs.append(current)
-            current = 0
-    return runs + ([current] if current else [])
-
-
-def solve(
-    run,
-    problem: str,
-    recurrences: int | None = None,
-    k: int | None = None,
-    vote_ks: list[int] | None = None,
-    vote_mode: str = "answer",
-    attn_scale: float = 1.0,
-    attn_scale_mode: str = "const",
-    attn_scale_where: str = "all",
-) -> str:
-    """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
-    to `problem`; the keyword arguments are the eval.* settings of the grid (None = the run's defaults)."""
-    from arith.runs import position_needs
-
-    s = eval_settings.for_run(
-        run,
-        prefix="",
-        k=k,
-        recurrences=recurrences,
-        vote_ks=vote_ks,
-        vote_mode=vote_mode,
-        attn_scale=attn_scale,
-        attn_scale_mode=attn_scale_mode,
-        attn_scale_where=attn_scale_where,
-    )
-    task_name = run.cfg.data.task.value
-    spec = task_for(run.cfg.data)
-    try:
-        prompt = spec.prompt(problem.strip())
-    except ValueError as e:
-        raise DataError(f"cannot read {problem!r}: {e}") from None
-    ids = np.asarray(run.tok.encode(prompt), dtype=np.int64)
-    runs = _digit_runs(ids, run.tok)
-    a_len, b_len = (max(runs), len(runs)) if task_name == "sorting" else (runs[0], runs[-1])
-    # a clear error past the position table, a warning past the rows training reached
-    position_needs(run.cfg, run.tok, a_len, b_len, training=False, k=max(s.offsets))
-    warning = untrained_rows(run.cfg, run.tok, [Cell(a_len, b_len)], max(s.offsets))
-    if warning:
-        warnings.warn(warning, UntrainedPositionsWarning, stacklevel=3)
-    device = next(run.model.parameters()).device
-    with eval_settings.applied(run, s):
-        out = decode(
-            run.model,
-            torch.as_tensor(ids[None], device=device),
-            max_new=len(ids) + 2,  # every task's answer (with EOS) is shorter than its prompt + 2
-            eos_id=run.tok.eos_id,
-            pad_id=run.tok.pad_id,
-            recurrences=s.recurrences,
-            k=s.k,
-            vote_ks=s.vote_ks,
-            vote_mode=s.vote_mode or "answer",
-        )[0].tolist()
-    if run.tok.eos_id not in out:
-        raise DataError(f"the model gave no answer for {problem!r} (no end-of-sequence token)")
-    return spec.answer(run.tok.decode(out))
+__all__ = ["main", "solve"]
 
 
 def _ints(text: str) -> list[int]:
@@ -123,12 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="ema or raw (default: ema when saved)")
     parser.add_argument("--verbose", action="store_true", help="name the checkpoint and settings on stderr")
     args = parser.parse_args(argv)
-    import arith
-
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UntrainedPositionsWarning)
-            run = arith.load(args.run_dir, checkpoint=args.checkpoint, weights=args.weights)
+            run = load(args.run_dir, checkpoint=args.checkpoint, weights=args.weights)
             options = dict(
                 recurrences=args.recurrences,
                 k=args.k,

@@ -20,20 +20,15 @@ from arith.data.datasets import ensure, make_batches
 from arith.data.tasks import task_for
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import DivergedError
+from arith.eval.reach import position_needs
 from arith.lock import RunLock
 from arith.metrics import MetricsLog
 from arith.model import build_model
 from arith.model.flex import set_attention_impl
 from arith.optim import build_optimizer, run_progress, trapezoid
-from arith.runs import (
-    check_resume_compatible,
-    model_config_dict,
-    position_needs,
-    save_run_config,
-    validate_pretrain,
-)
 from arith.schema import PretrainConfig, Reduction
 from arith.selection import Selection, make_ema
+from arith.start import check_resume_compatible, save_run_config, validate_pretrain
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -219,7 +214,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     )
     if log is not None:
         cleanup.callback(log.close)
-    model_cfg = model_config_dict(cfg.model, tok)
+    model_cfg = checkpoint.model_config_dict(cfg.model, tok)
     task = task_for(cfg.data)
 
     # the first step whose loss was not finite (inf: none); kept on the device, read only by check_finite

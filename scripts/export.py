@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
-        from arith.export import export
+        from arith.runs import export
 
         args = parse(argv)
         out = export(args["run"], args["out"], args.get("checkpoint"))

@@ -32,18 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import arith
-    from arith.model.positions import choice
+    from arith.eval.reach import position_needs
+    from arith.model.positions import position_rows
     from arith.plots import plot_positions, position_table_stats
-    from arith.runs import position_needs
 
     run = arith.load(args.run, checkpoint=args.checkpoint)
     table = getattr(run.model.abs_pos, "table", None)
     if table is None:
-        raise ConfigError(f"{args.run}: model.abs_pos={choice(run.cfg.model.abs_pos)} has no position table")
+        raise ConfigError(f"{args.run}: model.abs_pos={str(run.cfg.model.abs_pos)} has no position table")
     weights = table.weight.detach().cpu().numpy()
     max_tokens, max_digits = position_needs(run.cfg, run.tok)
-    scheme = choice(run.cfg.model.abs_pos)
-    reach = run.cfg.model.max_k + max_digits if scheme in ("abacus", "coupling") else max_tokens - 1
+    reach = position_rows(run.cfg.model, max_tokens, max_digits, run.cfg.model.max_k)
     rows = min(weights.shape[0], args.rows or reach + 21)
     norms, cos = position_table_stats(weights, rows)
     np.fill_diagonal(cos, 0.0)
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(rows):
         mark = "  (past training's reach)" if r > reach else ""
         print(f"{r:>4} {norms[r]:7.3f} {cos[r, 1:].max():9.3f}{mark}")
-    title = f"{args.run.name}: {scheme} table, checkpoint {run.checkpoint} ({run.weights})"
+    title = f"{args.run.name}: {run.cfg.model.abs_pos} table, checkpoint {run.checkpoint} ({run.weights})"
     for path in plot_positions(weights, rows, reach, title, args.run / "positions"):
         print(path)
     return 0

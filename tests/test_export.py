@@ -17,7 +17,7 @@ from arith.errors import CheckpointError, ConfigError
 from arith.eval.grid import read_results
 from arith.eval.runner import run_grid
 from arith.eval.settings import default_settings
-from arith.export import export
+from arith.runs import export
 from tests.conftest import ROOT
 
 PROMPTS = ["3+4=", "9+9=", "0+7=", "21+43="]

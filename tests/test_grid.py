@@ -8,18 +8,22 @@ import threading
 import pytest
 import torch
 
+from arith.data.tasks import get_task
 from arith.errors import ConfigError, DataError
 from arith.eval.grid import (
     SETTINGS_COLUMNS,
     Cell,
     GridCSV,
-    cell_cost,
     csv_path,
     grid_cells,
     read_results,
     shard_cells,
 )
 from arith.eval.settings import EvalSettings, default_settings
+
+
+def cell_cost(cell, task):  # the cost model moved to the task (TaskSpec.cell_cost)
+    return get_task(task).cell_cost(cell.a_len, cell.b_len)
 
 
 def test_grid_cells_ranges():

@@ -6,8 +6,8 @@ import torch
 import abacus
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import ConfigError
-from arith.model import ABS_POS, BLOCKS, REL_POS, build_abs_pos, build_model, build_rel_pos, check_positions
-from arith.model.positions import RoPE, rotate
+from arith.model import ABS_POS, BLOCKS, REL_POS, build_abs_pos, build_model, build_rel_pos
+from arith.model.positions import RoPE, check_positions, rotate
 from arith.schema import AbsPos, Injection, ModelConfig, RelPos
 
 TOK = ArithTokenizer.build()

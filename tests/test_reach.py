@@ -7,13 +7,20 @@ import pytest
 from arith.data.tokenizer import ArithTokenizer
 from arith.eval.grid import Cell
 from arith.eval.reach import cell_needs, longest_runs, training_needs, untrained_rows
-from arith.runs import longest_digit_run
 
 TOK = ArithTokenizer.build()
 
 
 def run_cfg(compose, *overrides):
     return compose(["data.streaming=true", *overrides])
+
+
+def longest_digit_run(ids, tok):  # the loop version, formerly runs.longest_digit_run
+    best, run = 0, np.zeros(ids.shape[0], dtype=np.int64)
+    for col in range(ids.shape[1]):
+        run = np.where(tok.is_digit(ids)[:, col], run + 1, 0)
+        best = max(best, int(run.max()))
+    return best
 
 
 def test_longest_runs_equals_the_loop_version():

@@ -7,8 +7,8 @@ Rows are generated in chunks of ``CHUNK`` with ``numpy.random.default_rng([seed,
 into Arrow list arrays from flat values + offsets, so a build is deterministic for a seed and needs no Python
 per row. test = round(test_frac * n_train) rows drawn like the training rows (train keeps the rest): it
 measures in-distribution loss; held-out evaluation uses ``tasks.eval_cell``.
-bitwise_or stores its exhaustive set once, shuffled, whatever n_train (the original kept 100 of 2,870 rows
-by mistake); its test split is a random sample of that set.
+An exhaustive task (bitwise_or) stores every example once, shuffled, whatever n_train (the original kept 100
+of 2,870 rows by mistake); its test split is a random sample of that set.
 
 Batches: ``batch(step)`` depends only on (seed, step, rank, world), so resuming at a step replays exactly the
 data a run would have seen. Rank r of `world` takes global rows r::world; each local batch is padded to its
@@ -41,7 +41,7 @@ _TRAIN, _TEST = 0, 1  # rng stream ids
 
 
 def _task(cfg) -> str:
-    return getattr(cfg.task, "value", cfg.task)
+    return str(cfg.task)
 
 
 def _lens(cfg) -> tuple[int, int]:
@@ -114,9 +114,8 @@ def _generate(cfg, tok, stream: int, n: int, bar, timings: dict) -> list[pa.List
     return chunks
 
 
-def _or_splits(cfg, tok) -> tuple[list[pa.ListArray], list[pa.ListArray]]:
-    max_a, max_b = _lens(cfg)
-    ex = tasks.exhaustive_or(tok, max_a, max_b)
+def _exhaustive_splits(spec, cfg, tok) -> tuple[list[pa.ListArray], list[pa.ListArray]]:
+    ex = spec.every_example(tok, *_lens(cfg))
     ex = tasks.Examples(ex.ids.astype(_store_dtype(tok)), ex.prompt_len, ex.length)
     train_rows = np.random.default_rng([cfg.seed, _TRAIN]).permutation(len(ex))
     n_test = min(len(ex), max(1, round(cfg.test_frac * len(ex)))) if cfg.test_frac > 0 else 0
@@ -175,7 +174,7 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         tasks.task_for(cfg)  # raises for a task without a padded format
         meta["pad_operands"] = True
     n_test = round(cfg.n_train * cfg.test_frac)
-    if task == "bitwise_or":
+    if spec.exhaustive:
         meta["note"] = "exhaustive training set, shuffled; n_train ignored"
     else:
         require(
@@ -189,8 +188,8 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         raise write_error(e, target) from None
     bars = hf.is_progress_bar_enabled()
     try:
-        if task == "bitwise_or":
-            train, test = _or_splits(cfg, tok)
+        if spec.exhaustive:
+            train, test = _exhaustive_splits(spec, cfg, tok)
         else:
             bar = tqdm(total=cfg.n_train, desc=f"data {target.name}", unit="ex") if progress else None
             train = _generate(cfg, tok, _TRAIN, cfg.n_train - n_test, bar, timings)

@@ -28,6 +28,14 @@ _EVAL_OVERSAMPLE = 128  # candidates per wanted eval row: P(no held-out among th
 _MAX_ROUNDS = 1000
 
 
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One cell of an evaluation grid: the two lengths a task's problems are drawn with (`TaskSpec.make`)."""
+
+    a_len: int
+    b_len: int
+
+
 @dataclass
 class Examples:
     ids: np.ndarray  # (N, T) int64, right-padded with tok.pad_id; row = prompt (through '='), answer, EOS
@@ -63,6 +71,14 @@ class TaskSpec:
     pad_operands: bool = (
         False  # Position Coupling's zero-padded format (tasks.get_task(name, pad_operands=True))
     )
+    # what the data, the grid, `solve`, the plots and the model card ask of a task
+    example = ""  # a problem as `solve` reads it
+    eval_script = "arithmetic_eval.py"  # the entry script that evaluates it on a grid
+    axis_labels = ("length of operand 1", "length of operand 2")  # what a_len and b_len count
+    lengths_alike = True  # a_len and b_len count the same thing (an n x n training region reads "n")
+    extra_columns: tuple[str, ...] = ()  # grid result columns beyond exact match (`extra_results`)
+    extra_panels: dict[str, str] = {}  # {result column: title} of heatmaps drawn beside exact match
+    exhaustive = False  # training stores `every_example(tok, max_a, max_b)` once, whatever data.n_train
 
     def __init__(self) -> None:
         self._splittable_cache: dict[tuple[int, int], bool] = {}
@@ -91,12 +107,29 @@ class TaskSpec:
         return reversed_answer[::-1]
 
     def max_answer_len(self, a_len: int, b_len: int) -> int:
+        """Most answer tokens (EOS included) of a problem of the cell."""
         raise NotImplementedError
 
     def answer_lengths(self, a_len: int, b_len: int) -> tuple[int, int]:
         """(fewest, most) answer tokens before EOS that a problem of these operand lengths can have: what a
         label of unknown truth must satisfy (self-improvement's length filter)."""
         raise NotImplementedError
+
+    def cell_cost(self, a_len: int, b_len: int) -> float:
+        """Relative cost of decoding one example of the cell (the grid's shard balancer): with a KV cache, about
+        (prompt + answer tokens) squared."""
+        raise NotImplementedError
+
+    def problem_cell(self, digit_runs: list[int]) -> tuple[int, int]:
+        """The (a_len, b_len) cell of a prompt from the lengths of its runs of digits, in order."""
+        return digit_runs[0], digit_runs[-1]
+
+    def extra_results(self, result: dict) -> dict:
+        return {}  # the `extra_columns` of a grid row from `quick.evaluate_cell`'s result
+
+    def describe_lengths(self, a: int, b: int) -> str:
+        """The training lengths in words (the model card), e.g. "1-20 digits"."""
+        return (f"1-{a} digits" if a > 1 else "1 digit") if a == b else f"1-{a} x 1-{b} digits"
 
     def _padded_answer_len(self, w: np.ndarray) -> np.ndarray:
         """Answer digits in the padded format (data.pad_operands) for operands of w digits each."""

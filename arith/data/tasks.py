@@ -146,9 +146,12 @@ class _Binary(TaskSpec):
     def max_answer_len(self, a_len, b_len):
         return max(a_len, b_len) + 2
 
+    def cell_cost(self, a_len, b_len):
+        return float(a_len + b_len + 1 + self.max_answer_len(a_len, b_len)) ** 2  # operands, op, '=', answer
+
 
 class Addition(_Binary):
-    name, op = "addition", "+"
+    name, op, example = "addition", "+", "12345+678"
     _ops_accepted = ("+",)
 
     def _result(self, ops):
@@ -167,7 +170,7 @@ class Addition(_Binary):
 
 
 class Subtraction(_Binary):
-    name, op = "subtraction", "-"
+    name, op, example = "subtraction", "-", "12345-678"
     _ops_accepted = ("-",)
 
     def _result(self, ops):
@@ -185,7 +188,7 @@ class Subtraction(_Binary):
 
 
 class Multiplication(_Binary):
-    name, op = "multiplication", "x"
+    name, op, example = "multiplication", "x", "123x45"
     _ops_accepted = ("x", "*")
 
     def _result(self, ops):
@@ -211,8 +214,8 @@ class Multiplication(_Binary):
 class BitwiseOr(_Binary):
     """One operand is one-hot (the shorter; either when equal lengths), the other all zeros."""
 
-    name, op = "bitwise_or", "+"
-    hash_split = False  # training is exhaustive by design
+    name, op, example = "bitwise_or", "+", "0100+00"
+    hash_split, exhaustive = False, True  # training is exhaustive by design
     _ops_accepted = ("+", "|")
 
     def _sample(self, rng, a_len, b_len, wa, wb):
@@ -251,6 +254,9 @@ class BitwiseOr(_Binary):
     def answer_lengths(self, a_len, b_len):
         return max(a_len, b_len), max(a_len, b_len)
 
+    def every_example(self, tok, max_a: int, max_b: int) -> Examples:
+        return exhaustive_or(tok, max_a, max_b)
+
 
 def _or_digits(a_len, b_len, hot_a, hot, wa, wb) -> dict[str, np.ndarray]:
     n = len(a_len)
@@ -268,7 +274,10 @@ def _or_digits(a_len, b_len, hot_a, hot, wa, wb) -> dict[str, np.ndarray]:
 class Sorting(TaskSpec):
     """a_len = max digits per number, b_len = array length; labels are a cyclic run of LABELS."""
 
-    name, op = "sorting", ""
+    name, op, example, eval_script = "sorting", "", "305,7,41", "sort_eval.py"
+    axis_labels, lengths_alike = ("max digits", "array length"), False
+    extra_columns = ("first_correct", "first_acc")
+    extra_panels = {"first_acc": "first label right"}
 
     def validate_lengths(self, max_a, max_b):
         super().validate_lengths(max_a, max_b)
@@ -360,6 +369,18 @@ class Sorting(TaskSpec):
     def answer_lengths(self, a_len, b_len):
         return 2 * b_len - 1, 2 * b_len - 1
 
+    def cell_cost(self, a_len, b_len):
+        return float(b_len * (a_len + 2) + 2 * b_len) ** 2  # b_len numbers with a label and separators
+
+    def problem_cell(self, digit_runs):
+        return max(digit_runs), len(digit_runs)
+
+    def extra_results(self, result):
+        return {"first_correct": result["first_correct"], "first_acc": result["first_correct"] / result["n"]}
+
+    def describe_lengths(self, a_len, b_len):
+        return f"up to {b_len} numbers of up to {a_len} digits"
+
 
 # ---------------------------------------------------------------- registry and entry points
 
@@ -375,7 +396,6 @@ def get_task(name, pad_operands: bool = False) -> TaskSpec:
     """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant."""
     if isinstance(name, TaskSpec):
         return name
-    name = getattr(name, "value", name)
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
     if not pad_operands:
@@ -410,7 +430,8 @@ def eval_cell(task, tok, a_len: int, b_len: int, n: int, seed: int) -> Examples:
 
 def exhaustive_or(tok, max_a: int, max_b: int) -> Examples:
     """Every (i, j, hot index, and which operand is hot when i == j): sum over cells of min(i, j) (x2 if i == j)."""
-    TASKS["bitwise_or"].validate_lengths(max_a, max_b)
+    spec = TASKS[BitwiseOr.name]
+    spec.validate_lengths(max_a, max_b)
     cells = []  # (i, j, hot_a, count); the loops run over cells, the rows are built by numpy
     for i in range(1, max_a + 1):
         for j in range(1, max_b + 1):
@@ -419,7 +440,6 @@ def exhaustive_or(tok, max_a: int, max_b: int) -> Examples:
     i, j, hot_a, count = (np.array(c) for c in zip(*cells))
     a_len, b_len, hot_a = np.repeat(i, count), np.repeat(j, count), np.repeat(hot_a.astype(bool), count)
     hot = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)  # 0..count-1 within each cell
-    spec = TASKS["bitwise_or"]
     ops = _or_digits(a_len, b_len, hot_a.astype(bool), hot, max_a, max_b)
     ids, prompt_len, length = spec._tokens(tok, ops, np.int64)
     return Examples(ids, prompt_len, length)

@@ -16,6 +16,7 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from arith.errors import DataError
+from arith.files import atomic_write_text
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 DIGITS = "0123456789"
@@ -87,8 +88,6 @@ class ArithTokenizer:
             ) from None
 
     def save(self, directory: str | Path) -> Path:
-        from arith.checkpoint import atomic_write_text  # here: importing the tokenizer stays light
-
         path = Path(directory) / FILENAME
         atomic_write_text(path, self.tokenizer.to_str(pretty=True))  # a failed write leaves the old file
         return path

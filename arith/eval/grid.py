@@ -1,4 +1,4 @@
-"""Evaluation grids as data: cells, a decoding cost model, cost-balanced shards, and resumable CSV files.
+"""Evaluation grids as data: cells, shards balanced by the task's decoding cost, and resumable CSV files.
 
 A grid is a list of ``Cell(a_len, b_len)``; for sorting ``a_len`` is the maximum number of digits and ``b_len``
 the array length. Each shard writes one tidy CSV (``task,a_len,b_len,n,correct,acc`` plus optional extra
@@ -13,33 +13,17 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from arith.errors import ConfigError, DataError, storage_error
+from arith.data.spec import Cell
+from arith.data.tasks import get_task
+from arith.errors import ConfigError, DataError
+from arith.eval.settings import SETTINGS_COLUMNS, default_settings
+from arith.files import atomic_write_text
 
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
-# how the rows were made (`settings.EvalSettings.columns`); CSVs written before they were recorded lack them
-SETTINGS_COLUMNS = (
-    "checkpoint",
-    "weights",
-    "k",
-    "recurrences",
-    "vote_ks",
-    "vote_mode",
-    "attn_scale",
-    "attn_scale_mode",
-    "attn_scale_where",
-)
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    a_len: int
-    b_len: int
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,38 +70,8 @@ def grid_cells(
 # cost model and shards
 
 
-def _answer_len(task: str, a: int, b: int) -> int:
-    if task == "addition":
-        return max(a, b) + 1
-    if task == "subtraction":
-        return max(a, b) + 1  # digits plus a possible sign
-    if task == "multiplication":
-        return a + b
-    if task == "bitwise_or":
-        return max(a, b)
-    raise ConfigError(
-        f"unknown task {task!r}; valid: addition, subtraction, multiplication, bitwise_or, sorting"
-    )
-
-
-def cell_cost(cell: Cell, task: str) -> float:
-    """Relative cost of decoding one example of ``cell``: (prompt + answer tokens) squared.
-
-    With a KV cache, each generated token attends over everything before it, so the work per example grows
-    roughly with the square of the sequence length. Sorting: ``b_len`` numbers of up to ``a_len`` digits,
-    each with a label and two separators, then ``b_len`` labels and commas in the answer.
-    """
-    task = getattr(task, "value", task)  # accept the schema's Task enum as well as its string
-    a, b = cell.a_len, cell.b_len
-    if task == "sorting":
-        tokens = b * (a + 2) + 2 * b
-    else:
-        tokens = a + b + 2 + _answer_len(task, a, b)  # operator and '=' between the operands and the answer
-    return float(tokens) ** 2
-
-
-def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task: str) -> list[Cell]:
-    """This shard's cells, balanced by ``cell_cost`` with greedy longest-processing-time assignment.
+def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task) -> list[Cell]:
+    """This shard's cells, balanced by the task's ``cell_cost`` with greedy longest-processing-time assignment.
 
     Cells are taken in order of decreasing cost (ties: by position in ``cells``) and each goes to the least
     loaded shard (ties: the lowest shard index), so every process computes the same split without talking to
@@ -129,7 +83,8 @@ def shard_cells(cells: Sequence[Cell], num_shards: int, shard: int, task: str) -
         raise ConfigError(
             f"eval.shard must be in 0..{num_shards - 1} (eval.num_shards={num_shards}), got {shard!r}"
         )
-    costs = [cell_cost(c, task) for c in cells]
+    spec = get_task(task)
+    costs = [spec.cell_cost(c.a_len, c.b_len) for c in cells]
     order = sorted(range(len(cells)), key=lambda i: (-costs[i], i))
     load = [0.0] * num_shards
     owner = [0] * len(cells)
@@ -162,7 +117,6 @@ def csv_path(
     count, land in their own files instead of clobbering (or resuming from) the wrong one; ``tag`` (the
     evaluation settings, ``EvalSettings.tag``) does the same for another checkpoint, offset, vote or scale.
     """
-    task = getattr(task, "value", task)
     if square is not None:
         lo, hi = _range(square, "eval.square")
         grid = f"sq{lo}-{hi}"
@@ -261,7 +215,6 @@ class GridCSV:
         ``acc = correct / n``. Extra columns are passed by name; an extra column ``X_acc`` that is not given
         is filled in as ``X_correct / n`` when ``X_correct`` is (sorting's ``first_correct, first_acc``).
         """
-        task = getattr(task, "value", task)
         if n < 1 or not 0 <= correct <= n:
             raise ValueError(f"need n >= 1 and 0 <= correct <= n, got n={n}, correct={correct}")
         for col in self.extra_columns:
@@ -285,21 +238,7 @@ class GridCSV:
         writer.writeheader()
         writer.writerows(rows)
 
-        tmp = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException as e:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError):  # the previous file, with every earlier row, is untouched
-                raise storage_error(e, "write", self.path) from None
-            raise
+        atomic_write_text(self.path, buf.getvalue())
         st = self.path.stat()
         self._rows, self._stamp = rows, (st.st_mtime_ns, st.st_size)
 
@@ -378,8 +317,6 @@ def _pick_groups(run_dir, written: dict[tuple, int], settings: str | dict) -> se
             f"settings={settings!r} unknown; valid: auto, all or a dict of {', '.join(SETTINGS_COLUMNS)}"
         )
     if len(written) > 1:
-        from arith.eval.settings import default_settings  # reads config.yaml and the checkpoint pointers
-
         default = default_settings(run_dir)
         if default is not None:
             cols = default.columns()

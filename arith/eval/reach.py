@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from arith.data.tasks import get_task, task_for
-from arith.eval.grid import Cell
-from arith.model import position_rows
+from arith.data.spec import Cell
+from arith.data.tasks import eval_cell, get_task, task_for
+from arith.model.positions import ABS_POS, check_positions, position_rows
 
 PROBES = 32  # problems per cell: P(none of them carries into the top digit) ~ 0.55^32
 _CHUNK_TOKENS = 4_000_000
@@ -26,7 +26,7 @@ class UntrainedPositionsWarning(UserWarning):
 
 
 def longest_runs(is_digit: np.ndarray) -> np.ndarray:
-    """(N, T) bool -> (N,) longest run of consecutive True per row (vectorized `runs.longest_digit_run`)."""
+    """(N, T) bool -> (N,) longest run of consecutive True per row."""
     count = is_digit.cumsum(axis=1)
     base = np.maximum.accumulate(np.where(is_digit, 0, count), axis=1)  # digits before the current run
     return ((count - base) * is_digit).max(axis=1, initial=0)
@@ -35,7 +35,7 @@ def longest_runs(is_digit: np.ndarray) -> np.ndarray:
 def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[Cell, tuple[int, int]]:
     """{cell: (longest sequence in tokens, longest digit run)} from n sampled problems per cell (fixed seed);
     task: a name or a `TaskSpec`."""
-    spec = task if hasattr(task, "make") else get_task(getattr(task, "value", task))
+    spec = get_task(task)
     cells = list(cells)
     out: dict[Cell, tuple[int, int]] = {}
     rng = np.random.default_rng(0)
@@ -51,6 +51,16 @@ def cell_needs(task: str, tok, cells: Sequence[Cell], n: int = PROBES) -> dict[C
         tokens = length.reshape(len(chunk), n).max(axis=1)
         out.update({c: (int(t), int(d)) for c, t, d in zip(chunk, tokens, digits)})
     return out
+
+
+def position_needs(cfg, tok, a_len=None, b_len=None, training=True, k=None) -> tuple[int, int]:
+    """Longest sequence and digit run of 8 held-out problems of the (a_len, b_len) cell (default: training's);
+    raises ConfigError when the position schemes cannot hold them."""
+    d = cfg.data
+    probe = eval_cell(task_for(d), tok, a_len or d.max_len, b_len or d.max_len_b or d.max_len, 8, 0)
+    max_tokens, max_digits = int(probe.length.max()), int(longest_runs(tok.is_digit(probe.ids)).max())
+    check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training, k=k)
+    return max_tokens, max_digits
 
 
 def training_needs(cfg, tok) -> tuple[int, int]:
@@ -87,16 +97,16 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | 
     """A one-line warning when evaluating `cells` at offset k (the largest offset used) reads rows above the
     highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated."""
     train_tokens, train_digits = training_needs(cfg, tok)
-    trained = position_rows(cfg.model, train_tokens, train_digits, cfg.model.max_k)
-    if trained is None or not cells:
+    reach = position_rows(cfg.model, train_tokens, train_digits, cfg.model.max_k)
+    if reach is None or not cells:
         return None
-    table, reach = trained
+    table, by_offset = str(cfg.model.abs_pos), ABS_POS[cfg.model.abs_pos].takes_offset
     task = task or task_for(cfg.data)
     cells = sorted(set(cells))
 
     def row(cell: Cell) -> int:
         t, dg = cell_needs(task, tok, [cell])[cell]
-        return position_rows(cfg.model, t, dg, k)[1]
+        return position_rows(cfg.model, t, dg, k)
 
     over = _up_set(cells, lambda c: row(c) > reach)
     if not over:
@@ -108,14 +118,14 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | 
         if len(cells) == 1
         else f"{len(over)} of {len(cells)} cells, the shortest ({first.a_len}, {first.b_len})"
     )
-    if table == "learned":
-        why = f"training sequences reach {train_tokens} tokens"
-        fix = f"training on sequences of {top + 1} tokens would cover them"
-    else:
+    if by_offset:
         why = f"model.max_k {cfg.model.max_k} + {train_digits}, the longest training number"
         fix = f"model.max_k >= {top - train_digits} would cover them"
+    else:
+        why = f"training sequences reach {train_tokens} tokens"
+        fix = f"training on sequences of {top + 1} tokens would cover them"
     rows = f"row {top}" if top == reach + 1 else f"rows {reach + 1}..{top}"
-    at = "" if table == "learned" else f" at offset k={k}"
+    at = f" at offset k={k}" if by_offset else ""
     return (
         f"evaluation reads {table} position {rows}, which training never reached (rows up to {reach}: {why}),"
         f"{at} in {where}; {fix}"

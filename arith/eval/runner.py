@@ -12,29 +12,28 @@ from tqdm import tqdm
 from arith.data.tasks import get_task, task_for
 from arith.errors import ConfigError
 from arith.eval import settings as eval_settings
-from arith.eval.grid import GridCSV, cell_cost, csv_path, grid_cells, shard_cells
+from arith.eval.grid import GridCSV, csv_path, grid_cells, shard_cells
 from arith.eval.quick import evaluate_cell
-from arith.eval.reach import untrained_rows
-from arith.runs import load, position_needs
-from arith.schema import EvalAppConfig, Task
-
-SORT_COLUMNS = ("first_correct", "first_acc")
+from arith.eval.reach import position_needs, untrained_rows
+from arith.runs import load
+from arith.schema import EvalAppConfig
 
 
 def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
-    """Evaluates this shard's unfinished cells; returns the rows written in this call."""
+    """This shard's unfinished cells, evaluated; returns the rows written. sorting: called by sort_eval.py."""
     e = cfg.eval
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for key, value in [("eval.n_per_cell", e.n_per_cell), ("eval.batch_size", e.batch_size)]:
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
     run = load(
-        cfg.run, device, checkpoint=e.checkpoint, weights=None if e.weights is None else e.weights.value
+        cfg.run, device, checkpoint=e.checkpoint, weights=None if e.weights is None else str(e.weights)
     )
-    task = Task(cfg.task or run.cfg.data.task)
-    if sorting != (task == Task.sorting):
-        script = "sort_eval.py" if task == Task.sorting else "arithmetic_eval.py"
-        raise ConfigError(f"task {task.value} is evaluated with {script}")
+    task = str(cfg.task or run.cfg.data.task)
+    # the training task's format (padded operands) unless another task is asked for
+    spec = task_for(run.cfg.data) if task == run.cfg.data.task else get_task(task)
+    if spec.eval_script != ("sort_eval.py" if sorting else "arithmetic_eval.py"):
+        raise ConfigError(f"task {task} is evaluated with {spec.eval_script}")
     s = eval_settings.for_run(
         run,
         k=e.k,
@@ -46,15 +45,13 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         attn_scale_where=e.attn_scale_where,
     )
 
-    # the training task's format (padded operands) unless another task is asked for
-    spec = task_for(run.cfg.data) if task == Task(run.cfg.data.task) else get_task(task.value)
-    cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, task.value)
+    cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, spec)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
         position_needs(run.cfg, run.tok, a_max, b_max, training=False, k=max(s.offsets))
     path = csv_path(
         cfg.run,
-        task.value,
+        task,
         a_lens=e.a_lens,
         b_lens=e.b_lens,
         square=e.square,
@@ -63,20 +60,20 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         out=e.out,
         tag=s.tag(),
     )
-    table = GridCSV(path, extra_columns=SORT_COLUMNS if sorting else (), settings=s.columns())
+    table = GridCSV(path, extra_columns=spec.extra_columns, settings=s.columns())
     done = table.done()
     todo = [c for c in cells if (c.a_len, c.b_len) not in done]
     print(
-        f"{task.value}: {len(cells)} cells in shard {e.shard}/{e.num_shards}, {len(cells) - len(todo)} done "
+        f"{task}: {len(cells)} cells in shard {e.shard}/{e.num_shards}, {len(cells) - len(todo)} done "
         f"already; {s.describe()}, cache={e.cache} -> {path}",
         flush=True,
     )
-    warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task.value)
+    warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows = []
     bar = tqdm(
-        total=sum(cell_cost(c, task.value) for c in todo),
+        total=sum(spec.cell_cost(c.a_len, c.b_len) for c in todo),
         unit="cost",
         dynamic_ncols=True,
         bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
@@ -102,14 +99,10 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
                     batch_size=e.batch_size,
                     use_cache=e.cache,
                 )
-            extra = (
-                {"first_correct": r["first_correct"], "first_acc": r["first_correct"] / r["n"]}
-                if sorting
-                else {}
-            )
-            table.append(task.value, c, r["n"], r["correct"], **extra)
+            extra = spec.extra_results(r)
+            table.append(task, c, r["n"], r["correct"], **extra)
             rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
-            bar.update(cell_cost(c, task.value))
+            bar.update(spec.cell_cost(c.a_len, c.b_len))
             bar.set_postfix_str(
                 f"cells {i + 1}/{len(todo)} last ({c.a_len},{c.b_len}) acc {rows[-1]['acc']:.2f}"
             )

@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arith.errors import ConfigError
-from arith.eval.grid import SETTINGS_COLUMNS
+from arith.files import CONFIG
 from arith.schema import AttnScaleMode, AttnScaleWhere, VoteMode
 
 __all__ = ["SETTINGS_COLUMNS", "EvalSettings", "applied", "default_settings", "for_run", "resolve"]
 
 # valid values, from the schema's Enums; this module stays free of torch so that reading grids stays light
+# how a grid's rows were made (`EvalSettings.columns`); CSVs written before they were recorded lack them
+SETTINGS_COLUMNS = tuple(
+    "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where".split()
+)
 VOTE_MODES = tuple(m.value for m in VoteMode)
 SCALE_MODES = tuple(m.value for m in AttnScaleMode)
 SCALE_WHERE = tuple(m.value for m in AttnScaleWhere)
-
-
-def choice(value) -> str:
-    return str(getattr(value, "value", value))
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,13 @@ def resolve(
         from arith.model.decoder import check_vote_ks
 
         key = f"{prefix}vote_ks" if vote_ks is not None else "model.eval_vote_ks"
-        ks = check_vote_ks(ks, choice(model_cfg.abs_pos), key)
-    vote_mode = choice(vote_mode)
+        ks = check_vote_ks(ks, model_cfg.abs_pos, key)
+    vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
         raise ConfigError(f"{prefix}vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
     if not _number(attn_scale) or not 0 < attn_scale < math.inf:
         raise ConfigError(f"{prefix}attn_scale={attn_scale!r} must be a number > 0 (1 = off)")
-    mode, where = choice(attn_scale_mode), choice(attn_scale_where)
+    mode, where = str(attn_scale_mode), str(attn_scale_where)
     if mode not in SCALE_MODES:
         raise ConfigError(f"{prefix}attn_scale_mode={mode!r} unknown; valid: {', '.join(SCALE_MODES)}")
     if where not in SCALE_WHERE:
@@ -149,7 +149,7 @@ def resolve(
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
         checkpoint=str(checkpoint),
-        weights=choice(weights),
+        weights=str(weights),
         k=int(k),
         recurrences=int(recurrences),
         vote_ks=tuple(ks),
@@ -175,7 +175,7 @@ def default_settings(run_dir: str | Path) -> EvalSettings | None:
     from arith.errors import ArithError
     from arith.schema import ModelConfig, PretrainConfig
 
-    path = Path(run_dir) / "config.yaml"  # arith.runs.CONFIG, read as `runs.load_config` does (without torch)
+    path = Path(run_dir) / CONFIG  # read as `runs.load_config` does (without torch)
     try:
         if not path.exists() and (Path(run_dir) / "config.json").exists():  # an export (arith/export.py)
             export = json.loads((Path(run_dir) / "config.json").read_text())

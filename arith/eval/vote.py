@@ -57,7 +57,7 @@ def decode(
 ) -> torch.Tensor:
     """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks."""
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
-    vote_mode = getattr(vote_mode, "value", vote_mode)
+    vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
         raise ValueError(f"vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
     args = dict(recurrences=recurrences, use_cache=use_cache)

@@ -1,9 +1,9 @@
 """The one attention path: causal self-attention through `F.scaled_dot_product_attention`.
 
-A relative-position module (see `positions.py`) contributes an optional q/k rotation (RoPE) and an optional
-additive bias (FIRE). Both depend only on positions, so `Attention.prepare` builds them (and the causal mask)
-once per forward pass and layer; the looped decoder reuses them across recurrences. ReRoPE, whose clipped
-distances are not a rotation of q and k alone, takes the one exception: explicit scores (`rerope_attention`).
+A relative-position module (`positions.RelSlot`) contributes an optional q/k rotation (RoPE), an optional
+additive bias (FIRE) or its own score function (ReRoPE, whose clipped distances are not a rotation of q and k
+alone: `explicit_attention`). They depend only on positions, so `Attention.prepare` builds them (and the causal
+mask) once per forward pass and layer; the looped decoder reuses them across recurrences.
 
 Attention temperature: `model.attn_logit_scale` multiplies every q.k / sqrt(D) logit (training and evaluation;
 through SDPA's and FlexAttention's `scale`, so 1 leaves the logits bit for bit as without it). At evaluation a
@@ -14,6 +14,7 @@ part of the weights) multiplies them again, per query, by scaling q. Additive bi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,9 @@ class AttnInputs:
     is_causal: bool
     flex_bias: torch.Tensor | None = None  # (H, T, T) FIRE bias for the FlexAttention path (see flex.py)
     block_mask: object | None = None  # its causal BlockMask
-    rerope: tuple | None = None  # ReRoPE's (near rots, far rots, in-window (Tq, Tk)); mask is then bool
+    scores: Callable | None = (
+        None  # (q, k unrotated) -> raw (B, H, Tq, Tk) q.k of the scheme; mask is then bool
+    )
     q_scale: torch.Tensor | None = None  # (Tq,) test-time factor of each query's logits (see `Temperature`)
 
 
@@ -141,9 +144,9 @@ class Attention(nn.Module):
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""
         t_q, t_k = q_pos.numel(), k_pos.numel()
-        if hasattr(self.rel, "windows"):  # ReRoPE: the rotation depends on the (query, key) pair
-            allowed = causal_mask(t_q, t_k, q_pos.device)
-            return AttnInputs(None, allowed, False, rerope=self.rel.windows(q_pos, k_pos))
+        scores = self.rel.scores(q_pos, k_pos)
+        if scores is not None:  # the scheme computes q.k itself
+            return AttnInputs(None, causal_mask(t_q, t_k, q_pos.device), False, scores=scores)
         rot = self.rel.rotary(q_pos)
         bias = self.rel.bias(q_pos, k_pos)
         if bias is None:
@@ -172,8 +175,8 @@ class Attention(nn.Module):
         Blocks with their own projections (`blocks.ShapedAttention`) call it."""
         if inp.q_scale is not None:  # scaling query i scales row i of the logits, whatever the kernel
             q = q * inp.q_scale.to(q.dtype)[:, None]
-        if inp.rerope is not None:
-            return rerope_attention(q, k, v, inp, cache, self.sdpa_scale)
+        if inp.scores is not None:
+            return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
@@ -188,23 +191,15 @@ class Attention(nn.Module):
         )
 
 
-def rerope_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    inp: AttnInputs,
-    cache: KVCache | None,
-    scale: float | None = None,
+def explicit_attention(
+    q, k, v, inp: AttnInputs, cache: KVCache | None, scale: float | None = None
 ) -> torch.Tensor:
-    """Attention under ReRoPE (see `positions.ReRoPE`): two score matrices, merged by the window, one softmax.
+    """Attention on the scores of the position scheme (`inp.scores`, e.g. `positions.ReRoPE`), one softmax.
 
-    Explicit scores instead of SDPA: (B, H, Tq, Tk) twice, fine for the small models and short sequences here.
+    Explicit scores instead of SDPA: (B, H, Tq, Tk), fine for the small models and short sequences here.
     """
     if cache is not None:
-        k, v = cache.append(k, v)  # unrotated keys: every key is rotated twice, once per score matrix
-    (q_near, k_near), (q_far, k_far), in_window = inp.rerope
-    near = rotate(q, q_near) @ rotate(k, k_near).transpose(-2, -1)  # (B, H, Tq, Tk)
-    far = rotate(q, q_far) @ rotate(k, k_far).transpose(-2, -1)  # (B, H, Tq, Tk)
-    scores = torch.where(in_window, near, far).float() * (q.shape[-1] ** -0.5 if scale is None else scale)
+        k, v = cache.append(k, v)  # unrotated keys: the scheme rotates them itself (ReRoPE: twice)
+    scores = inp.scores(q, k).float() * (q.shape[-1] ** -0.5 if scale is None else scale)
     scores = scores.masked_fill(~inp.mask, float("-inf"))
     return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, Tq, D)

@@ -18,12 +18,10 @@ import torch.nn as nn
 from arith.errors import ConfigError
 from arith.model.attention import KVCache
 from arith.model.blocks import BLOCKS
-from arith.model.positions import ABS_POS, FIRE, REL_POS, build_abs_pos, choice, random_positions
+from arith.model.positions import ABS_POS, POS_TABLES, REL_POS, build_abs_pos, scheme
 
 INJECTIONS = ("none", "add")
 INJECT_EVERY = ("recurrence", "layer")
-POS_TABLES = ("learned", "orthogonal", "fixed")
-OFFSET_SCHEMES = ("abacus", "coupling")  # absolute slots that take a random offset k in training
 
 
 def validate(cfg) -> None:
@@ -51,7 +49,6 @@ def validate(cfg) -> None:
     scale = getattr(cfg, "attn_logit_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
         raise ConfigError(f"model.attn_logit_scale={scale!r} must be a number > 0 (1 = plain attention)")
-    check_vote_ks(getattr(cfg, "eval_vote_ks", None), choice(cfg.abs_pos), "model.eval_vote_ks")
     for key, valid in (
         ("abs_pos", ABS_POS),
         ("rel_pos", REL_POS),
@@ -60,14 +57,13 @@ def validate(cfg) -> None:
         ("block", BLOCKS),
         ("pos_table", POS_TABLES),
     ):
-        name = choice(getattr(cfg, key))
-        if name not in valid:
-            raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(valid)}")
+        scheme(valid, cfg, key)  # raises for an unknown name
+    check_vote_ks(getattr(cfg, "eval_vote_ks", None), cfg.abs_pos, "model.eval_vote_ks")
 
 
 def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
     """The offsets of a test-time vote as a list (None -> []); raises ConfigError naming `key` when they are not
-    distinct integers >= 0, or when the position scheme takes no offset (only Abacus and coupling do)."""
+    distinct integers >= 0, or when the position scheme `abs_pos` takes no offset."""
     ks = [] if vote_ks is None else list(vote_ks)
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in ks) or len(set(ks)) < len(
         ks
@@ -75,10 +71,9 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
         raise ConfigError(
             f"{key}={ks!r} must be distinct integers >= 0 (Abacus offsets), or null / [] for off"
         )
-    if ks and abs_pos not in OFFSET_SCHEMES:
-        raise ConfigError(
-            f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {' or '.join(OFFSET_SCHEMES)}"
-        )
+    if ks and not ABS_POS[abs_pos].takes_offset:
+        offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+        raise ConfigError(f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets}")
     return ks
 
 
@@ -104,24 +99,22 @@ class DecoderCache:
 
 
 class ArithModel(nn.Module):
-    def __init__(self, cfg, tok, block: str | None = None):
+    def __init__(self, cfg, tok):
         super().__init__()
         validate(cfg)
-        block = choice(cfg.block) if block is None else block
-        if block not in BLOCKS:
-            raise ConfigError(f"model.block={block!r} unknown; valid: {', '.join(BLOCKS)}")
         self.cfg = cfg
-        self.abs_name, self.rel_name = choice(cfg.abs_pos), choice(cfg.rel_pos)
-        self.inject = choice(cfg.input_injection) == "add"
-        self.inject_every_layer = choice(cfg.inject_every) == "layer"
+        self.abs_name = str(cfg.abs_pos)
+        self.rel_positions = REL_POS[cfg.rel_pos].position_fn(cfg)  # (T, start, cached, training, device)
+        self.inject = cfg.input_injection == "add"
+        self.inject_every_layer = cfg.inject_every == "layer"
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
-        self.max_k, self.eval_k, self.fire_max_length = cfg.max_k, cfg.eval_k, cfg.fire_max_length
+        self.eval_k = cfg.eval_k
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(BLOCKS[block](cfg, i) for i in range(cfg.layers))
+        self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.width, bias=False)
         self.head = nn.Linear(cfg.width, tok.vocab_size, bias=False)
         if cfg.tie_embeddings:  # one (vocab, width) matrix reads tokens in and scores them out
@@ -131,23 +124,17 @@ class ArithModel(nn.Module):
     def _init_weights(self) -> None:
         """normal(0, 0.02) everywhere (GPT-2, Radford et al. 2019); the projections that write into the residual
         stream get 0.02 / sqrt(2 * layers * recurrences), GPT-2's depth scaling with the effective (unrolled)
-        training depth, since every block application adds to the same stream. FIRE's MLP keeps its default init.
+        training depth, since every block application adds to the same stream; a position module with `keeps_init`
+        (FIRE's MLP) keeps its own, and the position table starts as model.pos_table says (`AbsSlot.init_table`).
         Blocks with their own prescription (post-LN, SAS-P) apply it last, in `init_weights(depth)`.
         """
         std = 0.02
         out_std = std / math.sqrt(2 * self.cfg.layers * self.cfg.recurrences)
-        fire_parts = {id(sub) for m in self.modules() if isinstance(m, FIRE) for sub in m.modules()}
+        own = {id(sub) for m in self.modules() if getattr(m, "keeps_init", False) for sub in m.modules()}
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)) and id(m) not in fire_parts:
+            if isinstance(m, (nn.Linear, nn.Embedding)) and id(m) not in own:
                 nn.init.normal_(m.weight, mean=0.0, std=std)
-        table = getattr(self.abs_pos, "table", None)
-        if table is not None and choice(self.cfg.pos_table) != "learned":
-            # orthonormal rows (up to the table's size), scaled to the norm a normal(0, std) row has
-            with torch.no_grad():
-                nn.init.orthogonal_(table.weight)
-                norm = table.weight.norm(dim=1, keepdim=True)
-                table.weight.mul_(std * math.sqrt(table.weight.shape[1]) / norm)
-            table.weight.requires_grad_(choice(self.cfg.pos_table) != "fixed")
+        self.abs_pos.init_table(self.cfg.pos_table, std)
         for layer in self.layers:
             for proj in layer.out_projections():
                 nn.init.normal_(proj.weight, mean=0.0, std=out_std)
@@ -168,23 +155,16 @@ class ArithModel(nn.Module):
 
     # ------------------------------------------------------------------ defaults that depend on the mode
     def resolve_k(self, k=None, batch: int = 1):
-        """Position offset: as given (an int, or a tensor of one offset per example); else a training draw
-        (`training_offset`) in training, eval_k in eval mode. Only Abacus and coupling draw, so other schemes
-        use no RNG."""
+        """Position offset: as given (an int, or a tensor of one offset per example); else, for a scheme that takes
+        one, a training draw (`training_offset`) in training and eval_k in eval mode; 0 (and no RNG) otherwise."""
         if k is not None:
             return k.reshape(-1, 1) if torch.is_tensor(k) and k.numel() > 1 else int(k)
-        if self.abs_name not in OFFSET_SCHEMES:
+        if not self.abs_pos.takes_offset:
             return 0
-        if self.training:
-            return self.training_offset(batch)
-        return self.eval_k
+        return self.training_offset(batch) if self.training else self.eval_k
 
     def training_offset(self, batch: int):
-        """A training step's random offset from torch's global RNG, uniform in 0..max_k: one int shared by the
-        batch for Abacus (SPEC), a (batch, 1) tensor, one per example, for Position Coupling (Cho et al.)."""
-        if self.abs_name == "coupling" or self.cfg.k_per_example:
-            return torch.randint(0, self.max_k + 1, (batch, 1))
-        return int(torch.randint(0, self.max_k + 1, ()).item())
+        return self.abs_pos.training_offset(batch)
 
     def resolve_recurrences(self, recurrences: int | None = None) -> int:
         if recurrences is not None:
@@ -194,20 +174,6 @@ class ArithModel(nn.Module):
         if self.training or self.eval_recurrences is None:
             return self.recurrences
         return self.eval_recurrences
-
-    def rel_positions(
-        self, length: int, start: int, cached: bool, device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query positions (T,), key positions (start + T,)) for the relative slot."""
-        if self.rel_name == "fire" and self.fire_max_length > 0 and self.training:
-            if cached:
-                raise ValueError(
-                    "randomized FIRE draws new positions per call: decode with the model in eval mode"
-                )
-            pos = random_positions(length, self.fire_max_length, device)
-            return pos, pos
-        k_pos = torch.arange(start + length, device=device)
-        return k_pos[start:], k_pos
 
     # ------------------------------------------------------------------ forward
     def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,7 +219,7 @@ class ArithModel(nn.Module):
         if torch.is_tensor(k):
             k = k.to(ids.device)
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
-        q_pos, k_pos = self.rel_positions(T, start, cache is not None, ids.device)
+        q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature

@@ -54,7 +54,7 @@ def wanted(impl: str, device: torch.device, t_q: int, t_k: int, head_dim: int = 
 
 def set_attention_impl(model: nn.Module, impl: str) -> None:
     """Choose the attention implementation of every attention module in `model` (auto, sdpa, flex)."""
-    impl = getattr(impl, "value", impl)
+    impl = str(impl)
     if impl not in IMPLS:
         raise ValueError(f"attention impl {impl!r} unknown; valid: {', '.join(IMPLS)}")
     for m in model.modules():

@@ -1,70 +1,97 @@
-"""Position schemes in two slots, one registry each (SPEC, "Our design").
+"""Position schemes in two slots, one registry each (SPEC, "Our design"): a scheme is a class registered under
+its name (the schema's `AbsPos` / `RelPos`); the model, attention and the run checks ask it, never its name.
 
-* ``ABS_POS``: modules that add a vector to the token embedding. ``forward(ids, k) -> (B, T, width)`` and
-  ``positions(ids, k) -> (B, T)`` (the row of the position table each token reads).
-* ``REL_POS``: modules that act inside attention, given integer query and key positions (so KV-cached decoding
-  can pass the absolute position of new tokens). ``rotary(pos)`` returns the (cos, sin) of a q/k rotation or
-  None; ``bias(q_pos, k_pos)`` returns an additive per-head attention bias ``(H, Tq, Tk)`` or None. ReRoPE,
-  whose rotation depends on the (query, key) pair, has ``windows(q_pos, k_pos)`` instead (see `ReRoPE`).
+* ``ABS_POS``: `AbsSlot` subclasses, built as ``cls(model_cfg, tok)``, that add ``embed(positions(ids, k))`` to
+  the token embedding; ``takes_offset``: whether the offset k moves their rows; ``top_row``: the highest row a
+  sequence reads (`check_positions` compares it with model.max_pos before any work).
+* ``REL_POS``: `RelSlot` subclasses, built as ``cls(model_cfg)``, that act inside attention on integer query and
+  key positions (``position_fn``: so KV-cached decoding can pass the absolute position of new tokens), giving it a
+  q/k rotation (``rotary``), an additive ``(H, Tq, Tk)`` bias (``bias``) or their own ``scores`` (ReRoPE).
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
-"""
+docs/EXTENDING.md shows how to add one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from enum import Enum
+import math
 
 import torch
 import torch.nn as nn
 
 from arith.errors import ConfigError
 
+POS_TABLES = ("learned", "orthogonal", "fixed")  # model.pos_table: how a position table starts, if it trains
 
-def choice(value) -> str:
-    """Enum member or plain string -> the plain name."""
-    return value.value if isinstance(value, Enum) else str(value)
+
+def fits(max_pos: int, top: int, why: str) -> None:
+    """The one capacity check of a position table: raise unless row `top` exists."""
+    if top >= max_pos:
+        raise ConfigError(f"model.max_pos={max_pos} too small: positions up to {top} needed ({why})")
 
 
 # ============================================================================ absolute slot
-class NoAbsPos(nn.Module):
-    """NoPE in the absolute slot: adds nothing."""
+class AbsSlot(nn.Module):
+    """The absolute slot's interface (see the module docstring); the default adds nothing (NoPE)."""
 
-    def __init__(self, width: int):
+    takes_offset = False  # the offset k moves the rows read
+    per_example = False  # training draws one offset per example, not one per batch
+
+    def __init__(self, cfg, tok=None):
         super().__init__()
-        self.width = width
+        self.width, self.max_pos, self.max_k = cfg.width, cfg.max_pos, cfg.max_k
+        self.k_per_example = self.per_example or bool(getattr(cfg, "k_per_example", False))
 
-    def positions(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
+    @classmethod
+    def top_row(cls, cfg, max_tokens: int, max_digits: int, k: int) -> tuple[int, str] | None:
+        """(highest row read, what needs it) by sequences of these lengths at offset k; None without a table."""
+        return None
+
+    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         return torch.zeros_like(ids)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return torch.zeros(*pos.shape, self.width, device=pos.device)
 
-    def forward(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         return self.embed(self.positions(ids, k))
 
+    def training_offset(self, batch: int):
+        """A training offset from torch's global RNG, uniform in 0..max_k: one int for the batch (SPEC), or a (batch,
+        1) tensor, one per example (Coupling, model.k_per_example); drawn for every scheme (the same RNG stream)."""
+        if self.k_per_example:
+            return torch.randint(0, self.max_k + 1, (batch, 1))
+        return int(torch.randint(0, self.max_k + 1, ()).item())
 
-class LearnedPos(nn.Module):
+    def init_table(self, pos_table: str, std: float) -> None:
+        """model.pos_table: orthonormal rows of `self.table` (if any) scaled to the norm of a normal(0, std) row."""
+        table = getattr(self, "table", None)
+        if table is None or pos_table == "learned":
+            return
+        with torch.no_grad():
+            nn.init.orthogonal_(table.weight)
+            norm = table.weight.norm(dim=1, keepdim=True)
+            table.weight.mul_(std * math.sqrt(table.weight.shape[1]) / norm)
+        table.weight.requires_grad_(pos_table != "fixed")
+
+
+class LearnedPos(AbsSlot):
     """GPT-style learned absolute positions: token t (0-based) reads row t. The offset k is ignored."""
 
-    def __init__(self, width: int, max_pos: int):
-        super().__init__()
-        self.max_pos = max_pos
-        self.table = nn.Embedding(max_pos, width)
+    def __init__(self, cfg, tok=None):
+        super().__init__(cfg)
+        self.table = nn.Embedding(cfg.max_pos, cfg.width)
 
-    def positions(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
+    @classmethod
+    def top_row(cls, cfg, max_tokens, max_digits, k):
+        return max_tokens - 1, f"sequences of {max_tokens} tokens"
+
+    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         B, T = ids.shape
-        if T > self.max_pos:
-            raise ConfigError(
-                f"model.max_pos={self.max_pos} too small: positions up to {T - 1} needed (sequence length {T})"
-            )
+        fits(self.max_pos, T - 1, f"sequence length {T}")
         return torch.arange(T, device=ids.device).expand(B, T)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return self.table(pos)
-
-    def forward(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
-        return self.embed(self.positions(ids, k))
 
 
 def abacus_positions(is_digit: torch.Tensor) -> torch.Tensor:
@@ -80,45 +107,38 @@ def abacus_positions(is_digit: torch.Tensor) -> torch.Tensor:
     return (count - run_base) * d
 
 
-class AbacusPos(nn.Module):
+class AbacusPos(LearnedPos):
     """Abacus embedding (McLeish et al. 2024, arXiv 2405.17399, SPEC "Abacus embedding").
 
     Row 0 is the non-digit row; a digit at 1-based index i in its number reads row i + k, where k is one
     offset shared by the batch (random in training, fixed at evaluation; the caller picks it).
     """
 
-    def __init__(self, width: int, max_pos: int, digit_ids):
-        super().__init__()
-        self.max_pos = max_pos
-        self.table = nn.Embedding(max_pos, width)
-        lut = torch.zeros(max(digit_ids) + 1, dtype=torch.bool)
-        lut[torch.as_tensor(list(digit_ids))] = True
+    takes_offset = True
+
+    def __init__(self, cfg, tok):
+        super().__init__(cfg)
+        lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
+        lut[torch.as_tensor(list(tok.digit_ids))] = True
         # derived from the tokenizer, so not part of the checkpoint
         self.register_buffer("digit_lut", lut, persistent=False)
+
+    @classmethod
+    def top_row(cls, cfg, max_tokens, max_digits, k):
+        return max_digits + k, f"max digits {max_digits} + k {k}"
 
     def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
         in_range = ids < self.digit_lut.numel()
         return self.digit_lut[ids.clamp(max=self.digit_lut.numel() - 1)] & in_range
 
-    def positions(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
+    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         pos = abacus_positions(self.is_digit(ids))
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
         if pos.numel() and not torch.compiler.is_compiling():
             # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error.
             # Skipped inside torch.compile (it would break the graph): training checks the table up front.
-            top = int(pos.max())
-            if top >= self.max_pos:
-                raise ConfigError(
-                    f"model.max_pos={self.max_pos} too small: positions up to {top} needed "
-                    f"(max digits + k, k={k})"
-                )
+            fits(self.max_pos, int(pos.max()), f"max digits + k, k={k}")
         return pos
-
-    def embed(self, pos: torch.Tensor) -> torch.Tensor:
-        return self.table(pos)
-
-    def forward(self, ids: torch.Tensor, k: int = 0) -> torch.Tensor:
-        return self.embed(self.positions(ids, k))
 
 
 class CouplingPos(AbacusPos):
@@ -133,28 +153,61 @@ class CouplingPos(AbacusPos):
     tokens after it, so KV-cached decoding continues exactly).
     """
 
+    per_example = True
 
-ABS_POS: dict[str, Callable[..., nn.Module]] = {
-    "none": lambda cfg, tok: NoAbsPos(cfg.width),
-    "learned": lambda cfg, tok: LearnedPos(cfg.width, cfg.max_pos),
-    "abacus": lambda cfg, tok: AbacusPos(cfg.width, cfg.max_pos, tok.digit_ids),
-    "coupling": lambda cfg, tok: CouplingPos(cfg.width, cfg.max_pos, tok.digit_ids),
+
+ABS_POS: dict[str, type[AbsSlot]] = {
+    "none": AbsSlot,  # NoPE
+    "learned": LearnedPos,
+    "abacus": AbacusPos,
+    "coupling": CouplingPos,
 }
 
 
-def build_abs_pos(cfg, tok) -> nn.Module:
-    name = choice(cfg.abs_pos)
-    if name not in ABS_POS:
-        raise ConfigError(f"model.abs_pos={name!r} unknown; valid: {', '.join(ABS_POS)}")
-    return ABS_POS[name](cfg, tok)
+def scheme(registry: dict, cfg, key: str):
+    """What `registry` (a dict, or a tuple of names) holds under cfg.<key>; an unknown name raises naming the
+    valid ones."""
+    name = getattr(cfg, key)
+    if name not in registry:
+        raise ConfigError(f"model.{key}={name!r} unknown; valid: {', '.join(registry)}")
+    return registry[name] if isinstance(registry, dict) else name
+
+
+def build_abs_pos(cfg, tok) -> AbsSlot:
+    return scheme(ABS_POS, cfg, "abs_pos")(cfg, tok)
 
 
 # ============================================================================ relative slot
-class NoRelPos(nn.Module):
+def _counted(length: int, start: int, cached: bool, training: bool, device):
+    k_pos = torch.arange(start + length, device=device)
+    return k_pos[start:], k_pos
+
+
+class RelSlot(nn.Module):
+    """The relative slot's interface (see the module docstring); the default gives attention nothing."""
+
+    keeps_init = False  # its parameters keep their own init instead of the model's normal(0, 0.02)
+
+    def __init__(self, cfg=None):
+        super().__init__()
+
+    @classmethod
+    def check(cls, cfg, max_tokens: int, training: bool) -> None:
+        """Raise ConfigError before any work when sequences of max_tokens tokens cannot be positioned."""
+
+    @classmethod
+    def position_fn(cls, cfg):
+        """(length, start, cached, training, device) -> (query positions (T,), key positions (start + T,)) of a
+        forward pass, shared by every layer; built once per model, so that forward reads no config."""
+        return _counted
+
     def rotary(self, pos: torch.Tensor):
         return None
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
+        return None
+
+    def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
         return None
 
 
@@ -170,15 +223,19 @@ def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
     return (xf * cos + rotated * sin).to(x.dtype)
 
 
-class RoPE(nn.Module):
+class RoPE(RelSlot):
     """Rotary position embedding (Su et al. 2021, arXiv 2104.09864): q and k rotated by their absolute index.
 
     `fraction` < 1 rotates only the first `fraction` of each head's dims (GPT-NeoX-20B, Black et al. 2022,
-    used 0.25), with frequencies spread over the rotated dims; the others carry content only.
+    used 0.25), with frequencies spread over the rotated dims; the others carry content only. Built from the
+    model config by the registry, or as ``RoPE(head_dim, base, fraction)``.
     """
 
-    def __init__(self, head_dim: int, base: float, fraction: float = 1.0):
+    def __init__(self, head_dim, base: float = 10000.0, fraction: float = 1.0):
         super().__init__()
+        if not isinstance(head_dim, int):  # the model config
+            cfg = head_dim
+            head_dim, base, fraction = cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction
         if head_dim % 2:
             raise ConfigError(
                 f"model.rel_pos=rope needs an even head dim (model.width / model.heads), got {head_dim}"
@@ -197,9 +254,6 @@ class RoPE(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)  # (T, R), R = rotated dims (D unless partial)
         return angles.cos(), angles.sin()
 
-    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        return None
-
 
 class ReRoPE(RoPE):
     """ReRoPE (Su 2023, "Rectified Rotary Position Embeddings"): RoPE whose relative distance stops growing.
@@ -208,15 +262,16 @@ class ReRoPE(RoPE):
     window + (d - window) / k beyond it ("leaky ReRoPE"; k = 0 means slope 0: every distance >= window
     reads as window). So a model meets no distance it was not trained on, however long the sequence; with
     window >= the training length, training is exactly RoPE. A clipped distance is not a difference of two
-    absolute rotations, so attention computes two score matrices, both as rotated q . rotated k:
+    absolute rotations, so `scores` computes two score matrices, both as rotated q . rotated k:
         near: q at i,                         k at j        -> distance i - j
         far:  q at i/k + window (1 - 1/k),    k at j/k      -> distance window + (i - j - window) / k
     and keeps `near` inside the window, `far` outside (with 1/k read as 0 when k = 0). The KV cache keeps
     unrotated keys for this, since each key is rotated twice.
     """
 
-    def __init__(self, head_dim: int, base: float, fraction: float, window: int, leaky_k: float):
-        super().__init__(head_dim, base, fraction)
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        window, leaky_k = cfg.rerope_window, cfg.rerope_leaky_k
         if window < 1 or leaky_k < 0:
             raise ConfigError(
                 f"model.rerope_window={window!r} must be >= 1 and model.rerope_leaky_k={leaky_k!r} >= 0"
@@ -224,7 +279,7 @@ class ReRoPE(RoPE):
         self.window, self.slope = window, (1.0 / leaky_k if leaky_k > 0 else 0.0)
 
     def rotary(self, pos: torch.Tensor):
-        return None  # the rotations depend on the (query, key) pair: see `windows`
+        return None  # the rotations depend on the (query, key) pair: see `scores`
 
     def windows(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> tuple:
         """((q rot, k rot) near, (q rot, k rot) far, in_window (Tq, Tk) bool), rots as `RoPE.rotary`."""
@@ -235,24 +290,60 @@ class ReRoPE(RoPE):
         in_window = (q_pos[:, None] - k_pos[None, :]) < self.window  # (Tq, Tk)
         return near, far, in_window
 
+    def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
+        (q_near, k_near), (q_far, k_far), in_window = self.windows(q_pos, k_pos)
 
-class FIRE(nn.Module):
+        def score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # (B, H, Tq, D), (B, H, Tk, D) unrotated
+            near = rotate(q, q_near) @ rotate(k, k_near).transpose(-2, -1)  # (B, H, Tq, Tk)
+            far = rotate(q, q_far) @ rotate(k, k_far).transpose(-2, -1)  # (B, H, Tq, Tk)
+            return torch.where(in_window, near, far)
+
+        return score
+
+
+class FIRE(RelSlot):
     """Functional Interpolation for Relative Positions (Li et al. 2023, arXiv 2310.04418).
 
     b(i, j) = MLP(psi(i - j) / psi(max(L, i))) per head, psi(x) = log(c x + 1). The constants c = 0.1,
     L = 512 and the 32-unit hidden layer are the paper's defaults. c and L are used through abs() so they stay
-    positive whatever the optimizer does. The MLP keeps its biases: without them a ReLU net of a non-negative
-    scalar could only scale its input.
+    positive whatever the optimizer does. The MLP keeps its biases (and its default init): without them a ReLU
+    net of a non-negative scalar could only scale its input. model.fire_max_length > 0: randomized positions.
     """
 
-    def __init__(self, heads: int, hidden: int = 32, c: float = 0.1, threshold: float = 512.0):
+    keeps_init = True
+
+    def __init__(self, cfg, hidden: int = 32, c: float = 0.1, threshold: float = 512.0):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, heads))
+        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, cfg.heads))
         self.c = nn.Parameter(torch.tensor(c))
         self.threshold = nn.Parameter(torch.tensor(threshold))
 
-    def rotary(self, pos: torch.Tensor):
-        return None
+    @staticmethod
+    def check(cfg, max_tokens, training, max_length=None):
+        max_length = cfg.fire_max_length if max_length is None else max_length
+        if training and 0 < max_length < max_tokens:
+            raise ConfigError(
+                f"model.fire_max_length={max_length} too small: training sequences reach {max_tokens} tokens"
+            )
+
+    @classmethod
+    def position_fn(cls, cfg):
+        # randomized positions in training (Ruoss et al. 2023, arXiv 2305.16843; with FIRE: Zhou et al. 2024): a
+        # sorted random subset of [0, fire_max_length) instead of 0..length-1, from torch's global RNG
+        max_length = int(cfg.fire_max_length)
+
+        def draw(length, start, cached, training, device):
+            if not (training and max_length > 0):
+                return _counted(length, start, cached, training, device)
+            if cached:
+                raise ValueError(
+                    "randomized FIRE draws new positions per call: decode with the model in eval mode"
+                )
+            cls.check(None, length, training, max_length)
+            pos = torch.randperm(max_length)[:length].sort().values.to(device)
+            return pos, pos
+
+        return draw
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         c = self.c.abs()
@@ -264,28 +355,28 @@ class FIRE(nn.Module):
         return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (Tq, Tk, H) -> (H, Tq, Tk)
 
 
-REL_POS: dict[str, Callable[..., nn.Module]] = {
-    "none": lambda cfg: NoRelPos(),
-    "rope": lambda cfg: RoPE(cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction),
-    "fire": lambda cfg: FIRE(cfg.heads),
-    "rerope": lambda cfg: ReRoPE(
-        cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction, cfg.rerope_window, cfg.rerope_leaky_k
-    ),
-}
+REL_POS: dict[str, type[RelSlot]] = {"none": RelSlot, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
 
 
-def build_rel_pos(cfg) -> nn.Module:
-    name = choice(cfg.rel_pos)
-    if name not in REL_POS:
-        raise ConfigError(f"model.rel_pos={name!r} unknown; valid: {', '.join(REL_POS)}")
-    return REL_POS[name](cfg)
+def build_rel_pos(cfg) -> RelSlot:
+    return scheme(REL_POS, cfg, "rel_pos")(cfg)
 
 
-def random_positions(length: int, max_length: int, device=None) -> torch.Tensor:
-    """Randomized positions (Ruoss et al. 2023, arXiv 2305.16843; used with FIRE by Zhou et al. 2024):
-    a sorted random subset of [0, max_length) instead of 0..length-1, drawn from torch's global RNG."""
-    if length > max_length:
-        raise ConfigError(
-            f"model.fire_max_length={max_length} too small: a sequence of {length} tokens needs at least {length}"
-        )
-    return torch.randperm(max_length)[:length].sort().values.to(device)
+def check_positions(cfg, max_tokens: int, max_digits: int, training: bool, k: int | None = None) -> None:
+    """Raise ConfigError before any work when the position schemes cannot hold the longest sequence.
+
+    max_tokens: longest sequence (prompt + answer + EOS); max_digits: most digits in one number;
+    k: the offset used at evaluation (None -> model.eval_k); training uses the largest, model.max_k.
+    """
+    offset = cfg.max_k if training else (cfg.eval_k if k is None else k)
+    top = scheme(ABS_POS, cfg, "abs_pos").top_row(cfg, max_tokens, max_digits, offset)
+    if top is not None:
+        fits(cfg.max_pos, *top)
+    scheme(REL_POS, cfg, "rel_pos").check(cfg, max_tokens, training)
+
+
+def position_rows(cfg, max_tokens: int, max_digits: int, k: int) -> int | None:
+    """The highest table row read by sequences of max_tokens tokens whose longest number has max_digits digits, at
+    offset k (training: the longest training ones at model.max_k); None for schemes without a table."""
+    top = scheme(ABS_POS, cfg, "abs_pos").top_row(cfg, max_tokens, max_digits, k)
+    return None if top is None else top[0]

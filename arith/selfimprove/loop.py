@@ -29,14 +29,17 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from arith import checkpoint
+from arith.checkpoint import model_config_dict
 from arith.data.datasets import make_batches
 from arith.data.tasks import task_for
 from arith.errors import ConfigError, require
+from arith.eval.reach import position_needs
+from arith.files import CONFIG
 from arith.lock import RunLock
 from arith.metrics import MetricsLog
 from arith.model.flex import set_attention_impl
 from arith.optim import build_optimizer, trapezoid
-from arith.runs import CONFIG, load, model_config_dict, position_needs
+from arith.runs import load
 from arith.schema import SelfImproveConfig
 from arith.selfimprove import label as L
 from arith.selfimprove.report import heldout, plot_rounds
@@ -98,22 +101,12 @@ def _check_resume(cfg: SelfImproveConfig, out: Path) -> None:
         )
 
 
-def _takes_offset(abs_pos: str) -> bool:
-    from arith.model.decoder import check_vote_ks
-
-    try:
-        check_vote_ks([0], abs_pos, "vote_ks")
-    except ConfigError:
-        return False
-    return True
-
-
 def _vote_ks(cfg: SelfImproveConfig, run) -> list[int]:
     """The offsets the current model votes with; [] = one greedy vote (a scheme without offsets, labelers on)."""
     from arith.model.decoder import check_vote_ks
 
     abs_pos = str(run.model.cfg.abs_pos)
-    if cfg.vote_ks is None and not _takes_offset(abs_pos):
+    if cfg.vote_ks is None and not run.model.abs_pos.takes_offset:
         require(
             bool(cfg.labelers),
             f"{cfg.run} uses model.abs_pos={abs_pos}, which takes no offset, so its own vote is one greedy "
