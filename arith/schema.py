@@ -292,10 +292,10 @@ class SelfImproveConfig:
     problems_per_round: int = 1000
     frontier_start: Optional[int] = None  # digits mastered at the start; None -> the run's data.max_len
     frontier_step: int = 4  # digits the frontier may move in a round
-    advance_at: float = 0.5  # a length joins the frontier when this share of its problems was kept (0: always)
+    advance_at: float = 0.5  # a length joins the frontier when this share of it was kept (0: always)
     inside_share: float = 0.25  # share of each round's problems at or below the frontier (past training)
-    pseudo_share: float = 0.5  # share of each batch drawn from the pseudo-labels, the rest from the task's data
-    vote_ks: Optional[list[int]] = None  # offsets the current model votes with; None -> the run's eval_vote_ks
+    pseudo_share: float = 0.5  # share of each batch from the pseudo-labels, the rest the task's own data
+    vote_ks: Optional[list[int]] = None  # the current model's vote; None -> the run's eval_vote_ks
     labelers: list[str] = field(default_factory=list)  # other runs (run dirs) that vote too, at their vote_ks
     threshold: float = 1.0  # share of all votes the kept answer needs, in (0, 1]
     lr: float = 3e-4  # each round: short warm-up, constant, short cool-down

@@ -45,7 +45,7 @@ IDENTITY_KEYS = (
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """The pretrain app's one check at the door, before any data or model is made: the train and data keys
     here, the model's and the task's own checks called from here (each component owns its rules)."""
-    from arith.data.tasks import task_for
+    from arith.data.tasks import task_for, train_lengths
     from arith.model.decoder import validate as validate_model
 
     t, d = cfg.train, cfg.data
@@ -88,7 +88,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"model.max_backprop={cfg.model.max_backprop} must be > 0 (or null)",
     )
     validate_model(cfg.model)
-    task_for(d).validate_lengths(d.max_len, d.max_len_b or d.max_len)
+    task_for(d).validate_lengths(*train_lengths(d))
 
 
 def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:

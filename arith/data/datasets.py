@@ -44,8 +44,7 @@ def _task(cfg) -> str:
     return str(cfg.task)
 
 
-def _lens(cfg) -> tuple[int, int]:
-    return int(cfg.max_len), int(cfg.max_len if cfg.max_len_b is None else cfg.max_len_b)
+_lens = tasks.train_lengths
 
 
 def dataset_dir(cfg) -> Path:

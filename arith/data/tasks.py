@@ -414,6 +414,11 @@ def task_for(data_cfg) -> TaskSpec:
     return get_task(data_cfg.task, bool(getattr(data_cfg, "pad_operands", False)))
 
 
+def train_lengths(data_cfg) -> tuple[int, int]:
+    """(longest first operand, longest second) a data config trains on: data.max_len_b null -> data.max_len."""
+    return int(data_cfg.max_len), int(data_cfg.max_len if data_cfg.max_len_b is None else data_cfg.max_len_b)
+
+
 def train_examples(task, tok, rng, n: int, max_a: int, max_b: int, *, dtype=np.int64) -> Examples:
     """n training examples, lengths uniform over (1..max_a) x (1..max_b); bitwise_or samples here too."""
     spec = get_task(task)

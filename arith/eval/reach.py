@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from arith.data.spec import Cell
-from arith.data.tasks import eval_cell, get_task, task_for
+from arith.data.tasks import eval_cell, get_task, task_for, train_lengths
 from arith.model.positions import ABS_POS, check_positions, position_rows
 
 PROBES = 32  # problems per cell: P(none of them carries into the top digit) ~ 0.55^32
@@ -57,7 +57,8 @@ def position_needs(cfg, tok, a_len=None, b_len=None, training=True, k=None) -> t
     """Longest sequence and digit run of 8 held-out problems of the (a_len, b_len) cell (default: training's);
     raises ConfigError when the position schemes cannot hold them."""
     d = cfg.data
-    probe = eval_cell(task_for(d), tok, a_len or d.max_len, b_len or d.max_len_b or d.max_len, 8, 0)
+    max_a, max_b = train_lengths(d)
+    probe = eval_cell(task_for(d), tok, a_len or max_a, b_len or max_b, 8, 0)
     max_tokens, max_digits = int(probe.length.max()), int(longest_runs(tok.is_digit(probe.ids)).max())
     check_positions(cfg.model, max_tokens=max_tokens, max_digits=max_digits, training=training, k=k)
     return max_tokens, max_digits
@@ -66,7 +67,7 @@ def position_needs(cfg, tok, a_len=None, b_len=None, training=True, k=None) -> t
 def training_needs(cfg, tok) -> tuple[int, int]:
     """(longest training sequence in tokens, longest training digit run): the (max_len, max_len_b) cell."""
     d = cfg.data
-    cell = Cell(d.max_len, d.max_len_b or d.max_len)
+    cell = Cell(*train_lengths(d))
     return cell_needs(task_for(d), tok, [cell])[cell]  # the training format (padded operands too)
 
 
