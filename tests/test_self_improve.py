@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import load_from_disk
 from safetensors.torch import load_file, save_file
 
 import arith
@@ -262,12 +263,17 @@ def test_a_scheme_without_offsets_needs_labelers(compose, tmp_path):
         )  # vote_ks=[0,1,2] given: the same, naming it
 
 
-def test_a_resume_with_other_settings_is_refused(compose, tiny_adder, tmp_path):
+def test_a_resume_may_change_how_new_rounds_are_labeled_not_how_they_train(compose, tiny_adder, tmp_path):
     self_improve(si_config(compose, tiny_adder, tmp_path / "child"))
-    with pytest.raises(ConfigError, match="other settings \\(threshold"):
-        self_improve(si_config(compose, tiny_adder, tmp_path / "child", "threshold=0.9"))
-    out = self_improve(si_config(compose, tiny_adder, tmp_path / "child", "rounds=2"))  # more rounds: extends
+    for other in ("lr=0.001", "pseudo_share=0.25", "frontier_step=2", "steps_per_round=7"):
+        with pytest.raises(ConfigError, match=f"other settings \\({other.split('=')[0]}"):
+            self_improve(si_config(compose, tiny_adder, tmp_path / "child", other))
+    first = L.load_round(L.round_dir(tmp_path / "child", 0))
+    out = self_improve(si_config(compose, tiny_adder, tmp_path / "child", "rounds=2", "threshold=1.0"))
     assert checkpoint.latest(out).name == "12"
+    assert L.load_round(L.round_dir(out, 0)) == first  # the round done keeps its labels
+    shares = load_from_disk(str(L.round_dir(out, 1) / "data"))["share"]
+    assert all(x == 1.0 for x in shares)  # the new round: labeled with the new threshold
 
 
 def test_bench_reads_python_made_problems(tiny_adder, tmp_path, capsys):

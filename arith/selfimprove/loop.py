@@ -46,7 +46,22 @@ from arith.selfimprove.report import heldout, plot_rounds
 from arith.train import forward_loss, rng_state, set_rng_state
 
 SETTINGS = "self_improve.yaml"  # the child run's self-improvement config (a resume must repeat it)
-RESUMABLE = ("rounds", "progress", "threads", "label_batch", "report_lens", "report_n", "save_every_steps")
+# what a resume may change: how long, how it shows, and how rounds not yet labeled are labeled (a round's
+# labels are stored once, so the rounds done keep theirs); not what trains (lr, shares, batch, steps) nor how
+# the frontier moves (the rounds done are folded again on resume)
+RESUMABLE = (
+    "rounds",
+    "progress",
+    "threads",
+    "label_batch",
+    "report_lens",
+    "report_n",
+    "save_every_steps",
+    "threshold",
+    "vote_ks",
+    "labelers",
+    "problems_per_round",
+)
 
 
 # ---------------------------------------------------------------------------------------------- config
