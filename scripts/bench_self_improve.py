@@ -44,9 +44,10 @@ def accuracy(run, length: int, n: int, seed: int, vote_ks, batch: int) -> float:
     tok, right = run.tok, 0
     pairs = problems(length, n, seed)
     prompts = torch.tensor([tok.encode(task.prompt(f"{a}{task.op}{b}")) for a, b in pairs])
+    max_new = task.max_answer_len(length, length)  # answer tokens and EOS
     for start in range(0, n, batch):
         out = decode(
-            run.model, prompts[start : start + batch], 2 * length + 3, tok.eos_id, tok.pad_id, vote_ks=vote_ks
+            run.model, prompts[start : start + batch], max_new, tok.eos_id, tok.pad_id, vote_ks=vote_ks
         )
         for (a, b), row in zip(pairs[start : start + batch], out.tolist()):
             right += task.answer(tok.decode(row)) == str(OPS[task.op](a, b))

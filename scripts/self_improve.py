@@ -1,7 +1,7 @@
 """Self-improvement: a trained run teaches itself longer numbers, with no labels from outside.
 
-    python scripts/self_improve.py run=runs/quickstart rounds=12
-    python scripts/self_improve.py run=runs/quickstart rounds=12 threshold=0.8 labelers=[runs/quickstart_s1]
+    python scripts/self_improve.py run=runs/quickstart
+    python scripts/self_improve.py run=runs/quickstart rounds=8 threshold=0.8 labelers=[runs/quickstart_s1]
 
 The child run (default <run>_si beside the run) is a run directory like any other (arith.load, arithmetic_eval.py
 and scripts/report.py read it); its pseudo-labels are kept under <out>/pseudo/round_<r>/, one checkpoint per
