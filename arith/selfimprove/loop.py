@@ -205,12 +205,10 @@ def _start(cfg: SelfImproveConfig, out: Path):
     if which == "best" and checkpoint.best(Path(cfg.run)) is None:
         which = "latest"  # documented: best falls back to latest for a run trained without selection
     start = load(cfg.run, checkpoint=which)
-    for name in ("tokenizer.json",):
-        if not (out / name).exists():
-            shutil.copyfile(Path(cfg.run) / name, out / name)
-    if not (
-        out / CONFIG
-    ).exists():  # the child is a run: arith.load, arithmetic_eval.py and report.py read it
+    # the child is a run directory: arith.load, arithmetic_eval.py and report.py read it
+    if not (out / "tokenizer.json").exists():
+        shutil.copyfile(Path(cfg.run) / "tokenizer.json", out / "tokenizer.json")
+    if not (out / CONFIG).exists():
         parent = OmegaConf.load(Path(cfg.run) / CONFIG)
         parent.run_dir = str(out)
         parent.name = out.name
@@ -251,9 +249,8 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
         set_rng_state(state["rng"])
     else:
         torch.manual_seed(cfg.seed)
-    batches = MixedBatches(
-        run_cfg.data, batch_size, cfg.pseudo_share, cfg.seed + 7919
-    )  # not the run's batches
+    # seeded apart from the run's own stream, so the task rows are not the batches it trained on
+    batches = MixedBatches(run_cfg.data, batch_size, cfg.pseudo_share, cfg.seed + 7919)
     log = MetricsLog(out, step, False, "arith", _settings(cfg))
     cleanup.callback(log.close)
     model_cfg = model_config_dict(model.cfg, tok)
