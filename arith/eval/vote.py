@@ -39,7 +39,8 @@ def majority(answers: Sequence[tuple], ks: Sequence[int], tie_k: int | None) -> 
     return min((k, i) for i, k in enumerate(ks) if answers[i] in tied)[1]
 
 
-def _answer(row: list[int], eos_id: int) -> tuple[int, ...]:
+def whole_answer(row: list[int], eos_id: int) -> tuple[int, ...]:
+    """A decoded row up to and including its EOS (the whole row when it wrote none)."""
     return tuple(row[: row.index(eos_id) + 1] if eos_id in row else row)
 
 
@@ -70,7 +71,7 @@ def decode(
         return outs[0]
     tie_k = model.eval_k if k is None else int(k)
     rows = [o.tolist() for o in outs]
-    win = [majority([_answer(r[b], eos_id) for r in rows], ks, tie_k) for b in range(prompts.shape[0])]
+    win = [majority([whole_answer(r[b], eos_id) for r in rows], ks, tie_k) for b in range(prompts.shape[0])]
     stacked = torch.stack(outs)  # (len(ks), B, max_new)
     rows_idx = torch.arange(prompts.shape[0], device=stacked.device)
     return stacked[torch.as_tensor(win, device=stacked.device), rows_idx]

@@ -22,6 +22,7 @@ import torch
 from arith.data.spec import Examples, TaskSpec
 from arith.errors import DataError, storage_error
 from arith.eval.decode import generate
+from arith.eval.vote import whole_answer
 
 ROUND_INFO = "round.json"  # beside the dataset: the round's counts per length (the frontier reads them)
 
@@ -99,7 +100,7 @@ def answers(
                     got = generate(voter.model, ids.to(device), new, tok.eos_id, tok.pad_id, k=k).tolist()
                     for j, i in enumerate(idx):
                         row = got[j]
-                        out[i].append(tuple(row[: row.index(tok.eos_id) + 1] if tok.eos_id in row else row))
+                        out[i].append(whole_answer(row, tok.eos_id))
             if bar is not None:
                 bar.update(len(idx))
     return out
@@ -153,10 +154,10 @@ def round_dir(out: Path, r: int) -> Path:
     return Path(out) / "pseudo" / f"round_{r}"
 
 
-def save_round(path: Path, prompts, a_len, b_len, kept, info: dict) -> None:
+def save_round(path: Path, prompts, a_len, b_len, kept, info: dict) -> list[list[int]]:
     """The kept rows (prompt + answer + EOS token ids, the operand lengths, the vote share) as a dataset, and
     `info` as round.json beside it; written to a temporary folder and renamed, so a round is there whole or
-    not at all."""
+    not at all. Returns the token rows, as `load_round` reads them back."""
     import datasets as hf
 
     rows = {
@@ -184,6 +185,7 @@ def save_round(path: Path, prompts, a_len, b_len, kept, info: dict) -> None:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise storage_error(e, "write", path) from None
+    return rows["ids"]
 
 
 def load_round(path: Path) -> tuple[list[list[int]], dict]:

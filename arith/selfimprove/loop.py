@@ -381,9 +381,7 @@ def label_round(cfg, r: int, task, tok, voters, frontier: int, trained: int, pat
         "kept_accuracy": L.kept_accuracy(ex, kept),  # for people: read from the true answers, after the vote
         "label_s": time.perf_counter() - t0,
     }
-    L.save_round(path, prompts, a_len, b_len, kept, info)
-    rows, _ = L.load_round(path)
-    return rows, info
+    return L.save_round(path, prompts, a_len, b_len, kept, info), info
 
 
 def _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end: int = 0) -> None:
