@@ -10,7 +10,7 @@ import time
 import warnings
 
 import pytest
-import torch
+from omegaconf import OmegaConf
 
 import arith
 from arith.errors import CheckpointError, ConfigError, DataError
@@ -18,6 +18,7 @@ from arith.eval import settings as eval_settings
 from arith.eval.grid import SETTINGS_COLUMNS, read_results
 from arith.eval.reach import UntrainedPositionsWarning
 from arith.eval.runner import run_grid
+from arith.files import CONFIG
 from arith.solve import main as solve_main
 from arith.train import train
 from tests.conftest import ROOT
@@ -42,19 +43,23 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def adder(tmp_path_factory):
-    """A tiny model trained until it adds one-digit numbers (about 10 s on one core)."""
-    from hydra import compose, initialize_config_dir
+def adder(tiny_adder, tmp_path_factory):
+    """The session's tiny adder of one-digit numbers (tests/conftest.py), copied (these tests write grids into it)
+    as a plain run: one set of weights (its EMA ones, which add better than the raw ones after 400 steps) and no
+    `best` (EMA and selection are tested in test_selection.py)."""
+    import shutil
 
-    from arith import schema
-    from tests.conftest import CONFIG_DIR
+    from arith import checkpoint as ckpts
 
-    schema.register()
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("runs")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*TINY, f"runs_root={root}"])
-    return train(cfg)
+    run = shutil.copytree(tiny_adder, tmp_path_factory.mktemp("runs") / "tiny_adder")
+    for ema in (run / "checkpoints").glob(f"*/{ckpts.EMA_WEIGHTS}"):
+        ema.replace(ema.with_name(ckpts.WEIGHTS))
+    for best in (run / "checkpoints").glob(f"{ckpts.BEST}*"):
+        best.unlink()
+    cfg = OmegaConf.load(run / CONFIG)
+    cfg.train.merge_with({"ema": 0.0, "select_every": 0, "select_lens": []})
+    OmegaConf.save(cfg, run / CONFIG)
+    return run
 
 
 def eval_cfg(compose, run_dir, *overrides):
