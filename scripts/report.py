@@ -5,7 +5,7 @@
 
 Per run: config (keys that differ from the defaults first), parameters, steps, time, checkpoints (which is
 ``latest``, which ``best``), training curves from metrics.jsonl, and per evaluated task and settings a heatmap
-with its accuracy-by-length table (``arith/report.py``; figures from ``arith/plots.py``). ``out=DIR`` defaults
+with its accuracy-by-length table (``arith/report.py``; figures from ``arith/plots/``). ``out=DIR`` defaults
 to ``RUN/report`` for one run and ``<parent>/report_<A>_vs_<B>`` for several. Prints the path of report.html.
 A folder that is not a run directory is a one-line error and exit code 2.
 """
