@@ -133,6 +133,20 @@ def test_annotations_round_not_truncate():
     assert [t.get_text() for t in ax.texts] == ["58"]
 
 
+def test_a_long_settings_title_wraps_inside_the_figure():
+    """Every setting of a voted grid does not fit one line of a small figure: the title wraps at ' · ', each line
+    within the width, nothing lost."""
+    from arith.plots.grid import _wrapped
+
+    text = " · ".join(f"setting_{i}=value_{i}" for i in range(12))
+    lines = _wrapped(text, 60)
+    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
+    assert " · ".join(lines) == text
+    assert _wrapped("", 60) == [] and _wrapped("one_item_longer_than_the_width", 10) == [
+        "one_item_longer_than_the_width"
+    ]
+
+
 def test_heatmaps_are_split_and_titled_by_the_settings_columns(tmp_path):
     """Columns beyond the base ones that are not results (the checkpoint step, k) name what a grid was made
     with: one figure per distinct setting, the settings in its title."""

@@ -165,9 +165,22 @@ def _grid_figure(task: str, task_rows: list[dict], info: dict, settings: dict) -
     for ax, value in zip(axes, values):
         im = heatmap(ax, task_rows, value=value, train_region=region, title=f"{panels[value]} (%)")
         fig.colorbar(im, ax=ax, shrink=0.85)
-    lines = [_title(task, info), info["name"], settings_text(settings)]
+    # about 11 characters an inch at fontsize 11: the settings wrap at " · " instead of running off the figure
+    width = int(fig.get_figwidth() * 11)
+    lines = [_title(task, info), info["name"], *_wrapped(settings_text(settings), width)]
     fig.suptitle("\n".join(line for line in lines if line), fontsize=11)
     return fig
+
+
+def _wrapped(text: str, width: int, sep: str = " · ") -> list[str]:
+    """`text` cut into lines of at most `width` characters at `sep` (a longer single item keeps its line)."""
+    lines: list[str] = []
+    for part in text.split(sep) if text else []:
+        if lines and len(lines[-1]) + len(sep) + len(part) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def plot_run(
