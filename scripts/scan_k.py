@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cells = [Cell(L, L) for L in lens]
     top = max(max(p.offsets) for p in plans)
-    warning = untrained_rows(run.cfg, run.tok, cells, top) if plans else None
+    warning = untrained_rows(run.cfg, run.tok, cells, top, run_dir=run.run_dir) if plans else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     print(

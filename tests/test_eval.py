@@ -294,6 +294,28 @@ def test_bad_eval_choices_list_the_valid_ones(compose, override, valid):
     assert all(v in message for v in valid)
 
 
+def test_self_improvement_labels_count_as_training_numbers_for_the_warning(adder, tmp_path):
+    """A self-improved child trained on pseudo-labels of up to 6 digits at offsets 0..max_k: rows up to 3 + 6 are
+    trained, so a 6-digit problem is not warned about, a 7-digit one is, naming the labels."""
+    import json
+    import shutil
+
+    child = shutil.copytree(adder, tmp_path / "child")
+    (child / "pseudo" / "round_0").mkdir(parents=True)
+    (child / "pseudo" / "round_0" / "round.json").write_text(json.dumps({"kept": {"5": 4, "6": 2, "9": 0}}))
+    run = arith.load(child)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.solve("111111+111111")  # 6 digits + 7-digit answer run at k = 0: rows up to 7 <= 9
+        assert not [w for w in caught if issubclass(w.category, UntrainedPositionsWarning)]
+        run.solve("111111111+111111111")  # the 9x9 cell: its sums with a carry out read row 10
+    (found,) = [str(w.message) for w in caught if issubclass(w.category, UntrainedPositionsWarning)]
+    assert (
+        "rows up to 9: model.max_k 3 + 6, the longest training number (self-improvement labels included)"
+        in found
+    )
+
+
 def test_untrained_rows_warning_in_the_grid_solve_and_api(adder, compose, capsys):
     # max_k 3 + 2 digits (9+9=18): rows up to 5 are trained; 5-digit sums read row 6 at k = 0
     run_grid(eval_cfg(compose, adder, "eval.square=[1,4]", "eval.out=reach"), sorting=False)

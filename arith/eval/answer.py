@@ -49,7 +49,7 @@ def solve(
     a_len, b_len = spec.problem_cell((edges[1::2] - edges[::2]).tolist())  # runs of digits: even to odd edges
     # a clear error past the position table, a warning past the rows training reached
     position_needs(run.cfg, run.tok, a_len, b_len, training=False, k=max(s.offsets))
-    warning = untrained_rows(run.cfg, run.tok, [Cell(a_len, b_len)], max(s.offsets))
+    warning = untrained_rows(run.cfg, run.tok, [Cell(a_len, b_len)], max(s.offsets), run_dir=run.run_dir)
     if warning:
         warnings.warn(warning, UntrainedPositionsWarning, stacklevel=3)
     device = next(run.model.parameters()).device

@@ -9,7 +9,9 @@ names them, the lengths that read them and the `model.max_k` that would cover th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -94,10 +96,27 @@ def _maximal(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | None:
+def pseudo_label_digits(run_dir) -> int:
+    """The longest operand (digits) among the self-improvement labels a run trained on (its
+    `pseudo/round_<r>/round.json` counts of kept rows by length; see arith/selfimprove/label.py), 0 for none.
+    Read as plain JSON here, so evaluation does not import the self-improvement package."""
+    longest = 0
+    for path in Path(run_dir).glob("pseudo/round_*/round.json"):
+        try:
+            kept = json.loads(path.read_text()).get("kept", {})
+        except (OSError, ValueError):
+            continue  # a round being written or damaged: the warning only errs towards warning
+        longest = max([longest, *(int(length) for length, n in kept.items() if n)])
+    return longest
+
+
+def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None, run_dir=None) -> str | None:
     """A one-line warning when evaluating `cells` at offset k (the largest offset used) reads rows above the
-    highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated."""
+    highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated; run_dir:
+    the run's folder, whose self-improvement labels (if any) count as training numbers too."""
     train_tokens, train_digits = training_needs(cfg, tok)
+    pseudo = pseudo_label_digits(run_dir) if run_dir is not None else 0
+    train_digits = max(train_digits, pseudo)
     reach = position_rows(cfg.model, train_tokens, train_digits, cfg.model.max_k)
     if reach is None or not cells:
         return None
@@ -120,7 +139,8 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None) -> str | 
         else f"{len(over)} of {len(cells)} cells, the shortest ({first.a_len}, {first.b_len})"
     )
     if by_offset:
-        why = f"model.max_k {cfg.model.max_k} + {train_digits}, the longest training number"
+        labels = " (self-improvement labels included)" if pseudo >= train_digits else ""
+        why = f"model.max_k {cfg.model.max_k} + {train_digits}, the longest training number{labels}"
         fix = f"model.max_k >= {top - train_digits} would cover them"
     else:
         why = f"training sequences reach {train_tokens} tokens"

@@ -68,7 +68,7 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         f"already; {s.describe()}, cache={e.cache} -> {path}",
         flush=True,
     )
-    warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task)
+    warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task, run_dir=run.run_dir)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows = []
