@@ -294,6 +294,9 @@ class SelfImproveConfig:
     frontier_step: int = 12  # digits the frontier may move in a round
     advance_at: float = 0.5  # a length joins the frontier when this share of it was kept (0: always)
     inside_share: float = 0.25  # share of each round's problems at or below the frontier (past training)
+    # the shorter operand has at least this share of the longer one's digits: 0 -> 1..longest (long-by-short
+    # problems too), 1 -> both equally long (the diagonal cells)
+    short_operand_min: float = 0.0
     pseudo_share: float = 0.5  # share of each batch from the pseudo-labels, the rest the task's own data
     vote_ks: Optional[list[int]] = None  # the current model's vote; None -> the run's eval_vote_ks
     labelers: list[str] = field(default_factory=list)  # other runs (run dirs) that vote too, at their vote_ks

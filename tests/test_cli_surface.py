@@ -40,7 +40,7 @@ SURFACE = {
     "make_data": DATA,
     "self_improve": (
         "run checkpoint out rounds steps_per_round problems_per_round frontier_start frontier_step advance_at "
-        "inside_share pseudo_share vote_ks labelers threshold lr warmup cooldown batch_size label_batch seed "
+        "inside_share short_operand_min pseudo_share vote_ks labelers threshold lr warmup cooldown batch_size label_batch seed "
         "save_every_steps report_lens report_n report_seed threads progress"
     ),
 }

@@ -56,6 +56,32 @@ def test_vote_filter_keeps_and_drops_the_right_rows():
     assert L.vote_filter(votes, 1.0, bounds, EOS, allowed) == [(0, good, 1.0)]
 
 
+def test_draw_sets_the_shorter_operand_by_short_operand_min():
+    from arith.data.tasks import get_task
+
+    task = get_task("addition")
+
+    def lengths(short_min):
+        rng = np.random.default_rng(3)
+        _, a, b = L.draw(
+            task, TOK, rng, 400, frontier=20, step=10, trained=8, inside=0.25, short_min=short_min
+        )
+        return a, b
+
+    a0, b0 = lengths(0.0)  # today's draw, unchanged: the other operand uniform in 1..longest
+    rng = np.random.default_rng(3)
+    longest = np.concatenate([rng.integers(21, 31, size=300), rng.integers(9, 21, size=100)])
+    other = (rng.random(400) * longest).astype(np.int64) + 1
+    swap = rng.random(400) < 0.5
+    assert (a0 == np.where(swap, other, longest)).all() and (b0 == np.where(swap, longest, other)).all()
+    assert np.minimum(a0, b0).min() == 1
+    a1, b1 = lengths(1.0)
+    assert (a1 == b1).all() and 9 <= a1.min() and a1.max() <= 30  # both equally long: the diagonal
+    a5, b5 = lengths(0.5)
+    short, long_ = np.minimum(a5, b5), np.maximum(a5, b5)
+    assert (short >= np.ceil(0.5 * long_)).all() and (short < long_).any()
+
+
 def test_answer_lengths_hold_every_true_answer():
     from arith.data.tasks import TASKS, get_task
 
@@ -213,6 +239,7 @@ def test_a_wrong_labeler_trains_exactly_its_wrong_answers(compose, tiny_adder, t
     "override, needle",
     [
         ("rounds=0", "rounds=0 must be >= 1"),
+        ("short_operand_min=1.5", "short_operand_min=1.5"),
         ("threshold=0", "threshold=0"),
         ("threshold=1.5", "threshold=1.5"),
         ("pseudo_share=2", "pseudo_share=2"),

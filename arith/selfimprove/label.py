@@ -37,10 +37,12 @@ def draw(
     step: int,
     trained: int,
     inside: float,
+    short_min: float = 0.0,
 ) -> tuple[Examples, np.ndarray, np.ndarray]:
     """n problems: the longer operand has F+1..F+step digits (F = frontier), or for a share `inside` of them
-    trained+1..F (lengths the earlier rounds labeled; none while F == trained). The other operand has 1..that
-    many digits, and which operand is the longer one is random. Returns (rows with true answers, a_len, b_len).
+    trained+1..F (lengths the earlier rounds labeled; none while F == trained). The other operand has
+    ceil(short_min x that)..that many digits (at least 1; short_min = 0: 1..that, 1: as many), uniformly, and
+    which operand is the longer one is random. Returns (rows with true answers, a_len, b_len).
     Problems come from the training side of the hash split, so none is a held-out evaluation problem."""
     n_in = int(round(n * inside)) if frontier > trained else 0
     longest = np.concatenate(
@@ -49,7 +51,10 @@ def draw(
             rng.integers(trained + 1, frontier + 1, size=n_in),
         ]
     )
-    other = (rng.random(n) * longest).astype(np.int64) + 1  # uniform 1..longest
+    lo = np.maximum(1, np.ceil(short_min * longest).astype(np.int64))
+    other = (rng.random(n) * (longest - lo + 1)).astype(
+        np.int64
+    ) + lo  # uniform lo..longest (lo = 1: as before)
     swap = rng.random(n) < 0.5
     a_len, b_len = np.where(swap, other, longest), np.where(swap, longest, other)
     return task.make(tok, rng, a_len, b_len, split="train"), a_len, b_len

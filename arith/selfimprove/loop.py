@@ -61,6 +61,7 @@ RESUMABLE = (
     "vote_ks",
     "labelers",
     "problems_per_round",
+    "short_operand_min",
 )
 
 
@@ -70,7 +71,7 @@ def validate(cfg: SelfImproveConfig) -> None:
     for key in ("rounds", "steps_per_round", "problems_per_round", "frontier_step", "label_batch"):
         require(getattr(cfg, key) >= 1, f"{key}={getattr(cfg, key)} must be >= 1")
     require(0 < cfg.threshold <= 1, f"threshold={cfg.threshold} must be in (0, 1]: the share of votes kept")
-    for key in ("inside_share", "pseudo_share", "advance_at", "warmup", "cooldown"):
+    for key in ("inside_share", "short_operand_min", "pseudo_share", "advance_at", "warmup", "cooldown"):
         require(0 <= getattr(cfg, key) <= 1, f"{key}={getattr(cfg, key)} must be in [0, 1]")
     require(cfg.inside_share < 1, f"inside_share={cfg.inside_share} must be < 1: some problems must be new")
     require(cfg.warmup + cfg.cooldown <= 1, f"warmup + cooldown = {cfg.warmup + cfg.cooldown} must be <= 1")
@@ -360,7 +361,15 @@ def label_round(cfg, r: int, task, tok, voters, frontier: int, trained: int, pat
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 0x1AB, r])
     ex, a_len, b_len = L.draw(
-        task, tok, rng, cfg.problems_per_round, frontier, cfg.frontier_step, trained, cfg.inside_share
+        task,
+        tok,
+        rng,
+        cfg.problems_per_round,
+        frontier,
+        cfg.frontier_step,
+        trained,
+        cfg.inside_share,
+        cfg.short_operand_min,
     )
     prompts = L.prompts_of(ex)
     bounds = [task.answer_lengths(int(a), int(b)) for a, b in zip(a_len, b_len)]
