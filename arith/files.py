@@ -1,7 +1,9 @@
-"""Files of a run directory written so that a crash never leaves half of one (a tiny module: light to import)."""
+"""Files of a run directory: their names, and writes a crash never leaves half done (a tiny module: light to
+import)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -9,6 +11,22 @@ from pathlib import Path
 from arith.errors import storage_error
 
 CONFIG = "config.yaml"  # a run directory's resolved config
+PSEUDO = "pseudo"  # a self-improved run's rounds: pseudo/round_<r>/ (arith/selfimprove/label.py writes them)
+ROUND_INFO = "round.json"  # beside a round's dataset: its counts per length (the frontier reads them)
+
+
+def longest_labeled(run_dir: Path) -> int:
+    """The longest operand (digits) with a kept self-improvement label in any stored round of `run_dir`, 0 for
+    none: the longest numbers a self-improved run trained on beside its own data. A round.json that cannot be
+    read is skipped (the untrained-rows warning then errs towards warning)."""
+    longest = 0
+    for path in (Path(run_dir) / PSEUDO).glob(f"round_*/{ROUND_INFO}"):
+        try:
+            kept = json.loads(path.read_text()).get("kept", {})
+        except (OSError, ValueError):
+            continue
+        longest = max([longest, *(int(length) for length, n in kept.items() if n)])
+    return longest
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -9,14 +9,13 @@ names them, the lengths that read them and the `model.max_k` that would cover th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from arith.data.spec import Cell
 from arith.data.tasks import eval_cell, get_task, task_for, train_lengths
+from arith.files import longest_labeled
 from arith.model.positions import ABS_POS, check_positions, position_rows
 
 PROBES = 32  # problems per cell: P(none of them carries into the top digit) ~ 0.55^32
@@ -96,27 +95,15 @@ def _maximal(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-def pseudo_label_digits(run_dir) -> int:
-    """The longest operand (digits) among the self-improvement labels a run trained on (its
-    `pseudo/round_<r>/round.json` counts of kept rows by length; see arith/selfimprove/label.py), 0 for none.
-    Read as plain JSON here, so evaluation does not import the self-improvement package."""
-    longest = 0
-    for path in Path(run_dir).glob("pseudo/round_*/round.json"):
-        try:
-            kept = json.loads(path.read_text()).get("kept", {})
-        except (OSError, ValueError):
-            continue  # a round being written or damaged: the warning only errs towards warning
-        longest = max([longest, *(int(length) for length, n in kept.items() if n)])
-    return longest
-
-
 def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None, run_dir=None) -> str | None:
     """A one-line warning when evaluating `cells` at offset k (the largest offset used) reads rows above the
     highest one training reached, else None. cfg: the run's PretrainConfig; task: the task evaluated; run_dir:
     the run's folder, whose self-improvement labels (if any) count as training numbers too."""
     train_tokens, train_digits = training_needs(cfg, tok)
-    pseudo = pseudo_label_digits(run_dir) if run_dir is not None else 0
-    train_digits = max(train_digits, pseudo)
+    # a self-improved child: the numbers of its labels trained rows too (at offsets 0..max_k)
+    labeled = longest_labeled(run_dir) if run_dir is not None else 0
+    from_labels = labeled >= train_digits  # the labels set (or tie) the longest number
+    train_digits = max(train_digits, labeled)
     reach = position_rows(cfg.model, train_tokens, train_digits, cfg.model.max_k)
     if reach is None or not cells:
         return None
@@ -139,7 +126,7 @@ def untrained_rows(cfg, tok, cells: Sequence[Cell], k: int, task=None, run_dir=N
         else f"{len(over)} of {len(cells)} cells, the shortest ({first.a_len}, {first.b_len})"
     )
     if by_offset:
-        labels = " (self-improvement labels included)" if pseudo >= train_digits else ""
+        labels = " (self-improvement labels included)" if from_labels else ""
         why = f"model.max_k {cfg.model.max_k} + {train_digits}, the longest training number{labels}"
         fix = f"model.max_k >= {top - train_digits} would cover them"
     else:

@@ -23,8 +23,7 @@ from arith.data.spec import Examples, TaskSpec
 from arith.errors import DataError, storage_error
 from arith.eval.decode import generate
 from arith.eval.vote import whole_answer
-
-ROUND_INFO = "round.json"  # beside the dataset: the round's counts per length (the frontier reads them)
+from arith.files import PSEUDO, ROUND_INFO
 
 
 # ---------------------------------------------------------------------------------------------- problems
@@ -52,9 +51,8 @@ def draw(
         ]
     )
     lo = np.maximum(1, np.ceil(short_min * longest).astype(np.int64))
-    other = (rng.random(n) * (longest - lo + 1)).astype(
-        np.int64
-    ) + lo  # uniform lo..longest (lo = 1: as before)
+    # uniform in lo..longest (lo = 1: the same numbers as 1..longest always gave)
+    other = (rng.random(n) * (longest - lo + 1)).astype(np.int64) + lo
     swap = rng.random(n) < 0.5
     a_len, b_len = np.where(swap, other, longest), np.where(swap, longest, other)
     return task.make(tok, rng, a_len, b_len, split="train"), a_len, b_len
@@ -156,7 +154,7 @@ def kept_accuracy(ex: Examples, kept: Sequence[tuple[int, tuple[int, ...], float
 
 # ---------------------------------------------------------------------------------------------- storage
 def round_dir(out: Path, r: int) -> Path:
-    return Path(out) / "pseudo" / f"round_{r}"
+    return Path(out) / PSEUDO / f"round_{r}"
 
 
 def save_round(path: Path, prompts, a_len, b_len, kept, info: dict) -> list[list[int]]:
@@ -210,5 +208,5 @@ def load_round(path: Path) -> tuple[list[list[int]], dict]:
 
 def clean_partial(out: Path) -> None:
     """Remove the temporary folders of a round whose writing was killed."""
-    for junk in (Path(out) / "pseudo").glob(".tmp-*"):
+    for junk in (Path(out) / PSEUDO).glob(".tmp-*"):
         shutil.rmtree(junk, ignore_errors=True)
