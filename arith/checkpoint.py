@@ -297,9 +297,12 @@ def save(
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise _write_failure(e, writing, previous_name) from None
-    atomic_write_text(root / LATEST, final.name)
+    # best before latest: a kill between the two must not leave `latest` (whose trainer state already counts
+    # this step as the best) beside a `best` that still names an older step; the other way round the resume
+    # starts from the older `latest`, repeats the step and writes both again
     if is_best:
         atomic_write_text(root / BEST, final.name)
+    atomic_write_text(root / LATEST, final.name)
     kept = best(run_dir)
     candidates = [d for d in step_dirs(run_dir) if kept is None or d.name != kept.name]
     for old in candidates[:-keep_last] if keep_last > 0 else []:
