@@ -1,13 +1,15 @@
-"""Test-time ensembling (arith/eval/vote.py): the tie rule, vote over one offset == plain greedy, the logits
+"""Test-time ensembling (arith/eval/vote.py): the tie rule, vote over one offset == plain greedy, the answer
+vote that stops once settled (same answers as the full vote), the logits
 mode's mean distribution, and the one-line errors of the vote keys."""
 
 import pytest
 import torch
 
+import arith.eval.vote as vote
 from arith.errors import ConfigError
 from arith.eval import settings as eval_settings
 from arith.eval.decode import generate
-from arith.eval.vote import decode, majority
+from arith.eval.vote import decided, decode, majority
 from arith.model import build_model
 from arith.model.decoder import check_vote_ks
 from tests.test_decode import TOK, encode, make
@@ -52,6 +54,53 @@ def test_answer_vote_takes_each_problems_majority():
         answers = [tuple(o[b]) for o in outs]
         assert row == list(answers[majority(answers, ks, tie_k=0)])
         assert answers.count(tuple(row)) == max(answers.count(a) for a in answers)
+
+
+def test_decided_when_the_leader_cannot_be_caught():
+    a, b = ("1",), ("2",)
+    assert decided([a, a, a], remaining=2)  # 3 of 5 agree: settled
+    assert not decided([a, a, b], remaining=2)  # 2:1, two votes left: b may still tie or win
+    assert decided([a, a, a, b], remaining=1)
+    assert not decided([a, b], remaining=0)  # a tie: left to `majority` once every offset has voted
+    assert not decided([a, b], remaining=1)
+
+
+def _counting(monkeypatch):
+    """Rows decoded per offset by the answer vote (the real `generate`, counted)."""
+    calls = []
+    real = vote.generate
+
+    def counted(model, prompts, *args, k=None, **kw):
+        calls.append((k, prompts.shape[0]))
+        return real(model, prompts, *args, k=k, **kw)
+
+    monkeypatch.setattr(vote, "generate", counted)
+    return calls
+
+
+def test_answer_vote_stops_once_settled_and_answers_as_the_full_vote(monkeypatch):
+    # a model whose Abacus table is zero answers alike at every offset: 3 of 5 decodes settle every problem
+    model = make(abs_pos="abacus", max_k=8, seed=3)
+    with torch.no_grad():
+        model.abs_pos.table.weight.zero_()
+    model.eval()
+    ks = [0, 2, 4, 6, 8]
+    full = [generate(model, prompts(), k=k, **ARGS) for k in ks]
+    calls = _counting(monkeypatch)
+    voted = decode(model, prompts(), k=4, vote_ks=ks, vote_mode="answer", **ARGS)
+    assert torch.equal(voted, full[0])
+    assert calls == [(4, 4), (0, 4), (2, 4)]  # eval_k first, then the set in order; 6 and 8 never decoded
+    # a random model whose offsets disagree: undecided problems get every offset, and the answers are the full
+    # vote's, problem by problem
+    model = make(abs_pos="abacus", max_k=8, seed=3)
+    model.eval()
+    calls.clear()
+    voted = decode(model, prompts(), k=0, vote_ks=ks, vote_mode="answer", **ARGS).tolist()
+    outs = [generate(model, prompts(), k=k, **ARGS).tolist() for k in ks]
+    for b, row in enumerate(voted):
+        answers = [tuple(o[b]) for o in outs]
+        assert row == list(answers[majority(answers, ks, tie_k=0)])
+    assert [k for k, _ in calls[:3]] == [0, 2, 4] and all(n <= 4 for _, n in calls)
 
 
 def test_logits_vote_is_greedy_on_the_mean_distribution():

@@ -11,6 +11,7 @@ offsets read 98% at 16 digits where the best single offset read 92%), so:
     logits  one decode, greedy at every step on the mean next-token probabilities of the offsets (one KV cache
             per offset, `decode.generate(ks=...)`).
 An empty vote set is plain greedy decoding at `k`; a vote over one offset is plain greedy at that offset.
+The answer vote stops decoding a problem once its winner is settled (`decided`): same answers, fewer decodes.
 """
 
 from __future__ import annotations
@@ -66,12 +67,44 @@ def decode(
         return generate(model, prompts, max_new, eos_id, pad_id, k=k, **args)
     if vote_mode == "logits":
         return generate(model, prompts, max_new, eos_id, pad_id, ks=ks, **args)
-    outs = [generate(model, prompts, max_new, eos_id, pad_id, k=x, **args) for x in ks]  # each (B, max_new)
-    if len(outs) == 1:
-        return outs[0]
+    if len(ks) == 1:
+        return generate(model, prompts, max_new, eos_id, pad_id, k=ks[0], **args)
     tie_k = model.eval_k if k is None else int(k)
-    rows = [o.tolist() for o in outs]
-    win = [majority([whole_answer(r[b], eos_id) for r in rows], ks, tie_k) for b in range(prompts.shape[0])]
-    stacked = torch.stack(outs)  # (len(ks), B, max_new)
-    rows_idx = torch.arange(prompts.shape[0], device=stacked.device)
-    return stacked[torch.as_tensor(win, device=stacked.device), rows_idx]
+    return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args)
+
+
+def decided(answers: Sequence[tuple], remaining: int) -> bool:
+    """True when the most frequent answer so far wins whatever the `remaining` votes say (no tie possible)."""
+    top = Counter(answers).most_common(2)
+    second = top[1][1] if len(top) > 1 else 0
+    return top[0][1] > second + remaining
+
+
+def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> torch.Tensor:
+    """The answer vote, offset by offset: a problem stops decoding once its winner is settled (e.g. after 3 of 5
+    offsets that agree), so a grid cell the model gets right costs 3 decodes, not 5. The same answers as decoding
+    every offset: a settled winner is the strict majority of the full vote, and the undecided rows get all."""
+    B = prompts.shape[0]
+    order = sorted(range(len(ks)), key=lambda i: ks[i] != tie_k)  # tie_k first (when voting), then as given
+    got: list[dict[int, tuple]] = [{} for _ in range(B)]  # row -> {index into ks: whole answer}
+    rows: list[dict[int, torch.Tensor]] = [{} for _ in range(B)]
+    out = torch.full((B, max_new), pad_id, dtype=prompts.dtype, device=prompts.device)
+    todo = list(range(B))
+    for m, i in enumerate(order, 1):
+        idx = torch.as_tensor(todo, device=prompts.device)
+        dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **args)
+        for j, b in enumerate(todo):
+            got[b][i], rows[b][i] = whole_answer(dec[j].tolist(), eos_id), dec[j]
+        left = []
+        for b in todo:
+            if m == len(ks):
+                out[b] = rows[b][majority([got[b][x] for x in range(len(ks))], ks, tie_k)]
+            elif decided(list(got[b].values()), len(ks) - m):
+                win = Counter(got[b].values()).most_common(1)[0][0]
+                out[b] = next(r for x, r in rows[b].items() if got[b][x] == win)
+            else:
+                left.append(b)
+        todo = left
+        if not todo:
+            break
+    return out
