@@ -93,8 +93,8 @@ def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> to
     for m, i in enumerate(order, 1):
         idx = torch.as_tensor(todo, device=prompts.device)
         dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **args)
-        for j, b in enumerate(todo):
-            got[b][i], rows[b][i] = whole_answer(dec[j].tolist(), eos_id), dec[j]
+        for j, (b, row) in enumerate(zip(todo, dec.tolist())):  # one host copy per decode
+            got[b][i], rows[b][i] = whole_answer(row, eos_id), dec[j]
         left = []
         for b in todo:
             if m == len(ks):
