@@ -73,11 +73,12 @@ def decode(
     return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args)
 
 
-def decided(answers: Sequence[tuple], remaining: int) -> bool:
-    """True when the most frequent answer so far wins whatever the `remaining` votes say (no tie possible)."""
+def decided(answers: Sequence[tuple], remaining: int) -> tuple | None:
+    """The most frequent answer so far when it wins whatever the `remaining` votes say (no tie possible), else
+    None."""
     top = Counter(answers).most_common(2)
     second = top[1][1] if len(top) > 1 else 0
-    return top[0][1] > second + remaining
+    return top[0][0] if top[0][1] > second + remaining else None
 
 
 def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> torch.Tensor:
@@ -99,8 +100,7 @@ def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> to
         for b in todo:
             if m == len(ks):
                 out[b] = rows[b][majority([got[b][x] for x in range(len(ks))], ks, tie_k)]
-            elif decided(list(got[b].values()), len(ks) - m):
-                win = Counter(got[b].values()).most_common(1)[0][0]
+            elif (win := decided(list(got[b].values()), len(ks) - m)) is not None:
                 out[b] = next(r for x, r in rows[b].items() if got[b][x] == win)
             else:
                 left.append(b)
