@@ -141,6 +141,8 @@ def test_one_round_end_to_end(compose, tiny_adder, tmp_path):
     assert (out / "self_improve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     child = arith.load(out)  # a run like any other
     assert child.step == 6 and isinstance(child.solve("3+4"), str)
+    # it answers with the vote it labeled with (the parent has none)
+    assert list(child.model.cfg.eval_vote_ks) == [0, 1, 2] and not arith.load(tiny_adder).model.cfg.eval_vote_ks
     parent = arith.load(tiny_adder)
     assert any(not torch.equal(a, b) for a, b in zip(child.model.parameters(), parent.model.parameters()))
 
@@ -292,7 +294,7 @@ def test_a_scheme_without_offsets_needs_labelers(compose, tmp_path):
 
 def test_a_resume_may_change_how_new_rounds_are_labeled_not_how_they_train(compose, tiny_adder, tmp_path):
     self_improve(si_config(compose, tiny_adder, tmp_path / "child"))
-    for other in ("lr=0.001", "pseudo_share=0.25", "frontier_step=2", "steps_per_round=7"):
+    for other in ("lr=0.0003", "pseudo_share=0.25", "frontier_step=2", "steps_per_round=7"):
         with pytest.raises(ConfigError, match=f"other settings \\({other.split('=')[0]}"):
             self_improve(si_config(compose, tiny_adder, tmp_path / "child", other))
     first = L.load_round(L.round_dir(tmp_path / "child", 0))

@@ -214,6 +214,13 @@ def _start(cfg: SelfImproveConfig, out: Path):
         parent.run_dir = str(out)
         parent.name = out.name
         checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(parent))
+    if cfg.vote_ks is not None:
+        # the child answers with the vote it labels with: arith.load(child).solve, the grid and the benchmark
+        # default to it (an evaluation-only key: config.yaml wins over the checkpoints' model_config.json)
+        child = OmegaConf.load(out / CONFIG)
+        if list(child.model.get("eval_vote_ks") or []) != list(cfg.vote_ks):
+            child.model.eval_vote_ks = list(cfg.vote_ks)
+            checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(child))
     checkpoint.atomic_write_text(out / SETTINGS, OmegaConf.to_yaml(_settings(cfg)))
     ckpt = checkpoint.recover(out)
     state = None
