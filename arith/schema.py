@@ -287,7 +287,7 @@ class SelfImproveConfig:
     run: str = MISSING  # the starting run (trained with pretrain.py)
     checkpoint: Which = Which.best  # of the starting run (best falls back to latest when it has none)
     out: Optional[str] = None  # the child run directory; None -> <run>_si beside the run
-    # the defaults are the benchmark's recipe (docs/RESULTS.md, "Both-long labels from round 0"); its vote was
+    # the defaults are the benchmark's recipe (docs/RESULTS.md, "Self-improvement", Outcome); its vote was
     # vote_ks=[2,3,4,5,6] (shells/self_improve.sh), the default below is the run's own
     rounds: int = 9
     steps_per_round: int = 150

@@ -2,7 +2,7 @@
 # Self-improvement benchmark (docs/RESULTS.md, "Self-improvement"): 3 seeds of the main job, each teaching
 # itself longer numbers with its own vote, then exact match by length on problems made with Python's random.
 #   bash shells/self_improve.sh            # seeds 0 1 2; SEEDS="0" for one
-# The recipe measured to >= 95% at 40 digits and >= 80% at 64 within 60 idle minutes (2 of 3 seeds): labels
+# The recipe measured to >= 95% at 40 digits and >= 80% at 64 within 60 idle minutes (3 of 3 seeds): labels
 # with both operands long from round 0 (short_operand_min=0.8), lr 1e-3, a vote over the low offsets 2-6
 # (the top ones read Abacus rows the main job never trained) kept at 4 of 5, 9 rounds. Every key is a Hydra
 # override of scripts/self_improve.py; extra arguments are passed on.
