@@ -141,9 +141,9 @@ def test_one_round_end_to_end(compose, tiny_adder, tmp_path):
     assert (out / "self_improve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     child = arith.load(out)  # a run like any other
     assert child.step == 6 and isinstance(child.solve("3+4"), str)
-    # it answers with the vote it labeled with (the parent has none)
-    assert list(child.model.cfg.eval_vote_ks) == [0, 1, 2] and not arith.load(tiny_adder).model.cfg.eval_vote_ks
     parent = arith.load(tiny_adder)
+    # it answers with the vote it labeled with (the parent has none)
+    assert list(child.model.cfg.eval_vote_ks) == [0, 1, 2] and not parent.model.cfg.eval_vote_ks
     assert any(not torch.equal(a, b) for a, b in zip(child.model.parameters(), parent.model.parameters()))
 
 

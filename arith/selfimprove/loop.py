@@ -209,18 +209,18 @@ def _start(cfg: SelfImproveConfig, out: Path):
     # the child is a run directory: arith.load, arithmetic_eval.py and report.py read it
     if not (out / "tokenizer.json").exists():
         shutil.copyfile(Path(cfg.run) / "tokenizer.json", out / "tokenizer.json")
-    if not (out / CONFIG).exists():
-        parent = OmegaConf.load(Path(cfg.run) / CONFIG)
-        parent.run_dir = str(out)
-        parent.name = out.name
-        checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(parent))
-    if cfg.vote_ks is not None:
-        # the child answers with the vote it labels with: arith.load(child).solve, the grid and the benchmark
-        # default to it (an evaluation-only key: config.yaml wins over the checkpoints' model_config.json)
-        child = OmegaConf.load(out / CONFIG)
-        if list(child.model.get("eval_vote_ks") or []) != list(cfg.vote_ks):
-            child.model.eval_vote_ks = list(cfg.vote_ks)
-            checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(child))
+    fresh = not (out / CONFIG).exists()
+    child = OmegaConf.load(Path(cfg.run) / CONFIG if fresh else out / CONFIG)
+    if fresh:
+        child.run_dir = str(out)
+        child.name = out.name
+    # the child answers with the vote it labels with: arith.load(child).solve, the grid and the benchmark
+    # default to it (an evaluation-only key: config.yaml wins over the checkpoints' model_config.json)
+    revote = cfg.vote_ks is not None and list(child.model.get("eval_vote_ks") or []) != list(cfg.vote_ks)
+    if revote:
+        child.model.eval_vote_ks = list(cfg.vote_ks)
+    if fresh or revote:
+        checkpoint.atomic_write_text(out / CONFIG, OmegaConf.to_yaml(child))
     checkpoint.atomic_write_text(out / SETTINGS, OmegaConf.to_yaml(_settings(cfg)))
     ckpt = checkpoint.recover(out)
     state = None
