@@ -165,6 +165,14 @@ class ModelConfig:
     # test-time ensembling: Abacus offsets whose answers vote (eval.vote_ks overrides); None / [] = off
     eval_vote_ks: Optional[list[int]] = None
     attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
+    # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
+    # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition,
+    # subtraction and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)
+    row_window: int = 0
+    # cyclic Abacus rows: digit i at offset k reads row 1 + (i - 1 + k) mod row_period (0 = off), so numbers of
+    # any length read trained rows; needs row_period > 2 x row_window; max_k = row_period - 1 trains every row
+    # equally
+    row_period: int = 0
     dropout: float = 0.0
 
 
@@ -241,6 +249,7 @@ class EvalConfig:
     attn_scale: float = 1.0  # test-time attention temperature (1 with const = off)
     attn_scale_mode: AttnScaleMode = AttnScaleMode.const
     attn_scale_where: AttnScaleWhere = AttnScaleWhere.all
+    row_window: Optional[int] = None  # None -> model.row_window; 0 = off; any run can be decoded with one
     checkpoint: Optional[str] = None  # best | latest | a step; None -> best when the run has one, else latest
     weights: Optional[Weights] = None  # ema | raw; None -> ema when the checkpoint holds one, else raw
     seed: int = 1234

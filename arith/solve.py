@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attn-scale", type=float, default=1.0, help="test-time attention temperature")
     parser.add_argument("--attn-scale-mode", default="const", help="const or log")
     parser.add_argument("--attn-scale-where", default="all", help="all or first")
+    parser.add_argument(
+        "--row-window",
+        type=int,
+        default=None,
+        help="digit keys within this many indices (0 = off; default: the run's)",
+    )
     parser.add_argument("--checkpoint", default=None, help="best, latest or a step (default: best if any)")
     parser.add_argument("--weights", default=None, help="ema or raw (default: ema when saved)")
     parser.add_argument("--verbose", action="store_true", help="name the checkpoint and settings on stderr")
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 attn_scale=args.attn_scale,
                 attn_scale_mode=args.attn_scale_mode,
                 attn_scale_where=args.attn_scale_where,
+                row_window=args.row_window,
             )
             answer = run.solve(args.problem, **options)
         for w in caught:  # one line each on stderr, not Python's two-line warning format

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from arith.cli import user_errors  # noqa: E402
 from arith.data.tasks import task_for  # noqa: E402
+from arith.eval import settings as eval_settings  # noqa: E402
 from arith.eval.vote import decode  # noqa: E402
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
@@ -37,7 +38,7 @@ def problems(length: int, n: int, seed: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def accuracy(run, length: int, n: int, seed: int, vote_ks, batch: int) -> float:
+def accuracy(run, length: int, n: int, seed: int, vote_ks, batch: int, row_window=None) -> float:
     task = task_for(run.cfg.data)
     if task.op not in OPS:
         raise SystemExit(f"bench_self_improve: {task.name} is not an integer operation ({', '.join(OPS)})")
@@ -45,10 +46,12 @@ def accuracy(run, length: int, n: int, seed: int, vote_ks, batch: int) -> float:
     pairs = problems(length, n, seed)
     prompts = torch.tensor([tok.encode(task.prompt(f"{a}{task.op}{b}")) for a, b in pairs])
     max_new = task.max_answer_len(length, length)  # answer tokens and EOS
+    settings = eval_settings.for_run(run, prefix="--", row_window=row_window)
     for start in range(0, n, batch):
-        out = decode(
-            run.model, prompts[start : start + batch], max_new, tok.eos_id, tok.pad_id, vote_ks=vote_ks
-        )
+        with eval_settings.applied(run, settings):
+            out = decode(
+                run.model, prompts[start : start + batch], max_new, tok.eos_id, tok.pad_id, vote_ks=vote_ks
+            )
         for (a, b), row in zip(pairs[start : start + batch], out.tolist()):
             right += task.answer(tok.decode(row)) == str(OPS[task.op](a, b))
     return right / n
@@ -67,6 +70,12 @@ def main(argv=None) -> None:
         "--votes", default=None, help="offsets that vote, e.g. 4,5,6,7,8 (default: each run's own)"
     )
     p.add_argument("--checkpoint", default=None, help="best | latest | STEP (default: arith.load's)")
+    p.add_argument(
+        "--row-window",
+        type=int,
+        default=None,
+        help="digit keys within this many indices (0 = off; default: the run's)",
+    )
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args(argv)
@@ -76,7 +85,9 @@ def main(argv=None) -> None:
     for path in args.runs:
         run = arith.load(path, checkpoint=args.checkpoint)
         t0 = time.perf_counter()
-        results[path] = {L: accuracy(run, L, args.n, args.seed, vote_ks, args.batch) for L in lens}
+        results[path] = {
+            L: accuracy(run, L, args.n, args.seed, vote_ks, args.batch, args.row_window) for L in lens
+        }
         print(f"{path} (step {run.step}): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(f"| run | {' | '.join(str(L) for L in lens)} |\n|---|{'---|' * len(lens)}")
     for path, acc in results.items():

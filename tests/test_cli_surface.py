@@ -19,7 +19,7 @@ MODEL = (
     "model.abs_pos model.rel_pos model.max_pos model.max_k model.pos_table model.eval_k model.k_per_example "
     "model.fire_max_length model.rope_base model.rope_fraction model.rerope_window model.rerope_leaky_k "
     "model.block model.tie_embeddings model.alpha model.max_backprop model.throttle model.eval_recurrences "
-    "model.eval_vote_ks model.attn_logit_scale model.dropout"
+    "model.eval_vote_ks model.attn_logit_scale model.row_window model.row_period model.dropout"
 )
 TRAIN = (
     "train.steps train.budget_minutes train.batch_size train.lr train.optimizer train.betas train.weight_decay "
@@ -32,7 +32,7 @@ TRAIN = (
 EVAL = (
     "eval.a_lens eval.b_lens eval.square eval.n_per_cell eval.batch_size eval.shard eval.num_shards "
     "eval.recurrences eval.k eval.vote_ks eval.vote_mode eval.attn_scale eval.attn_scale_mode "
-    "eval.attn_scale_where eval.checkpoint eval.weights eval.seed eval.cache eval.out"
+    "eval.attn_scale_where eval.row_window eval.checkpoint eval.weights eval.seed eval.cache eval.out"
 )
 SURFACE = {
     "pretrain": f"name runs_root run_dir {MODEL} {DATA} {TRAIN} check_lens check_n",

@@ -233,8 +233,8 @@ def test_grid_vote_and_scale_are_recorded(adder, compose):
     assert len(run_grid(cfg, sorting=False)) == 4
     (path,) = (adder / "v3").glob("*.csv")
     assert path.name.endswith("_vote0-1-2-logits_attn1.2-first.csv")
-    ((ck, weights, k, r, ks, mode, scale, scale_mode, where),) = settings_of(path)
-    assert (weights, k, r, ks, mode, scale, scale_mode, where) == (
+    ((ck, weights, k, r, ks, mode, scale, scale_mode, where, window),) = settings_of(path)
+    assert (weights, k, r, ks, mode, scale, scale_mode, where, window) == (
         "raw",
         "0",
         "1",
@@ -243,6 +243,7 @@ def test_grid_vote_and_scale_are_recorded(adder, compose):
         "1.2",
         "const",
         "first",
+        "0",
     )
     assert ck == arith.load(adder).checkpoint
 

@@ -25,6 +25,7 @@ def solve(
     attn_scale: float = 1.0,
     attn_scale_mode: str = "const",
     attn_scale_where: str = "all",
+    row_window: int | None = None,
 ) -> str:
     """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
     to `problem`; the keyword arguments are the eval.* settings of the grid (None = the run's defaults)."""
@@ -38,6 +39,7 @@ def solve(
         attn_scale=attn_scale,
         attn_scale_mode=attn_scale_mode,
         attn_scale_where=attn_scale_where,
+        row_window=row_window,
     )
     spec = task_for(run.cfg.data)
     try:

@@ -43,6 +43,7 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         attn_scale=e.attn_scale,
         attn_scale_mode=e.attn_scale_mode,
         attn_scale_where=e.attn_scale_where,
+        row_window=e.row_window,
     )
 
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, spec)

@@ -1,5 +1,5 @@
 """Evaluation settings: one resolved, validated record of how a run is decoded (checkpoint, weights, offset,
-depth, vote, attention temperature), shared by the grid, `solve`, `scripts/scan_k.py` and the Python API.
+depth, vote, attention temperature, row window), shared by the grid, `solve`, `scripts/scan_k.py` and the Python API.
 
 The grid writes it into each CSV's name (`EvalSettings.tag`) and columns (`EvalSettings.columns`), so rows
 made with different settings never mix and a resumed grid only skips cells made with the same ones.
@@ -27,7 +27,7 @@ __all__ = ["SETTINGS_COLUMNS", "EvalSettings", "applied", "default_settings", "f
 # valid values, from the schema's Enums; this module stays free of torch so that reading grids stays light
 # how a grid's rows were made (`EvalSettings.columns`); CSVs written before they were recorded lack them
 SETTINGS_COLUMNS = tuple(
-    "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where".split()
+    "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window".split()
 )
 VOTE_MODES = tuple(m.value for m in VoteMode)
 SCALE_MODES = tuple(m.value for m in AttnScaleMode)
@@ -45,6 +45,7 @@ class EvalSettings:
     attn_scale: float = 1.0
     attn_scale_mode: str = "const"
     attn_scale_where: str = "all"
+    row_window: int = 0  # 0 = every key visible (model.row_window)
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -67,6 +68,7 @@ class EvalSettings:
             "attn_scale": repr(float(self.attn_scale)),
             "attn_scale_mode": self.attn_scale_mode,
             "attn_scale_where": self.attn_scale_where,
+            "row_window": str(self.row_window),
         }
 
     def tag(self) -> str:
@@ -80,6 +82,8 @@ class EvalSettings:
             tag += f"_attn{self.attn_scale:g}"
             tag += "-log" if self.attn_scale_mode == "log" else ""
             tag += "-first" if self.attn_scale_where == "first" else ""
+        if self.row_window:
+            tag += f"_win{self.row_window}"
         return tag
 
     def describe(self) -> str:
@@ -89,6 +93,8 @@ class EvalSettings:
             text += f", vote over k={list(self.vote_ks)} ({self.vote_mode})"
         if self.scaled:
             text += f", attention x{self.attn_scale:g} ({self.attn_scale_mode}, {self.attn_scale_where})"
+        if self.row_window:
+            text += f", row window {self.row_window}"
         return text
 
     def temperature(self, train_len: int | None):
@@ -116,6 +122,7 @@ def resolve(
     attn_scale: float = 1.0,
     attn_scale_mode: str = "const",
     attn_scale_where: str = "all",
+    row_window: int | None = None,
     prefix: str = "eval.",
     check: bool = True,
 ) -> EvalSettings:
@@ -145,6 +152,13 @@ def resolve(
         raise ConfigError(f"{prefix}attn_scale_mode={mode!r} unknown; valid: {', '.join(SCALE_MODES)}")
     if where not in SCALE_WHERE:
         raise ConfigError(f"{prefix}attn_scale_where={where!r} unknown; valid: {', '.join(SCALE_WHERE)}")
+    window_key = f"{prefix}row_window" if row_window is not None else "model.row_window"
+    row_window = getattr(model_cfg, "row_window", 0) if row_window is None else row_window
+    if not isinstance(row_window, int) or isinstance(row_window, bool) or row_window < 0:
+        raise ConfigError(f"{window_key}={row_window!r} must be an integer >= 0 (0 = off)")
+    period = getattr(model_cfg, "row_period", 0)
+    if period and row_window * 2 >= period:
+        raise ConfigError(f"{window_key}={row_window} must be below model.row_period / 2 = {period / 2:g}")
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
@@ -157,6 +171,7 @@ def resolve(
         attn_scale=float(attn_scale),
         attn_scale_mode=mode,
         attn_scale_where=where,
+        row_window=int(row_window),
     )
 
 
@@ -191,14 +206,17 @@ def default_settings(run_dir: str | Path) -> EvalSettings | None:
 
 @contextlib.contextmanager
 def applied(run, settings: EvalSettings):
-    """The settings' attention temperature set on run.model for the block (cleared afterwards)."""
+    """The settings' attention temperature and row window set on run.model for the block (restored afterwards)."""
     from arith.eval.reach import training_needs
     from arith.model.attention import set_attn_temperature
 
     before = getattr(run.model, "attn_temperature", None)
+    window = getattr(run.model, "row_window", 0)
     train_len = training_needs(run.cfg, run.tok)[0] if settings.attn_scale_mode == "log" else None
     set_attn_temperature(run.model, settings.temperature(train_len))
+    run.model.row_window = settings.row_window
     try:
         yield settings
     finally:
         run.model.attn_temperature = before
+        run.model.row_window = window

@@ -66,6 +66,8 @@ class AttnInputs:
         None  # (q, k unrotated) -> raw (B, H, Tq, Tk) q.k of the scheme; mask is then bool
     )
     q_scale: torch.Tensor | None = None  # (Tq,) test-time factor of each query's logits (see `Temperature`)
+    # (B, 1, Tq, Tk) bool, True where query i may see key j: the row window (`row_window_mask`), causal included
+    allow: torch.Tensor | None = None
 
 
 TEMPERATURE_MODES = ("const", "log")
@@ -118,6 +120,17 @@ def set_attn_temperature(model: nn.Module, temperature: Temperature | None) -> N
     """Set (or, with None or an identity, clear) the test-time attention temperature of an `ArithModel`; it acts in
     eval mode only."""
     model.attn_temperature = None if temperature is None or temperature.is_identity else temperature
+
+
+def row_window_mask(digit_index: torch.Tensor, t_q: int, window: int) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and a digit key visible to a query only when their indices within their
+    numbers (`positions.abacus_positions`, 0 for non-digits) differ by at most `window`; non-digit keys are always
+    visible. digit_index (B, Tk): every token so far, the Tq queries last (model.row_window)."""
+    t_k = digit_index.shape[1]
+    q = digit_index[:, t_k - t_q :]  # (B, Tq)
+    near = (q[:, :, None] - digit_index[:, None, :]).abs() <= window  # (B, Tq, Tk)
+    visible = near | (digit_index == 0)[:, None, :]
+    return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -181,6 +194,10 @@ class Attention(nn.Module):
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
+        if inp.allow is not None:  # the row window: one (B, 1, Tq, Tk) mask, a bias (FIRE) masked with it
+            bias = inp.mask if inp.mask is not None and inp.mask.dtype != torch.bool else inp.flex_bias
+            mask = inp.allow if bias is None else bias.to(q.dtype).masked_fill(~inp.allow, float("-inf"))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.sdpa_scale)
         if inp.flex_bias is not None:
             return flex.attention(q, k, v, inp.flex_bias, inp.block_mask, self.sdpa_scale)  # (B, H, T, D)
         mask = inp.mask
@@ -201,5 +218,5 @@ def explicit_attention(
     if cache is not None:
         k, v = cache.append(k, v)  # unrotated keys: the scheme rotates them itself (ReRoPE: twice)
     scores = inp.scores(q, k).float() * (q.shape[-1] ** -0.5 if scale is None else scale)
-    scores = scores.masked_fill(~inp.mask, float("-inf"))
+    scores = scores.masked_fill(~(inp.mask if inp.allow is None else inp.allow), float("-inf"))
     return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, Tq, D)

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 
 from arith.errors import ConfigError
-from arith.model.attention import KVCache
+from arith.model.attention import KVCache, row_window_mask
 from arith.model.blocks import BLOCKS
-from arith.model.positions import ABS_POS, POS_TABLES, REL_POS, build_abs_pos, scheme
+from arith.model.positions import ABS_POS, POS_TABLES, REL_POS, abacus_positions, build_abs_pos, scheme
 
 INJECTIONS = ("none", "add")
 INJECT_EVERY = ("recurrence", "layer")
@@ -34,8 +34,8 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.ffn={cfg.ffn} must be even: the GLU splits it into two halves")
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.width={cfg.width} must be divisible by model.heads={cfg.heads}")
-    for key in ("max_k", "eval_k", "fire_max_length"):
-        value = getattr(cfg, key)
+    for key in ("max_k", "eval_k", "fire_max_length", "row_window", "row_period"):
+        value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
     if cfg.eval_recurrences is not None and (
@@ -59,6 +59,17 @@ def validate(cfg) -> None:
     ):
         scheme(valid, cfg, key)  # raises for an unknown name
     check_vote_ks(getattr(cfg, "eval_vote_ks", None), cfg.abs_pos, "model.eval_vote_ks")
+    period, window = getattr(cfg, "row_period", 0), getattr(cfg, "row_window", 0)
+    if period and not ABS_POS[cfg.abs_pos].takes_offset:
+        offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+        raise ConfigError(
+            f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
+        )
+    if period and period <= 2 * window:
+        raise ConfigError(
+            f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
+            "would read the same row"
+        )
 
 
 def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
@@ -110,6 +121,11 @@ class ArithModel(nn.Module):
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
         self.eval_k = cfg.eval_k
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
+        # digit keys a query sees: those within this many digit indices of its own (0 = all); eval may change it
+        self.row_window = int(getattr(cfg, "row_window", 0))
+        lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
+        lut[torch.as_tensor(list(tok.digit_ids))] = True
+        self.register_buffer("digit_lut", lut, persistent=False)  # from the tokenizer, not in the checkpoint
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         self.abs_pos = build_abs_pos(cfg, tok)
@@ -176,6 +192,10 @@ class ArithModel(nn.Module):
         return self.eval_recurrences
 
     # ------------------------------------------------------------------ forward
+    def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
+        in_range = ids < self.digit_lut.numel()
+        return self.digit_lut[ids.clamp(max=self.digit_lut.numel() - 1)] & in_range
+
     def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
         """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
         tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
@@ -221,6 +241,10 @@ class ArithModel(nn.Module):
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
+        if self.row_window > 0:
+            tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
+            allow = row_window_mask(abacus_positions(self.is_digit(tokens)), T, self.row_window)
+            inputs = [dataclasses.replace(inp, allow=allow) for inp in inputs]
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature
         if temp is not None:

@@ -118,6 +118,7 @@ class AbacusPos(LearnedPos):
 
     def __init__(self, cfg, tok):
         super().__init__(cfg)
+        self.period = int(getattr(cfg, "row_period", 0))  # > 0: rows wrap, 1 + (i - 1 + k) mod period
         lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
         lut[torch.as_tensor(list(tok.digit_ids))] = True
         # derived from the tokenizer, so not part of the checkpoint
@@ -125,6 +126,9 @@ class AbacusPos(LearnedPos):
 
     @classmethod
     def top_row(cls, cfg, max_tokens, max_digits, k):
+        period = getattr(cfg, "row_period", 0)
+        if period and max_digits + k > period:
+            return period, f"model.row_period {period}"
         return max_digits + k, f"max digits {max_digits} + k {k}"
 
     def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
@@ -134,6 +138,8 @@ class AbacusPos(LearnedPos):
     def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         pos = abacus_positions(self.is_digit(ids))
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
+        if self.period:  # cyclic rows: every number length reads rows 1..period only
+            pos = torch.where(pos > 0, (pos - 1) % self.period + 1, pos)
         if pos.numel() and not torch.compiler.is_compiling():
             # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error.
             # Skipped inside torch.compile (it would break the graph): training checks the table up front.
