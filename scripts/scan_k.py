@@ -5,10 +5,12 @@ sets and attention scales, on the run's selection lengths (train.select_lens, ne
     python scripts/scan_k.py runs/quickstart --votes 0,3,5 2,4,6,8 --vote-mode answer --scales 1,1.2
     python scripts/scan_k.py runs/quickstart --ks 5 --scales 1,1.5 --scale-mode log --scale-where first
     python scripts/scan_k.py runs/old_run --lens 8,12,16    # a run without train.select_lens
+    python scripts/scan_k.py runs/old_run --ks 5 --windows 0,3,4 --lens 16,24,32   # a test-time row window
 
-One row per (k or vote set) x scale. A short training run leaves the low position rows (1..9, used with k = 0)
+One row per (k or vote set) x scale x row window. A short training run leaves the low position rows (1..9, used with k = 0)
 rarely trained; an offset inside the trained range reads better-trained rows. Set the winners as
-`model.eval_k` / `model.eval_vote_ks` (training) or `eval.k` / `eval.vote_ks` / `eval.attn_scale` (evaluation).
+`model.eval_k` / `model.eval_vote_ks` (training) or `eval.k` / `eval.vote_ks` / `eval.attn_scale` /
+`eval.row_window` (evaluation).
 Problems come from the selection seed (train.select_seed) unless --seed is given.
 """
 
@@ -34,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", default="1", help="comma-separated test-time attention scales")
     parser.add_argument("--scale-mode", default="const", help="const or log")
     parser.add_argument("--scale-where", default="all", help="all or first")
+    parser.add_argument(
+        "--windows",
+        type=_ints,
+        default=None,
+        help="comma-separated row windows (0 = off; default: the run's)",
+    )
     parser.add_argument(
         "--lens", type=_ints, default=None, help="operand lengths (default: train.select_lens)"
     )
@@ -69,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     plans = [
         eval_settings.for_run(
             run, prefix="", recurrences=args.recurrences, attn_scale=x, attn_scale_mode=mode,
-            attn_scale_where=where, **c,
+            attn_scale_where=where, row_window=w, **c,
         )
         for c in choices
         for x in scales
+        for w in (args.windows or [None])
     ]  # fmt: skip
     print(
         f"{args.run}: checkpoint {run.checkpoint} ({run.weights}); lengths {lens} ({source}), {args.n} per cell"
@@ -83,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{'offsets':>16} {'scale':>6} " + " ".join(f"{L:>6}" for L in lens) + "   (accuracy %, L x L digits)"
+        f"{'offsets':>16} {'scale':>6} {'window':>6} "
+        + " ".join(f"{L:>6}" for L in lens)
+        + "   (accuracy %, L x L digits)"
     )
     for p in plans:
         with eval_settings.applied(run, p):
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
         name = (("vote " if len(p.vote_ks) > 1 else "k ") + ",".join(map(str, p.offsets)))[:16]
         cols = " ".join(f"{100 * a['correct'] / a['n']:6.1f}" for a in accs)
-        print(f"{name:>16} {p.attn_scale:>6g} {cols}", flush=True)
+        print(f"{name:>16} {p.attn_scale:>6g} {p.row_window:>6} {cols}", flush=True)
     return 0
 
 

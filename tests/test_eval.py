@@ -365,9 +365,12 @@ def test_scan_k_scans_offsets_votes_and_scales(adder, capsys):
     assert "lengths [1, 2] (--lens)" in lines[0] and f"checkpoint {arith.load(adder).checkpoint}" in lines[0]
     table = [line.split() for line in lines[2:]]
     assert [row[:-2] for row in table] == [
-        ["k", "0", "1"], ["k", "0", "1.5"], ["k", "1", "1"], ["k", "1", "1.5"], ["vote", "0,1,2", "1"],
-        ["vote", "0,1,2", "1.5"],
+        ["k", "0", "1", "0"], ["k", "0", "1.5", "0"], ["k", "1", "1", "0"], ["k", "1", "1.5", "0"],
+        ["vote", "0,1,2", "1", "0"], ["vote", "0,1,2", "1.5", "0"],
     ]  # fmt: skip
+    assert scan_k.main([str(adder), "--ks", "0", "--windows", "0,2", "--lens", "1", "--n", "4"]) == 0
+    table = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:-1] for row in table] == [["k", "0", "1", "0"], ["k", "0", "1", "2"]]
     with pytest.raises(SystemExit) as exit_:  # no --lens and no train.select_lens: a one-line error
         scan_k.main([str(adder)])
     assert exit_.value.code == 2 and "train.select_lens" in capsys.readouterr().err

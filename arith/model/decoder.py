@@ -18,7 +18,16 @@ import torch.nn as nn
 from arith.errors import ConfigError
 from arith.model.attention import KVCache, row_window_mask
 from arith.model.blocks import BLOCKS
-from arith.model.positions import ABS_POS, POS_TABLES, REL_POS, abacus_positions, build_abs_pos, scheme
+from arith.model.positions import (
+    ABS_POS,
+    POS_TABLES,
+    REL_POS,
+    abacus_positions,
+    build_abs_pos,
+    digit_table,
+    is_digit,
+    scheme,
+)
 
 INJECTIONS = ("none", "add")
 INJECT_EVERY = ("recurrence", "layer")
@@ -123,9 +132,7 @@ class ArithModel(nn.Module):
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
         # digit keys a query sees: those within this many digit indices of its own (0 = all); eval may change it
         self.row_window = int(getattr(cfg, "row_window", 0))
-        lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
-        lut[torch.as_tensor(list(tok.digit_ids))] = True
-        self.register_buffer("digit_lut", lut, persistent=False)  # from the tokenizer, not in the checkpoint
+        self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         self.abs_pos = build_abs_pos(cfg, tok)
@@ -192,10 +199,6 @@ class ArithModel(nn.Module):
         return self.eval_recurrences
 
     # ------------------------------------------------------------------ forward
-    def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
-        in_range = ids < self.digit_lut.numel()
-        return self.digit_lut[ids.clamp(max=self.digit_lut.numel() - 1)] & in_range
-
     def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
         """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
         tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
@@ -243,7 +246,7 @@ class ArithModel(nn.Module):
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
         if self.row_window > 0:
             tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-            allow = row_window_mask(abacus_positions(self.is_digit(tokens)), T, self.row_window)
+            allow = row_window_mask(abacus_positions(is_digit(self.digit_lut, tokens)), T, self.row_window)
             inputs = [dataclasses.replace(inp, allow=allow) for inp in inputs]
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature

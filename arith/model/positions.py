@@ -94,6 +94,18 @@ class LearnedPos(AbsSlot):
         return self.table(pos)
 
 
+def digit_table(tok) -> torch.Tensor:
+    """Bool lookup table over token ids: True at the tokenizer's digits (a buffer, not part of checkpoints)."""
+    lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
+    lut[torch.as_tensor(list(tok.digit_ids))] = True
+    return lut
+
+
+def is_digit(lut: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) ids -> bool, True at digits (ids past the table are not digits)."""
+    return lut[ids.clamp(max=lut.numel() - 1)] & (ids < lut.numel())
+
+
 def abacus_positions(is_digit: torch.Tensor) -> torch.Tensor:
     """1-based index of each digit within its maximal run of digits; 0 for non-digits.
 
@@ -119,10 +131,7 @@ class AbacusPos(LearnedPos):
     def __init__(self, cfg, tok):
         super().__init__(cfg)
         self.period = int(getattr(cfg, "row_period", 0))  # > 0: rows wrap, 1 + (i - 1 + k) mod period
-        lut = torch.zeros(max(tok.digit_ids) + 1, dtype=torch.bool)
-        lut[torch.as_tensor(list(tok.digit_ids))] = True
-        # derived from the tokenizer, so not part of the checkpoint
-        self.register_buffer("digit_lut", lut, persistent=False)
+        self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
     @classmethod
     def top_row(cls, cfg, max_tokens, max_digits, k):
@@ -132,8 +141,7 @@ class AbacusPos(LearnedPos):
         return max_digits + k, f"max digits {max_digits} + k {k}"
 
     def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
-        in_range = ids < self.digit_lut.numel()
-        return self.digit_lut[ids.clamp(max=self.digit_lut.numel() - 1)] & in_range
+        return is_digit(self.digit_lut, ids)
 
     def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
         pos = abacus_positions(self.is_digit(ids))
