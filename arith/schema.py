@@ -166,8 +166,8 @@ class ModelConfig:
     eval_vote_ks: Optional[list[int]] = None
     attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
-    # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition,
-    # subtraction and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)
+    # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
+    # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)
     row_window: int = 0
     # cyclic Abacus rows: digit i at offset k reads row 1 + (i - 1 + k) mod row_period (0 = off), so numbers of
     # any length read trained rows; needs row_period > 2 x row_window; max_k = row_period - 1 trains every row

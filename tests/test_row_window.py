@@ -120,9 +120,8 @@ def test_trained_with_a_window_and_cyclic_rows_end_to_end(compose, tmp_path):
     """A tiny run trained with both levers: its config carries them (resume identity), it solves 3x its
     training length without an untrained-rows warning (every row is trained), and a window can be set or
     switched off at evaluation through the API."""
-    cfg = tiny(
-        compose, tmp_path, "train.steps=30", "model.row_window=2", "model.row_period=6", "model.max_k=5"
-    )
+    levers = {"model.row_window": 2, "model.row_period": 6, "model.max_k": 5}
+    cfg = tiny(compose, tmp_path, "train.steps=30", *(f"{k}={v}" for k, v in levers.items()))
     run = arith.load(train(cfg))
     assert run.cfg.model.row_window == 2 and run.cfg.model.row_period == 6
     assert run.model.row_window == 2
@@ -137,3 +136,8 @@ def test_trained_with_a_window_and_cyclic_rows_end_to_end(compose, tmp_path):
     assert "model.max_k" in untrained_rows(plain.cfg, plain.tok, [Cell(9, 9)], 5)
     with pytest.raises(ConfigError, match="row_window"):
         run.solve("1+2", row_window=3)  # 2 x 3 >= the period 6
+    # both keys are part of what the run is: a resume with another value is refused
+    for key, value in (("model.row_window", 1), ("model.row_period", 7)):
+        changed = levers | {key: value}
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            train(tiny(compose, tmp_path, "train.steps=40", *(f"{k}={v}" for k, v in changed.items())))
