@@ -8,7 +8,8 @@
 # override of scripts/self_improve.py; extra arguments are passed on.
 # Those numbers were measured from the main job as it was before the row window (2026-12-01); today's main job
 # already reads 99-100% to 64 digits. To start from the earlier preset, as measured:
-#   BASE="model.row_window=0 model.row_period=0 model.max_k=30 train.select_lens=[10,12]" bash shells/self_improve.sh
+#   BASE="model.row_window=0 model.row_period=0 model.max_k=30 model.eval_vote_ks=[4,5,6,7,8] train.select_lens=[10,12]" \
+#     bash shells/self_improve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${ARITH_RUNS:-runs}
