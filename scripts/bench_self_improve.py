@@ -47,13 +47,13 @@ def accuracy(run, length: int, n: int, seed: int, vote_ks, batch: int, row_windo
     prompts = torch.tensor([tok.encode(task.prompt(f"{a}{task.op}{b}")) for a, b in pairs])
     max_new = task.max_answer_len(length, length)  # answer tokens and EOS
     settings = eval_settings.for_run(run, prefix="--", row_window=row_window)
-    for start in range(0, n, batch):
-        with eval_settings.applied(run, settings):
+    with eval_settings.applied(run, settings):
+        for start in range(0, n, batch):
             out = decode(
                 run.model, prompts[start : start + batch], max_new, tok.eos_id, tok.pad_id, vote_ks=vote_ks
             )
-        for (a, b), row in zip(pairs[start : start + batch], out.tolist()):
-            right += task.answer(tok.decode(row)) == str(OPS[task.op](a, b))
+            for (a, b), row in zip(pairs[start : start + batch], out.tolist()):
+                right += task.answer(tok.decode(row)) == str(OPS[task.op](a, b))
     return right / n
 
 
