@@ -17,6 +17,9 @@ from omegaconf import MISSING, OmegaConf
 # import, so that any code resolving these dataclasses (reports, loads) knows it
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
+# ... and the answer format (data.format): direct names stay as they were, a scratchpad adds "_sp"
+if not OmegaConf.has_resolver("arith_fmt"):
+    OmegaConf.register_new_resolver("arith_fmt", lambda fmt: "" if str(fmt) == "direct" else "_sp")
 
 
 def _either(value, default):
@@ -41,6 +44,13 @@ class Task(_Choice):
     multiplication = "multiplication"
     sorting = "sorting"
     bitwise_or = "bitwise_or"
+
+
+class AnswerFormat(_Choice):
+    """What the model writes after '=' (data.format): the answer alone, or worked steps then the answer."""
+
+    direct = "direct"
+    scratchpad = "scratchpad"  # subtraction: docs/FORMATS.md
 
 
 class AbsPos(_Choice):
@@ -188,10 +198,13 @@ class DataConfig:
     # Position Coupling's format (Cho et al. 2024): operands zero-padded to one length, the answer to that
     # length + 1 (addition; multiplication: 2x); the problems themselves are unchanged
     pad_operands: bool = False
+    # direct: the answer alone (the paper's format); scratchpad: worked steps, then the answer (the tasks that
+    # have one: subtraction; docs/FORMATS.md). solve, the grid and the API read and return the natural answer
+    format: AnswerFormat = AnswerFormat.direct
     bucket: int = 1  # > 1: sort each group of this many batches by length, so batches carry little padding
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
     # `either`, not oc.select, whose default applies only to a missing key: a null max_len_b read "None"
-    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}"
+    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}${arith_fmt:${data.format}}"
 
 
 @dataclass

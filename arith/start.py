@@ -27,6 +27,7 @@ IDENTITY_KEYS = (
     "data.seed",
     "data.streaming",
     "data.pad_operands",
+    "data.format",
     "data.bucket",
     "train.batch_size",
     "train.seed",

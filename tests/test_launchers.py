@@ -128,3 +128,74 @@ def test_slurm_presets_compose_from_both_entry_configs(config_name, preset, gpus
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (gpus, tasks, 1)
     assert launcher.timeout_min == (240 if preset == "slurm_eval" else 1500)
+
+
+def quickstart(*args, runs="runs_x"):
+    env = {**ENV, "ARITH_DRY_RUN": "1", "ARITH_RUNS": runs}
+    cmd = ["bash", str(ROOT / "shells" / "quickstart.sh"), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args, preset, run, grid",
+    [
+        ((), "quickstart", "runs_x/quickstart", "arithmetic_eval.py run={run} eval.a_lens=[1,24]"),
+        (("addition",), "quickstart", "runs_x/quickstart", "arithmetic_eval.py run={run} eval.a_lens=[1,24]"),
+        (
+            ("subtraction",),
+            "quickstart_subtraction",
+            "runs_x/quickstart_subtraction",
+            "arithmetic_eval.py run={run} eval.a_lens=[1,24]",
+        ),
+        (
+            ("bitwise_or",),
+            "quickstart_bitwise_or",
+            "runs_x/quickstart_bitwise_or",
+            "arithmetic_eval.py run={run} eval.a_lens=[1,24]",
+        ),
+        (
+            ("multiplication",),
+            "quickstart_multiplication",
+            "runs_x/quickstart_multiplication",
+            "arithmetic_eval.py run={run} eval.a_lens=[1,15]",
+        ),
+        (
+            ("sorting",),
+            "quickstart_sorting",
+            "runs_x/quickstart_sorting",
+            "sort_eval.py run={run} eval.a_lens=[1,15] eval.b_lens=[1,15]",
+        ),
+    ],
+)
+def test_quickstart_task_picks_its_preset_run_and_grid(args, preset, run, grid):
+    proc = quickstart(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"python pretrain.py +experiment={preset}",
+        f"python {grid.format(run=run)} eval.n_per_cell=50",
+        f"python scripts/plot_grid.py {run} --summary",
+        f"python scripts/report.py {run}",
+    ]
+
+
+def test_quickstart_passes_overrides_and_follows_the_name():
+    proc = quickstart("subtraction", "name=x", "train.seed=1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "python pretrain.py +experiment=quickstart_subtraction name=x train.seed=1"
+    assert all(line.endswith(("runs_x/x", "runs_x/x --summary")) for line in lines[2:])
+    assert "run=runs_x/x " in lines[1]
+    proc = quickstart("name=y")  # overrides alone: addition
+    assert (
+        proc.returncode == 0
+        and proc.stdout.splitlines()[0] == "python pretrain.py +experiment=quickstart name=y"
+    )
+    assert proc.stdout.splitlines()[-1] == "python scripts/report.py runs_x/y"
+
+
+def test_quickstart_refuses_an_unknown_task():
+    proc = quickstart("division")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "error: unknown task 'division'; valid tasks: addition, subtraction, bitwise_or, sorting, multiplication"
+    )

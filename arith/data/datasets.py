@@ -172,6 +172,9 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
     if getattr(cfg, "pad_operands", False):
         tasks.task_for(cfg)  # raises for a task without a padded format
         meta["pad_operands"] = True
+    if str(getattr(cfg, "format", "direct")) != "direct":
+        tasks.task_for(cfg)  # raises for a task without that format
+        meta["answer_format"] = str(cfg.format)
     n_test = round(cfg.n_train * cfg.test_frac)
     if spec.exhaustive:
         meta["note"] = "exhaustive training set, shuffled; n_train ignored"
@@ -242,7 +245,8 @@ def load(cfg):
     want = {"task": _task(cfg), "max_len": max_a, "max_len_b": max_b}
     if getattr(cfg, "pad_operands", False):  # only then: datasets built before the key existed still match
         want["pad_operands"] = True
-    got = {k: meta.get(k) for k in want}
+    want["answer_format"] = str(getattr(cfg, "format", "direct"))  # datasets without the key are direct
+    got = {k: meta.get(k, "direct" if k == "answer_format" else None) for k in want}
     if got != want or meta.get("format") != FORMAT_VERSION:
         raise DataError(
             f"dataset at {path} was built for {got} (format {meta.get('format')}), config asks "

@@ -77,6 +77,17 @@ def subtract(a: np.ndarray, la: np.ndarray, b: np.ndarray, lb: np.ndarray) -> tu
     return out, neg
 
 
+def complement(d: np.ndarray) -> np.ndarray:
+    """10^W - d modulo 10^W (the ten's complement over the array's W digits; 0 stays 0)."""
+    out = np.empty_like(d)
+    borrow = np.zeros(len(d), dtype=np.int16)
+    for k in range(d.shape[1]):
+        v = -d[:, k].astype(np.int16) - borrow
+        borrow = (v < 0).astype(np.int16)
+        out[:, k] = v + 10 * borrow
+    return out
+
+
 def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a * b by digit convolution then carries, width Wa + Wb."""
     n, wa = a.shape

@@ -78,6 +78,8 @@ class TaskSpec:
     lengths_alike = True  # a_len and b_len count the same thing (an n x n training region reads "n")
     extra_columns: tuple[str, ...] = ()  # grid result columns beyond exact match (`extra_results`)
     extra_panels: dict[str, str] = {}  # {result column: title} of heatmaps drawn beside exact match
+    formats: tuple[str, ...] = ("direct",)  # the answer formats it has (data.format)
+    answer_format = "direct"  # this spec's (tasks.get_task(name, answer_format=...))
     exhaustive = False  # training stores `every_example(tok, max_a, max_b)` once, whatever data.n_train
 
     def __init__(self) -> None:
@@ -105,6 +107,11 @@ class TaskSpec:
 
     def answer(self, reversed_answer: str) -> str:
         return reversed_answer[::-1]
+
+    def work(self, reversed_answer: str) -> str:
+        """The model's whole output after '=' for a person to read (`solve(..., show_work=True)`); a format with
+        a scratchpad spells out its steps."""
+        return reversed_answer
 
     def max_answer_len(self, a_len: int, b_len: int) -> int:
         """Most answer tokens (EOS included) of a problem of the cell."""

@@ -2,7 +2,8 @@
 
 Formats (SPEC "Data formats"; numbers least-significant digit first, no spaces, no padding, no BOS):
 addition ``21+543=753`` (12+345=357), subtraction ``21-543=333-`` (12-345=-333: the answer is the reversal of
-the natural string, so a negative result ends in ``-``), multiplication ``21x43=804``, sorting
+the natural string, so a negative result ends in ``-``; with data.format=scratchpad ``21-543=766-333-``, see
+`Subtraction`), multiplication ``21x43=804``, sorting
 ``a:503,b:7,c:14=b,c,a``, bitwise OR ``0100+00=0100``. Every row ends with EOS, then PAD.
 
 The train / eval hash split and the `TaskSpec` interface live in `arith.data.spec`.
@@ -170,21 +171,95 @@ class Addition(_Binary):
 
 
 class Subtraction(_Binary):
+    """Direct: ``21-543=333-`` (12-345=-333). Scratchpad (data.format=scratchpad), every step local in digit
+    index: ``21-543=766-333-``: first the difference modulo 10^n (n = the longer operand's digits, zero-padded,
+    borrows chained from the least significant digit: 12 - 345 = -333 = 667 - 1000), then the final borrow as a
+    sign (``+`` or ``-``: it depends on the top digits, which the last step of the chain reads), then the
+    magnitude (n digits, zero-padded: the modulus copied, or its complement 1000 - 667 when negative) and a
+    trailing ``-`` when negative, as the direct format writes it. `answer` returns the natural form."""
+
     name, op, example = "subtraction", "-", "12345-678"
     _ops_accepted = ("-",)
+    formats = ("direct", "scratchpad")
 
     def _result(self, ops):
         c, neg = D.subtract(ops["a"], ops["la"], ops["b"], ops["lb"])
         return c, D.num_len(c), neg
 
+    def _tokens(self, tok, ops, dtype):
+        if self.answer_format == "direct":
+            return super()._tokens(tok, ops, dtype)
+        a, la, b, lb = ops["a"], ops["la"], ops["b"], ops["lb"]
+        mag, neg = D.subtract(a, la, b, lb)  # (N, w) digits of |a - b|, zero beyond
+        n = np.maximum(la, lb)
+        raw = np.where(neg[:, None], D.complement(mag), mag)  # (a - b) mod 10^w, first n digits
+        minus, plus = tok.op_ids["-"], tok.op_ids["+"]
+        segs = [
+            (digit_tokens(tok, a, dtype), la),
+            (tok.op_ids[self.op], None),
+            (digit_tokens(tok, b, dtype), lb),
+            (tok.eq_id, None),
+            (digit_tokens(tok, raw, dtype), n),
+            (np.where(neg, minus, plus).astype(dtype)[:, None], np.ones(len(a), np.int64)),
+            (digit_tokens(tok, mag, dtype), n),
+            (np.full((len(a), 1), minus, dtype=dtype), neg.astype(np.int64)),
+            (tok.eos_id, None),
+        ]
+        ids, length, starts = D.assemble(segs, len(a), tok.pad_id, dtype)
+        return ids, starts[4], length
+
+    def check(self, text):
+        if self.answer_format == "direct":
+            return super().check(text)
+        m = re.fullmatch(r"([0-9]+)-([0-9]+)=([0-9]+)([+-])([0-9]+)(-?)", text)
+        if m is None:
+            return False
+        a, b, raw, sign, mag, tail = m.groups()
+        x, y, n = int(a[::-1]), int(b[::-1]), max(len(a), len(b))
+        want = (
+            str((x - y) % 10**n).zfill(n)[::-1],
+            "-" if x < y else "+",
+            str(abs(x - y)).zfill(n)[::-1],
+            "-" if x < y else "",
+        )
+        return (raw, sign, mag, tail) == want
+
+    def answer(self, reversed_answer):
+        if self.answer_format == "direct":
+            return super().answer(reversed_answer)
+        m = re.fullmatch(r"[0-9]*[+-]([0-9]+)(-?)", reversed_answer)
+        if m is None:  # malformed: returned as written (reversed), so it never equals a right answer
+            return reversed_answer[::-1]
+        digits = m.group(1)[::-1].lstrip("0") or "0"
+        return f"-{digits}" if m.group(2) and digits != "0" else digits
+
+    def work(self, reversed_answer: str) -> str:
+        if self.answer_format == "direct":
+            return super().work(reversed_answer)
+        m = re.fullmatch(r"([0-9]*)([+-])(.*)", reversed_answer)
+        if m is None:
+            return super().work(reversed_answer)
+        raw, sign, _ = m.groups()
+        n = len(raw)
+        return (
+            f"(a - b) mod 10^{n} = {raw[::-1]} (borrows from the right); sign {sign}; "
+            f"answer {self.answer(reversed_answer)}"
+        )
+
     def _expected(self, a, b):
         return str(a - b)
 
     def max_answer_len(self, a_len, b_len):
-        return max(a_len, b_len) + 2  # digits, '-', EOS (no carry out of a difference)
+        n = max(a_len, b_len)
+        if self.answer_format == "scratchpad":
+            return 2 * n + 3  # modulus, sign, magnitude, '-', EOS
+        return n + 2  # digits, '-', EOS (no carry out of a difference)
 
     def answer_lengths(self, a_len, b_len):
-        return 1, max(a_len, b_len) + 1  # 0 .. the longer operand's digits, and maybe '-'
+        n = max(a_len, b_len)
+        if self.answer_format == "scratchpad":
+            return 2 * n + 1, 2 * n + 2
+        return 1, n + 1  # 0 .. the longer operand's digits, and maybe '-'
 
 
 class Multiplication(_Binary):
@@ -389,29 +464,44 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-_PADDED: dict[str, TaskSpec] = {}
+_VARIANTS: dict[tuple[str, bool, str], TaskSpec] = {}
 
 
-def get_task(name, pad_operands: bool = False) -> TaskSpec:
-    """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant."""
+def get_task(name, pad_operands: bool = False, answer_format: str = "direct") -> TaskSpec:
+    """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant; answer_format:
+    what the model writes after '=' (data.format: direct, or scratchpad where the task has one)."""
     if isinstance(name, TaskSpec):
         return name
+    name, answer_format = str(name), str(answer_format)
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
-    if not pad_operands:
-        return TASKS[name]
-    if name not in _PADDED:
-        spec = copy.copy(TASKS[name])
-        spec.pad_operands = True
-        spec._padded_answer_len(np.array([1]))  # raises for tasks without a padded format
+    base = TASKS[name]
+    if answer_format not in base.formats:
+        raise ConfigError(
+            f"data.format={answer_format} is not defined for {name}; valid: {', '.join(base.formats)}"
+        )
+    if not pad_operands and answer_format == "direct":
+        return base
+    key = (name, bool(pad_operands), answer_format)
+    if key not in _VARIANTS:
+        spec = copy.copy(base)
+        spec.pad_operands, spec.answer_format = bool(pad_operands), answer_format
+        if pad_operands:
+            if answer_format != "direct":
+                raise ConfigError(f"data.pad_operands and data.format={answer_format} do not combine")
+            spec._padded_answer_len(np.array([1]))  # raises for tasks without a padded format
         spec._splittable_cache = {}
-        _PADDED[name] = spec
-    return _PADDED[name]
+        _VARIANTS[key] = spec
+    return _VARIANTS[key]
 
 
 def task_for(data_cfg) -> TaskSpec:
-    """The spec a data config trains on (its task, padded when data.pad_operands)."""
-    return get_task(data_cfg.task, bool(getattr(data_cfg, "pad_operands", False)))
+    """The spec a data config trains on (its task, padded when data.pad_operands, in its data.format)."""
+    return get_task(
+        data_cfg.task,
+        bool(getattr(data_cfg, "pad_operands", False)),
+        str(getattr(data_cfg, "format", "direct")),
+    )
 
 
 def train_lengths(data_cfg) -> tuple[int, int]:

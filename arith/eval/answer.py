@@ -26,9 +26,11 @@ def solve(
     attn_scale_mode: str = "const",
     attn_scale_where: str = "all",
     row_window: int | None = None,
+    show_work: bool = False,
 ) -> str:
     """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
-    to `problem`; the keyword arguments are the eval.* settings of the grid (None = the run's defaults)."""
+    to `problem`, in natural form; the keyword arguments are the eval.* settings of the grid (None = the run's
+    defaults). show_work: the model's whole output after '=' spelled out (a scratchpad's steps, then the answer)."""
     s = eval_settings.for_run(
         run,
         prefix="",
@@ -59,7 +61,7 @@ def solve(
         out = decode(
             run.model,
             torch.as_tensor(ids[None], device=device),
-            max_new=len(ids) + 2,  # every task's answer (with EOS) is shorter than its prompt + 2
+            max_new=spec.max_answer_len(a_len, b_len),  # answer tokens and EOS (a scratchpad's steps too)
             eos_id=run.tok.eos_id,
             pad_id=run.tok.pad_id,
             recurrences=s.recurrences,
@@ -69,4 +71,5 @@ def solve(
         )[0].tolist()
     if run.tok.eos_id not in out:
         raise DataError(f"the model gave no answer for {problem!r} (no end-of-sequence token)")
-    return spec.answer(run.tok.decode(out))
+    text = run.tok.decode(out)
+    return spec.work(text) if show_work else spec.answer(text)

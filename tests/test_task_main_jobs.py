@@ -1,0 +1,104 @@
+"""Every task's main job end to end at tiny sizes (its preset, training, the grid, the heatmap summary, the report),
+and subtraction's scratchpad through `solve` on a tiny model that learned it (both signs)."""
+
+import sys
+
+import pytest
+
+import arith
+from arith.eval.runner import run_grid
+from arith.solve import main as solve_main
+from arith.train import train
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import plot_grid  # noqa: E402
+import report  # noqa: E402
+
+# the preset as shipped, shrunk: a few steps of a tiny model, no selection, no after-training check
+SHRINK = [
+    "model.width=32",
+    "model.heads=2",
+    "model.ffn=64",
+    "model.recurrences=2",
+    "train.steps=3",
+    "train.budget_minutes=null",
+    "train.select_every=0",
+    "train.progress=false",
+    "train.threads=1",
+    "check_lens=0",
+]
+# each task's grid (eval.* overrides)
+MAIN_JOBS = {
+    "subtraction": ["eval.a_lens=[1,3]"],
+    "bitwise_or": ["eval.a_lens=[1,3]"],
+    "sorting": ["eval.a_lens=[1,2]", "eval.b_lens=[1,3]"],
+}
+
+
+@pytest.mark.parametrize("task", list(MAIN_JOBS))
+def test_each_task_main_job_end_to_end(task, compose, tmp_path, capsys):
+    grid = MAIN_JOBS[task]
+    cfg = compose([f"+experiment=quickstart_{task}", *SHRINK, f"runs_root={tmp_path}"])
+    assert cfg.name == f"quickstart_{task}" and str(cfg.data.task) == task
+    run_dir = train(cfg)
+    ecfg = compose([f"run={run_dir}", *grid, "eval.n_per_cell=3"], config_name="eval")
+    rows = run_grid(ecfg, sorting=task == "sorting")
+    assert len(rows) == (6 if task == "sorting" else 9) and all(0 <= r["acc"] <= 1 for r in rows)
+    assert plot_grid.main([str(run_dir), "--summary"]) == 0
+    assert report.main([str(run_dir)]) == 0
+    assert (run_dir / "report" / "report.html").exists()
+    assert "accuracy (%) by" in capsys.readouterr().out  # the summary table
+
+
+def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
+    cfg = compose(["+experiment=quickstart_subtraction"])
+    assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window > 0 and cfg.data.max_len == 8
+    cfg = compose(["+experiment=quickstart_sorting"])
+    assert cfg.model.row_window == 0 and (cfg.data.max_len, cfg.data.max_len_b) == (5, 5)
+    assert cfg.train.budget_minutes <= 15
+
+
+@pytest.fixture(scope="module")
+def subtracter(tmp_path_factory):
+    """A tiny model that learns one-digit subtraction in the scratchpad format (500 steps, about 10 s)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from arith import schema
+    from tests.conftest import CONFIG_DIR
+
+    schema.register()
+    overrides = [
+        "data=subtraction",
+        "data.format=scratchpad",
+        "model.width=64",
+        "model.heads=2",
+        "model.ffn=128",
+        "model.layers=2",
+        "model.recurrences=1",
+        "model.max_pos=32",
+        "model.max_k=3",
+        "data.max_len=1",
+        "data.streaming=true",
+        "train.batch_size=64",
+        "train.lr=3e-3",
+        "train.steps=500",
+        "train.progress=false",
+        "train.threads=1",
+        "name=tiny_sub",
+        f"runs_root={tmp_path_factory.mktemp('sub_runs')}",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return train(hydra_compose("pretrain", overrides=overrides))
+
+
+def test_scratchpad_round_trips_through_solve_both_signs(subtracter, capsys):
+    run = arith.load(subtracter)
+    answers = {(a, b): run.solve(f"{a}-{b}") for a in range(10) for b in range(10)}
+    assert answers == {(a, b): str(a - b) for a in range(10) for b in range(10)}  # 45 negative, 10 zero
+    assert (
+        run.solve("3-8", show_work=True) == "(a - b) mod 10^1 = 5 (borrows from the right); sign -; answer -5"
+    )
+    assert solve_main([str(subtracter), "2-9"]) == 0
+    assert capsys.readouterr().out.strip() == "-7"
