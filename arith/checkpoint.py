@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arith.errors import ArithWarning, CheckpointError, StorageError, storage_error, write_error
-from arith.files import atomic_write_text
+from arith.files import atomic_write_text, umask_mode
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -259,6 +259,15 @@ def _write_failure(e: Exception, path: Path, previous: str) -> StorageError:
     return StorageError(f"{write_error(e, path)}{keep}")
 
 
+def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``model``'s weights as a safetensors file, with the mode the umask gives a new file: safetensors writes
+    0o600 whatever the umask, which would hide a shared run's weights from the group."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(path), metadata=metadata)
+    os.chmod(path, umask_mode())
+
+
 def save(
     run_dir: Path,
     step: int,
@@ -276,17 +285,17 @@ def save(
     if not final.exists():
         import torch
         from safetensors import SafetensorError
-        from safetensors.torch import save_model
 
         tmp, writing = None, root  # writing: what the error names (the final name, not the temporary one)
         try:
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{step}-"))
+            os.chmod(tmp, umask_mode(dirs=True))  # mkdtemp's 0o700 would hide the checkpoint from the group
             writing = final / WEIGHTS
-            save_model(model, str(tmp / WEIGHTS))
+            save_weights(model, tmp / WEIGHTS)
             if ema_model is not None:
                 writing = final / EMA_WEIGHTS
-                save_model(ema_model, str(tmp / EMA_WEIGHTS))
+                save_weights(ema_model, tmp / EMA_WEIGHTS)
             writing = final / MODEL_CONFIG
             (tmp / MODEL_CONFIG).write_text(json.dumps(model_config, indent=2, sort_keys=True))
             writing = final / TRAINER

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from safetensors.torch import save_model
 
 from arith import card, checkpoint
 from arith.errors import CheckpointError, ConfigError
@@ -68,7 +68,7 @@ def _chosen_as(run) -> str:
 def write_model(run, out: Path, eval_note: str | None) -> dict:
     """model.safetensors, tokenizer.json and config.json; returns the config written."""
     out.mkdir(parents=True, exist_ok=True)
-    save_model(run.model, str(out / checkpoint.WEIGHTS), metadata={"format": "pt"})
+    checkpoint.save_weights(run.model, out / checkpoint.WEIGHTS, metadata={"format": "pt"})
     run.tok.save(out)
     if is_export(run.run_dir):  # facts about the source run that an export keeps
         source = read_config(run.run_dir)
@@ -101,6 +101,18 @@ def write_model(run, out: Path, eval_note: str | None) -> dict:
     return config
 
 
+def _keep_age(src: Path, dst: Path) -> None:
+    """Give ``dst`` the times of ``src`` (read_results lets newer files win) but not its mode, as copystat
+    would: what an export writes takes the umask, not the mode of the run it came from."""
+    st = src.stat()
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_dated(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    _keep_age(src, dst)
+
+
 def copy_eval(run_dir: Path, out: Path, step: int, weights: str, is_latest: bool) -> str | None:
     """Copy the grid rows made with the checkpoint at ``step`` and these weights into ``out/eval``; returns a note
     for the card.
@@ -131,12 +143,12 @@ def copy_eval(run_dir: Path, out: Path, step: int, weights: str, is_latest: bool
                 writer = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(mine)
-            shutil.copystat(path, target)  # keep the file age: read_results lets newer files win
+            _keep_age(path, target)
         else:
             unstamped.append(path.name)
             if is_latest:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+                _copy_dated(path, target)
     if not unstamped:
         return None
     if is_latest:
@@ -159,10 +171,13 @@ def save_pretrained(run, out: str | Path) -> Path:
     same = out.exists() and src.exists() and out.resolve() == src.resolve()
     config = write_model(run, out, read_config(src)["eval_note"] if from_export else None)
     if from_export and not same:
-        if (src / EVAL).is_dir():
-            shutil.copytree(src / EVAL, out / EVAL, dirs_exist_ok=True)
+        for path in sorted((src / EVAL).rglob("*")):
+            if path.is_file():
+                target = out / EVAL / path.relative_to(src / EVAL)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_dated(path, target)
         for fig in src.glob("heatmap_*"):
-            shutil.copy2(fig, out / fig.name)
+            _copy_dated(fig, out / fig.name)
     card.write_card(out, config)
     return out
 

@@ -29,13 +29,39 @@ def longest_labeled(run_dir: Path) -> int:
     return longest
 
 
+def _umask() -> int:
+    """The process umask. Linux shows it in /proc/self/status; elsewhere it can only be read by setting it, so
+    it is set to 0o077 for the instant between the two calls (a file another thread creates then comes out
+    stricter, never looser). Not cached: a process may change its umask, and the tests do."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(dirs: bool = False) -> int:
+    """The mode ``open`` / ``mkdir`` would give a new file (0o666) or folder (0o777) under the process umask:
+    0o644 / 0o755 under umask 022. ``tempfile.mkstemp`` and ``mkdtemp`` ignore the umask (0o600 / 0o700), so
+    whatever they make that is renamed into a run, an export or a report is chmod-ed to this first: a teammate
+    in the group can read a shared run."""
+    return (0o777 if dirs else 0o666) & ~_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it over (``os.replace`` is atomic on POSIX); on any
-    failure the old file is untouched, and an OSError becomes a one-line StorageError naming the file."""
+    failure the old file is untouched, and an OSError becomes a one-line StorageError naming the file. The file
+    gets the mode the umask gives a new file (``umask_mode``), not mkstemp's 0o600."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()

@@ -27,7 +27,7 @@ class RunLock:
         """Take the lock or raise RunLockedError naming the holder; never waits."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to any file
         except OSError as e:
             raise storage_error(e, "create the run's lock file", self.path) from None
         try:

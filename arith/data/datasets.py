@@ -32,6 +32,7 @@ import torch
 from arith.data import tasks
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import DataError, require, write_error
+from arith.files import umask_mode
 
 FORMAT_VERSION = 1
 META = "arith_data.json"
@@ -186,6 +187,7 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, umask_mode(dirs=True))  # mkdtemp makes 0700; a shared dataset follows the umask
     except OSError as e:
         raise write_error(e, target) from None
     bars = hf.is_progress_bar_enabled()

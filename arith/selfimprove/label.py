@@ -23,7 +23,7 @@ from arith.data.spec import Examples, TaskSpec
 from arith.errors import DataError, storage_error
 from arith.eval.decode import generate
 from arith.eval.vote import whole_answer
-from arith.files import PSEUDO, ROUND_INFO
+from arith.files import PSEUDO, ROUND_INFO, umask_mode
 
 
 # ---------------------------------------------------------------------------------------------- problems
@@ -175,6 +175,7 @@ def save_round(path: Path, prompts, a_len, b_len, kept, info: dict) -> list[list
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+        os.chmod(tmp, umask_mode(dirs=True))  # not mkdtemp's 0o700: the round is part of a shareable run
         bars = hf.is_progress_bar_enabled()
         hf.disable_progress_bars()  # a bar per tiny save would bury the round's own
         try:
