@@ -3,12 +3,16 @@
     python scripts/bench_train.py --device cuda                                  # the paper's configs, one GPU
     python scripts/bench_train.py --device cpu --configs quickstart --steps 20
     python scripts/bench_train.py --device cpu --configs paper_16x1,nope_16x1,fire_16x1 --steps 3 --batch 16
+    python scripts/bench_train.py --device cuda --sync-debug --json rows.jsonl   # as scripts/gpu_check.sh runs it
 
 Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
 batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
 train.cpu_bf16), `forward_loss` (progressive loss included), backward, gradient clipping, optimizer step
 (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
-not timed; the table reports medians over the timed steps, which keeps late recompilations out.
+not timed; the table reports medians over the timed steps, which keeps late recompilations out. Each row
+also counts the frames torch.compile (re)compiled during the timed steps, and with --sync-debug (CUDA) the
+host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json appends each row as
+a JSON line as soon as its config finishes; --override adds Hydra overrides to every config (tiny sizes).
 
 FLOPs (matmuls only, counted per model call; embeddings, norms and softmax are left out):
     one layer, forward, per token:  2 * (4 C^2 + 1.5 C F) + 4 T C   (qkv + out proj, GELU-GLU FFN, QK^T and AV
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import resource
@@ -33,7 +38,8 @@ import shlex
 import statistics
 import sys
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -144,11 +150,50 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+# ---------------------------------------------------------------------------------------------- diagnostics
+def compile_counts() -> tuple[int, int]:
+    """(frames compiled, graphs made) so far by torch.compile in this process: their growth over the timed
+    steps counts recompilations."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0, 0
+    return int(counters["frames"]["ok"]), int(counters["stats"]["unique_graphs"])
+
+
+class SyncWarnings:
+    """With `torch.cuda.set_sync_debug_mode("warn")` on inside `watch()`, the host-device synchronizations the
+    step makes arrive as warnings: counted here (the first few distinct messages kept)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.count, self.messages = enabled, 0, []
+
+    @contextmanager
+    def watch(self):
+        if not self.enabled:
+            yield
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        for w in caught:
+            if "synchroniz" in str(w.message):
+                self.count += 1
+                msg = str(w.message).splitlines()[0][:200]
+                if msg not in self.messages and len(self.messages) < 3:
+                    self.messages.append(msg)
+
+
 # ---------------------------------------------------------------------------------------------- one config
 def bench(name: str, args, device: torch.device) -> dict:
     overrides = [*CONFIGS[name], "data.streaming=true", f"train.compile={args.compile}"]
     if args.batch:
         overrides.append(f"train.batch_size={args.batch}")
+    overrides += args.override  # e.g. tiny sizes for a dry run (scripts/gpu_check.sh --dry-run)
     cfg = compose(overrides)
     tcfg, m = cfg.train, cfg.model
     torch.manual_seed(0)
@@ -166,18 +211,23 @@ def bench(name: str, args, device: torch.device) -> dict:
     model.train()
     times, data_times, tokens, flops = [], [], [], []
     reset_peak_memory(device)
+    syncs = SyncWarnings(args.sync_debug and device.type == "cuda")
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            compiled_before = compile_counts()
+        timed = step >= args.warmup
         sync()
         t0 = time.perf_counter()
-        ids = batches.batch(step).to(device, non_blocking=True)
-        t_data = time.perf_counter() - t0  # batch generation + copy: the GPU idles meanwhile in train()
-        counter.calls.clear()
-        with autocast:
-            loss = forward_loss(counter, model, ids, cfg, tok)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
-        opt.step()
+        with syncs.watch() if timed else nullcontext():
+            ids = batches.batch(step).to(device, non_blocking=True)
+            t_data = time.perf_counter() - t0  # batch generation + copy: the GPU idles meanwhile in train()
+            counter.calls.clear()
+            with autocast:
+                loss = forward_loss(counter, model, ids, cfg, tok)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+            opt.step()
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
@@ -185,6 +235,7 @@ def bench(name: str, args, device: torch.device) -> dict:
             tokens.append(ids.numel())
             flops.append(step_flops(counter.calls, m.layers, m.width, m.ffn, tok.vocab_size))
     fps = [f / t for f, t in zip(flops, times)]
+    frames, graphs = (a - b for a, b in zip(compile_counts(), compiled_before))
     return {
         "config": name,
         "shape": f"{m.layers}x{m.recurrences} w{m.width} {m.abs_pos}/{m.rel_pos}",
@@ -197,6 +248,10 @@ def bench(name: str, args, device: torch.device) -> dict:
         "fps": statistics.median(fps),
         "mem_gib": peak_memory_gib(device),
         "bf16": use_bf16,
+        "recompiles_timed": frames,  # frames torch.compile compiled during the timed steps (0 is right)
+        "graphs_timed": graphs,
+        "sync_warnings_timed": syncs.count if syncs.enabled else None,  # None: not watched (--sync-debug)
+        "sync_messages": syncs.messages,
     }
 
 
@@ -234,6 +289,19 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="peak to divide by (default: see doc)")
     p.add_argument("--out", default=None, help="append a dated section to this markdown file")
     p.add_argument("--note", default="", help="a line to add to the section")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override added to every config (repeatable), e.g. model.width=64 for a dry run",
+    )
+    p.add_argument("--json", default=None, help="append one JSON line per config to this file as it finishes")
+    p.add_argument(
+        "--sync-debug",
+        action="store_true",
+        help="CUDA: count host-device synchronizations in the timed steps (torch.cuda.set_sync_debug_mode)",
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     if args.compile is None:
@@ -261,6 +329,19 @@ def main() -> None:
     for name in names:
         row = bench(name, args, device)
         rows.append(row)
+        if args.json:  # one line per config at once, so a run stopped by a timeout keeps what it measured
+            extra = {
+                "machine": machine,
+                "torch": torch.__version__,
+                "attention": args.attention,
+                "compile": args.compile,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "peak_tflops": peak / 1e12,
+                "mfu": row["fps"] / peak,
+            }
+            with open(args.json, "a") as f:
+                f.write(json.dumps({**row, **extra}) + "\n")
         print(
             f"{name:12s} {row['step_ms']:9.1f} ms/step {row['tok_s']:12,.0f} tok/s "
             f"{100 * row['fps'] / peak:5.1f}% MFU {row['mem_gib']:6.2f} GiB",
