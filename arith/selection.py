@@ -10,21 +10,55 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import copy
+
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from arith.eval.quick import selection_scores
 
 
-def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """Exponential moving average of `model`'s parameters: ema <- decay * ema + (1 - decay) * weights after
-    every optimizer step (the first update copies the weights). decay 0 follows the raw weights exactly."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+class EMA:
+    """Exponential moving average of a model's parameters: ema <- decay * ema + (1 - decay) * weights after every
+    optimizer step (the first update copies the weights); `module` is the averaged copy, `n_averaged` the
+    number of updates. decay 0 follows the raw weights exactly.
+
+    The same arithmetic as torch's `AveragedModel` with `get_ema_multi_avg_fn` (one `torch._foreach_lerp_` per
+    update, the first a copy; its buffers copied), so the weights are bitwise those it gave, but the update count
+    is a host int: AveragedModel keeps it in a CPU tensor that it tests (`n_averaged == 0`) and copies to the
+    device (`.to(device)`, a blocking transfer on CUDA) at every update, a host sync per training step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay {decay} must be in [0, 1]")
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.n_averaged = 0
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        mine = [p.detach() for p in self.module.parameters()]
+        theirs = [p.detach() for p in model.parameters()]
+        if len(mine) != len(theirs):
+            raise ValueError("the model's parameters do not match the moving average's")
+        if self.n_averaged == 0:
+            torch._foreach_copy_(mine, theirs)
+        elif mine:
+            torch._foreach_lerp_(mine, theirs, 1 - self.decay)
+        for b_mine, b_theirs in zip(self.module.buffers(), model.buffers()):
+            b_mine.detach().copy_(b_theirs.detach())
+        self.n_averaged += 1
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> EMA:
+    """The moving average of `model` (`EMA`) with this decay."""
+    return EMA(model, decay)
 
 
 @dataclass
 class Selection:
-    """Scores every `every` steps; remembers the best mean (ties keep the earlier step)."""
+    """Scores every `every` steps; remembers the best mean (ties keep the earlier step). A mean of 0 is never the
+    best: a checkpoint that gets nothing right on the selection lengths says nothing, and a run that never scores
+    above 0 keeps no `best` (arith.load then takes `latest`, not the first checkpoint scored)."""
 
     every: int
     lens: tuple[int, ...]
@@ -41,7 +75,7 @@ class Selection:
         """Record one evaluation; True when its mean is a new best."""
         mean = sum(scores.values()) / len(scores)
         self.last_step = step
-        if mean > self.best_score:
+        if mean > max(self.best_score, 0.0):
             self.best_score, self.best_step = mean, step
             return True
         return False

@@ -56,6 +56,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window > 0 and cfg.data.max_len == 8
     cfg = compose(["+experiment=quickstart_sorting"])
     assert cfg.model.row_window == 0 and (cfg.data.max_len, cfg.data.max_len_b) == (5, 5)
+    assert str(cfg.model.rel_pos) == "fire" and cfg.data.bucket == 8
     assert cfg.train.budget_minutes <= 15
 
 
