@@ -8,6 +8,8 @@ Re-running the same command resumes the run from its latest checkpoint (raise tr
 train.budget_minutes to extend it).
 """
 
+import os
+
 import hydra
 
 from arith import schema
@@ -25,12 +27,16 @@ def main(cfg: schema.PretrainConfig) -> None:
 
     try:
         run_dir = train(cfg)
-        if cfg.check_lens > 0 and dist.is_main():
-            report_by_length(run_dir, max_len=cfg.check_lens, n=cfg.check_n)
+        main_rank = dist.is_main()
     except BaseException:  # errors and signals too: no rank may exit with the process group still up
         dist.cleanup(synchronize=False)
         raise
+    # the group goes first: the other ranks would otherwise wait in cleanup's barrier for rank 0's report, past
+    # NCCL's watchdog timeout on a long one
     dist.cleanup()
+    if cfg.check_lens > 0 and main_rank:  # on the device the run trained on
+        device = dist.pick_device(str(cfg.train.device), int(os.environ.get("LOCAL_RANK", "0")))
+        report_by_length(run_dir, max_len=cfg.check_lens, n=cfg.check_n, device=device)
 
 
 if __name__ == "__main__":

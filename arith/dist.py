@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from arith.errors import ArithError
+from arith.errors import ArithError, ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")  # train.device
+_host_group = None  # a gloo group for host values beside an NCCL default group (`host_sum`)
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,40 @@ def slurm_env(env=os.environ) -> dict[str, str]:
     }
 
 
+def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
+    """train.device: auto (None) -> $ARITH_DEVICE when set (cpu or cuda), else CUDA when a GPU is visible, else
+    the CPU; cuda without a GPU is a ConfigError. A CUDA rank gets GPU local_rank modulo the visible ones: SLURM's
+    per-task binding shows each task its own GPU alone (as cuda:0) whatever its local id."""
+    device = "auto" if device is None else str(device)
+    if device == "auto" and os.environ.get("ARITH_DEVICE", "auto") != "auto":
+        device = os.environ["ARITH_DEVICE"]
+        if device not in DEVICES:
+            raise ConfigError(f"ARITH_DEVICE={device!r} unknown; valid: {', '.join(DEVICES)}")
+    if device not in DEVICES:
+        raise ConfigError(f"train.device={device!r} unknown; valid: {', '.join(DEVICES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            "train.device=cuda but no GPU is visible (train.device=auto or cpu runs on the CPU)"
+        )
+    return torch.device("cuda", local_rank % count)
+
+
 def init(device: str | None = None) -> DistInfo:
     """Reads torchrun's environment (or SLURM's, mapped by `slurm_env`); starts a process group (NCCL on CUDA,
-    gloo on CPU) when WORLD_SIZE > 1."""
+    gloo on CPU) when WORLD_SIZE > 1. device: train.device (auto, cpu, cuda; None = auto)."""
+    global _host_group
     os.environ.update(slurm_env())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device(device)
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not tdist.is_initialized():
         # torch 2.13: importing torch._dynamo (DDP does it on first use) while a process group exists keeps
         # that group alive past destroy_process_group, so its gloo worker and socket threads run on through
@@ -74,6 +97,8 @@ def init(device: str | None = None) -> DistInfo:
         # threads joined by cleanup(); tests/test_dist.py checks that none is left.
         importlib.import_module("torch._dynamo")
         tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cuda":  # host values (the training loop's per-step agreement) go over gloo, not NCCL
+            _host_group = tdist.new_group(backend="gloo")
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
@@ -104,6 +129,16 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if tdist.is_initialized():
         return all_reduce_sum(t) / tdist.get_world_size()
     return t
+
+
+def host_sum(values: list[float]) -> list[float]:
+    """The sum over ranks of a few host numbers, summed in float64 on the CPU (over the default group when it is
+    gloo, else over a gloo group of its own): no GPU work, so no host-device sync, unlike a CUDA tensor read
+    back with `.tolist()`."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if tdist.is_initialized():
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM, group=_host_group)
+    return t.tolist()
 
 
 def broadcast_object(obj):
@@ -147,7 +182,9 @@ def cleanup(synchronize: bool = True) -> None:
     """
     if not tdist.is_initialized():
         return
+    global _host_group
     if synchronize:
         tdist.barrier()
     gc.collect()
+    _host_group = None
     tdist.destroy_process_group()

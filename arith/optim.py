@@ -111,6 +111,24 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, name: str | None = None)
     return OPTIMIZERS[name](model, cfg)
 
 
+# how an optimizer runs, not what it computes: chosen by this process for its device (fused AdamW on CUDA), never
+# taken from a checkpoint written elsewhere
+_IMPL_FLAGS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """`opt.load_state_dict(state)`, keeping `opt`'s own implementation flags (fused, foreach, capturable).
+
+    `load_state_dict` restores the saved param_groups, flags included, so a run started on the CPU (foreach) and
+    resumed on a GPU would stay on foreach instead of fused AdamW; and the flags decide where the step counters
+    live (on the parameter's device when fused), so they are set before loading, not after."""
+    groups = [
+        dict(g, **{k: mine[k] for k in _IMPL_FLAGS if k in mine})
+        for g, mine in zip(state["param_groups"], opt.param_groups)
+    ]
+    opt.load_state_dict({**state, "param_groups": groups})
+
+
 def trapezoid(progress: float, warmup: float, cooldown: float) -> float:
     """LR factor for a run `progress` in [0, 1] done: linear warm-up, constant, linear cool-down to 0."""
     progress = min(max(progress, 0.0), 1.0)

@@ -50,6 +50,14 @@ class Run:
 
         return solve(self, problem, **kwargs)
 
+    def solve_many(self, problems, batch_size: int = 256, errors: str = "raise", **kwargs) -> list:
+        """The answers to a list of problems, in order, as `solve` gives them one by one, decoded in batches
+        (`arith.eval.answer.solve_many`: errors="return" puts each failing problem's error in its place instead
+        of raising the first; the other keywords are those of `solve`, plus progress=True for a bar)."""
+        from arith.eval.answer import solve_many
+
+        return solve_many(self, problems, batch_size=batch_size, errors=errors, **kwargs)
+
     def save_pretrained(self, out: str | Path) -> Path:
         """Write this run's weights as an export folder (huggingface_hub's layout; see arith/export.py)."""
         return exports.save_pretrained(self, out)

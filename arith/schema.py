@@ -112,6 +112,14 @@ class AttnImpl(_Choice):
     flex = "flex"  # always FlexAttention (on CPU: forward only)
 
 
+class Device(_Choice):
+    """Where a run trains (train.device) and, by default, where it is evaluated after training."""
+
+    auto = "auto"  # $ARITH_DEVICE (cpu or cuda) when set, else CUDA when a GPU is visible, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"  # one GPU per rank (LOCAL_RANK, modulo the visible ones); an error without one
+
+
 class VoteMode(_Choice):
     """How test-time ensembling over Abacus offsets combines them (eval.vote_mode, arith/eval/vote.py)."""
 
@@ -223,6 +231,9 @@ class TrainConfig:
     mask_before_equals: bool = True  # answer-only loss
     loss_reduction: Reduction = Reduction.mean
     seed: int = 0
+    # auto: $ARITH_DEVICE when set (the test suite pins cpu there), else CUDA when a GPU is visible. Not part of a
+    # run's identity: a run started on the CPU may resume on a GPU (bf16, fused AdamW there) and back
+    device: Device = Device.auto
     compile: bool = False  # torch.compile each layer of the block (in place; works under DDP as is)
     attention: AttnImpl = AttnImpl.auto  # FIRE's attention: FlexAttention or SDPA (arith/model/flex.py)
     bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
@@ -336,6 +347,7 @@ class SelfImproveConfig:
     report_n: int = 20  # held-out problems per report length (true answers: for people only)
     report_seed: int = 4321
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    device: Device = Device.auto  # as train.device: auto, cpu or cuda (labelers and reports follow it)
     progress: bool = True
 
 

@@ -7,10 +7,9 @@ range stays at 100% (SPEC Part 5), so the run keeps the checkpoint that does bes
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
-
-import copy
 
 import torch
 

@@ -16,7 +16,7 @@ from arith.schema import PretrainConfig
 
 # keys that define what a run *is*: a resumed run must agree on them. Everything else may change on resume:
 # the budget and schedule (steps, budget_minutes, warmup, cooldown), saving, logging, selection (select_*),
-# speed settings (threads, compile, attention, bf16) and how the run is evaluated (EVAL_ONLY_MODEL_KEYS).
+# speed settings (device, threads, compile, attention, bf16) and how the run is evaluated (EVAL_ONLY_MODEL_KEYS).
 IDENTITY_KEYS = (
     "model",
     "data.task",

@@ -6,7 +6,7 @@ import math
 import random
 import signal
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -24,8 +24,10 @@ from arith.eval.reach import position_needs
 from arith.lock import RunLock
 from arith.metrics import MetricsLog
 from arith.model import build_model
+from arith.model.flex import check_training as check_flex_training
 from arith.model.flex import set_attention_impl
-from arith.optim import build_optimizer, run_progress, trapezoid
+from arith.model.positions import watch_rows
+from arith.optim import build_optimizer, load_optimizer_state, run_progress, trapezoid
 from arith.schema import PretrainConfig, Reduction
 from arith.selection import Selection, make_ema
 from arith.start import check_resume_compatible, save_run_config, validate_pretrain
@@ -99,6 +101,22 @@ def compile_blocks(model) -> None:
         layer.compile()
 
 
+@contextmanager
+def eager_layers(model):
+    """The layers of `model` run uncompiled inside the block (`compile_blocks` undone for a while): selection's
+    KV-cached decoding (eval mode, no grad, one-token steps, a growing cache) would otherwise compile graph after
+    graph inside the training budget and hit dynamo's recompile limit. Scores are then those of the eager model
+    that `arith.load` evaluates, as with train.ema (whose copy is made before compiling)."""
+    compiled = [(layer, layer._compiled_call_impl) for layer in model.layers]  # set by nn.Module.compile
+    for layer, _ in compiled:
+        layer._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        for layer, impl in compiled:
+            layer._compiled_call_impl = impl
+
+
 # ---------------------------------------------------------------------------------------------- state
 def rng_state() -> dict:
     state = {
@@ -152,7 +170,7 @@ class _StopFlag:
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: PretrainConfig) -> Path:
     """Train (or resume) the run ``cfg.run_dir``; returns it. One trainer per run: rank 0 holds its lock."""
-    info = dist.init()
+    info = dist.init(str(cfg.train.device))
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     validate_pretrain(cfg)
@@ -189,21 +207,26 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     if ckpt is not None:
         checkpoint.load_weights(ckpt, raw_model)
         state = checkpoint.load_trainer_state(ckpt)
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"])  # this process's fused / foreach choice kept
         step, elapsed, tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
         if checkpoint.best(run_dir) is not None:  # a best moved aside as damaged: selection starts over
             selection.load_state(state)
         if ema is not None:
             checkpoint.load_weights(ckpt, ema.module, "ema")
-            ema.n_averaged.fill_(int(state["ema_n"]))
+            ema.n_averaged = int(state["ema_n"])
         set_rng_state(state["rng"])
         dist.print0(f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
     model = raw_model
     set_attention_impl(raw_model, tcfg.attention)
+    check_flex_training(tcfg.attention, info.device, cfg.model.rel_pos)
     if tcfg.compile:
         compile_blocks(raw_model)
-    if info.world > 1:
-        model = DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    if info.world > 1:  # the model's buffers are constants (digit tables, frequencies): nothing to broadcast
+        model = DDP(
+            model,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
     use_bf16 = tcfg.bf16 and (info.device.type == "cuda" or tcfg.cpu_bf16)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
@@ -220,13 +243,32 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     # the first step whose loss was not finite (inf: none); kept on the device, read only by check_finite
     bad_at = torch.full((), math.inf, dtype=torch.float64, device=info.device)
     saved = ckpt.name if ckpt is not None else None
+    # the position table's range check, deferred (no host sync per step; `position_needs` checked the training
+    # lengths up front): read at the logging steps and before every save, like bad_at
+    rows = cleanup.enter_context(watch_rows(raw_model))
+
+    def rows_too_far(any_rank: float) -> None:
+        """Raise ConfigError on every rank when one of them asked for a position row past the table (any_rank:
+        the sum over ranks of `rows.overflow()`, already read)."""
+        if any_rank > 0:
+            top = -dist.all_reduce_min(-highest_row()).item()  # every rank: the same collective
+            rows.check(f"max digits + k in training, k up to model.max_k={cfg.model.max_k}", int(top))
+
+    def highest_row() -> torch.Tensor:
+        return (
+            rows.top if rows is not None and rows.top is not None else torch.full((), -1, device=info.device)
+        )
 
     def check_finite() -> None:
         """Before every save (one host sync): every loss since the last check and the weights must be finite,
-        on every rank; otherwise stop, naming the step, with nothing saved after the last finite checkpoint."""
+        and every position row asked for inside the table, on every rank; otherwise stop, naming the step or the
+        row, with nothing saved after the last good checkpoint."""
         weights_ok = torch.stack([p.isfinite().all() for p in raw_model.parameters()]).all()
-        first = dist.all_reduce_min(torch.where(weights_ok, bad_at, bad_at.clamp(max=step)))
-        if math.isfinite(first := float(first.item())):
+        first = torch.where(weights_ok, bad_at, bad_at.clamp(max=step))
+        first, top = dist.all_reduce_min(torch.stack([first, -highest_row().double()])).tolist()
+        if rows is not None:
+            rows.check(f"max digits + k in training, k up to model.max_k={cfg.model.max_k}", int(-top))
+        if math.isfinite(first):
             kept = f"checkpoints/latest stays at step {saved}" if saved else "no checkpoint was saved"
             raise DivergedError(
                 f"training diverged: loss or weights not finite at step {int(first)} of {run_dir}; {kept}; "
@@ -255,9 +297,14 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
         saved = str(step)
 
     def select() -> bool:
-        """Score the selection lengths (the EMA weights when on); True on a new best. Every rank computes the
-        same deterministic scores, so no collective is needed."""
-        row, improved = selection.score(ema.module if ema is not None else raw_model, tok, task, step)
+        """Score the selection lengths (the EMA weights when on), decoding eagerly; True on a new best. Every rank
+        computes the same scores in principle, but GPUs need not decode bitwise alike: rank 0's verdict (and
+        best) holds on every rank, so that all of them take save(is_best=True)'s collectives together."""
+        with eager_layers(ema.module if ema is not None else raw_model) as scored:
+            row, improved = selection.score(scored, tok, task, step)
+        improved, selection.best_score, selection.best_step = dist.broadcast_object(
+            (improved, selection.best_score, selection.best_step)
+        )
         if log:
             log.log(row)
         return improved
@@ -303,9 +350,8 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
         elapsed = start_elapsed + (now - t0)
         stopping, n_tok = stop.raised, ids.numel()
         if info.world > 1:  # every rank must agree on the budget's end, on stopping, and on the token count
-            agreed = dist.all_reduce_sum(  # one collective, on the device: NCCL reduces no CPU tensors
-                torch.tensor([elapsed, float(stop.raised), n_tok], dtype=torch.float64, device=info.device)
-            ).tolist()
+            # one collective on host values (gloo: the GPU's queue is not drained)
+            agreed = dist.host_sum([elapsed, float(stop.raised), n_tok])
             elapsed, stopping, n_tok = agreed[0] / info.world, agreed[1] > 0, int(agreed[2])
         tokens += n_tok
         window_tokens += n_tok
@@ -314,8 +360,14 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
         else:
             bar.set_description_str(budget_text(step, elapsed, tcfg.budget_minutes), refresh=False)
             bar.update(int(elapsed) - bar.n)
-        if step % tcfg.log_every == 0 or step == 1:  # a host sync: only every log_every steps
-            loss_val = float(dist.all_reduce_mean(loss.detach()).item())
+        if step % tcfg.log_every == 0 or step == 1:  # host syncs: only every log_every steps
+            # one read: the loss (mean over ranks) and whether any rank asked for a row past the position table
+            over = rows.overflow(info.device) if rows is not None else torch.zeros((), device=info.device)
+            both = dist.all_reduce_sum(torch.stack([loss.detach().float(), over]))
+            if info.world > 1:
+                both = torch.stack([both[0] / info.world, both[1]])  # as dist.all_reduce_mean
+            loss_val, any_over = both.tolist()
+            rows_too_far(any_over)
             if not math.isfinite(loss_val):
                 check_finite()  # raises, naming the first bad step (every rank sees the same mean)
             loss_ema = loss_val if loss_ema is None else 0.7 * loss_ema + 0.3 * loss_val

@@ -30,15 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=256, help="problems per path")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", default="docs/BENCHMARKS.md", help="markdown file to append to; '' = none")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu or cuda")
     args = parser.parse_args(argv)
 
     import arith
     from arith.data.tasks import eval_cell
+    from arith.dist import pick_device
     from arith.errors import ArithError
     from arith.eval.decode import generate
 
+    device = pick_device(args.device)
     try:
-        run = arith.load(args.run)
+        run = arith.load(args.run, device)
     except ArithError as e:
         print(f"error: {e} (train it with: python pretrain.py +experiment=quickstart)", file=sys.stderr)
         return 2
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = eval_cell(task, run.tok, args.digits, args.digits, args.n, seed=0)
     prompt_len = int(ex.prompt_len[0])
     max_new = int((ex.length - ex.prompt_len).max())
-    prompts = torch.as_tensor(ex.ids[:, :prompt_len])
+    prompts = torch.as_tensor(ex.ids[:, :prompt_len], device=device)
 
     def decode(use_cache: bool) -> tuple[float, torch.Tensor]:
         outs, t0 = [], time.perf_counter()
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                     use_cache=use_cache,
                 )
             )
-        return args.n / (time.perf_counter() - t0), torch.cat(outs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return args.n / (time.perf_counter() - t0), torch.cat(outs).cpu()
 
     decode(True)  # warm-up
     cached, a = decode(True)
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- command: `python scripts/bench_eval.py --run {args.run} --digits {args.digits} --n {args.n}`",
         f"- machine: {os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads"
+        + (f"; decoding on {torch.cuda.get_device_name(device)} (float32)" if device.type == "cuda" else ""),
         f"- model: {args.run.name}, {run.model.num_params() / 1e6:.3f}M parameters, "
         f"{run.cfg.model.layers}x{run.cfg.model.recurrences}, {task} {args.digits}x{args.digits} digits, "
         f"batch {args.batch}, {max_new} new tokens",

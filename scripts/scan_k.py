@@ -50,17 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recurrences", type=int, default=None)
     parser.add_argument("--checkpoint", default=None, help="best, latest or a step")
     parser.add_argument("--weights", default=None, help="ema or raw")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu or cuda")
     args = parser.parse_args(argv)
 
     import arith
     from arith.data.tasks import task_for
+    from arith.dist import pick_device
     from arith.errors import ConfigError
     from arith.eval import settings as eval_settings
     from arith.eval.grid import Cell
     from arith.eval.quick import evaluate_cell
     from arith.eval.reach import untrained_rows
 
-    run = arith.load(args.run, checkpoint=args.checkpoint, weights=args.weights)
+    run = arith.load(args.run, pick_device(args.device), checkpoint=args.checkpoint, weights=args.weights)
     task = task_for(run.cfg.data)  # the training format (padded operands when data.pad_operands)
     select_lens = list(run.cfg.train.select_lens)
     lens = args.lens or select_lens

@@ -10,6 +10,9 @@ CONFIG_DIR = ROOT / "arith" / "config"
 # deterministic, quiet, and polite to the 2-core machine
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "offline")
+# train.device=auto reads ARITH_DEVICE: the suite trains on the CPU (bitwise and 1e-5 comparisons, gloo ranks)
+# even where a GPU is visible; the CUDA tests ask for train.device=cuda (or move their models) themselves
+os.environ.setdefault("ARITH_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True)

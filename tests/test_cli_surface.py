@@ -12,7 +12,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "arith" / "config"
 
 DATA = (
     "data.task data.max_len data.max_len_b data.n_train data.test_frac data.seed data.streaming data.pad_operands "
-    "data.bucket data.root data.name"
+    "data.format data.bucket data.root data.name"
 )
 MODEL = (
     "model.width model.heads model.ffn model.layers model.recurrences model.input_injection model.inject_every "
@@ -24,7 +24,7 @@ MODEL = (
 TRAIN = (
     "train.steps train.budget_minutes train.batch_size train.lr train.optimizer train.betas train.weight_decay "
     "train.clip train.embedding_lr_scale train.warmup train.cooldown train.mask_before_equals "
-    "train.loss_reduction train.seed train.compile train.attention train.bf16 train.cpu_bf16 train.threads "
+    "train.loss_reduction train.seed train.device train.compile train.attention train.bf16 train.cpu_bf16 train.threads "
     "train.save_every_minutes train.save_every_steps train.keep_last train.select_every train.select_lens "
     "train.select_n train.select_seed train.ema train.log_every train.wandb train.wandb_project "
     "train.tensorboard train.progress"
@@ -41,7 +41,7 @@ SURFACE = {
     "self_improve": (
         "run checkpoint out rounds steps_per_round problems_per_round frontier_start frontier_step advance_at "
         "inside_share short_operand_min pseudo_share vote_ks labelers threshold lr warmup cooldown batch_size label_batch seed "
-        "save_every_steps report_lens report_n report_seed threads progress"
+        "save_every_steps report_lens report_n report_seed threads device progress"
     ),
 }
 

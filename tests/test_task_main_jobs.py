@@ -67,26 +67,15 @@ def subtracter(tmp_path_factory):
     from hydra import initialize_config_dir
 
     from arith import schema
-    from tests.conftest import CONFIG_DIR
+    from tests.conftest import CONFIG_DIR, TINY_ADDER
 
     schema.register()
-    overrides = [
+    # the session's tiny adder (tests/conftest.py) on subtraction: 500 steps, no checkpoints, EMA or selection
+    drop = ("name=", "train.steps=", "train.save_every_steps=", "train.ema=", "train.select_")
+    overrides = [o for o in TINY_ADDER if not o.startswith(drop)] + [
         "data=subtraction",
         "data.format=scratchpad",
-        "model.width=64",
-        "model.heads=2",
-        "model.ffn=128",
-        "model.layers=2",
-        "model.recurrences=1",
-        "model.max_pos=32",
-        "model.max_k=3",
-        "data.max_len=1",
-        "data.streaming=true",
-        "train.batch_size=64",
-        "train.lr=3e-3",
         "train.steps=500",
-        "train.progress=false",
-        "train.threads=1",
         "name=tiny_sub",
         f"runs_root={tmp_path_factory.mktemp('sub_runs')}",
     ]

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from arith.model.positions import watch_rows
+
 
 @torch.no_grad()
 def generate(
@@ -35,6 +37,9 @@ def generate(
     """
     was_training = model.training
     model.eval()
+    # the position table's range check deferred to the one host read per token below (`positions.RowWatch`)
+    rows = watch_rows(model)
+    watch = rows.__enter__()
     try:
         offsets = [model.resolve_k(k)] if not ks else [model.resolve_k(x) for x in ks]
         recurrences = model.resolve_recurrences(recurrences)
@@ -55,14 +60,29 @@ def generate(
                 return logits[0]
             return torch.stack([x.softmax(dim=-1) for x in logits]).mean(dim=0)
 
+        def stop_here() -> bool:
+            """The one host read of a step: every row finished? (and, with Abacus rows, none past the table)"""
+            if watch is None:
+                return bool(finished.all())
+            done, over = torch.stack([finished.all().float(), watch.overflow(prompts.device)]).tolist()
+            if over:
+                watch.check(f"max digits + k while decoding, k={offsets if len(offsets) > 1 else offsets[0]}")
+            return bool(done)
+
         seq = prompts  # (B, P + t): the reference path re-reads it whole
         nxt_scores = scores(prompts, 0)
+        if max_new <= 0 and watch is not None:
+            stop_here()
         for t in range(max_new):
             nxt = nxt_scores.argmax(dim=-1)  # (B,)
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
             out[:, t] = nxt
             finished |= nxt == eos_id
-            if t == max_new - 1 or bool(finished.all()):
+            if t == max_new - 1:
+                if watch is not None:  # the rows of the last scores are not read yet
+                    stop_here()
+                break
+            if stop_here():
                 break
             if use_cache:
                 nxt_scores = scores(nxt[:, None], P + t)
@@ -71,4 +91,5 @@ def generate(
                 nxt_scores = scores(seq, 0)
         return out
     finally:
+        rows.__exit__(None, None, None)
         model.train(was_training)

@@ -71,11 +71,12 @@ def selection_scores(model, tok, task: str, lens, n: int, seed: int) -> dict[str
     return {str(L): evaluate_cell(model, tok, task, L, L, n, seed)["correct"] / n for L in lens}
 
 
-def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321) -> dict[int, float]:
-    """Accuracy on (L, L) cells for L = 1..max_len, printed as a table; returns {L: accuracy}."""
+def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321, device="cpu") -> dict[int, float]:
+    """Accuracy on (L, L) cells for L = 1..max_len, printed as a table; returns {L: accuracy}. device: where the
+    model decodes (pretrain.py passes the one it trained on)."""
     import arith
 
-    run = arith.load(run_dir)
+    run = arith.load(run_dir, device)
     task = task_for(run.cfg.data)
     trained = run.cfg.data.max_len
     out = {}

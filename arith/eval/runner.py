@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from arith.data.tasks import get_task, task_for
+from arith.dist import pick_device
 from arith.errors import ConfigError
 from arith.eval import settings as eval_settings
 from arith.eval.grid import GridCSV, csv_path, grid_cells, shard_cells
@@ -22,7 +23,7 @@ from arith.schema import EvalAppConfig
 def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     """This shard's unfinished cells, evaluated; returns the rows written. sorting: called by sort_eval.py."""
     e = cfg.eval
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device("auto").type  # CUDA when a GPU is visible, unless ARITH_DEVICE says otherwise
     for key, value in [("eval.n_per_cell", e.n_per_cell), ("eval.batch_size", e.batch_size)]:
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")

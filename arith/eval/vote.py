@@ -56,21 +56,35 @@ def decode(
     vote_ks: Sequence[int] | None = None,
     vote_mode: str = "answer",
     use_cache: bool = True,
+    limits: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks."""
+    """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks.
+    limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of one prompt
+    length but different answer lengths): its tokens past that are pad_id, and the vote sees the row as if it
+    had been decoded alone with max_new = its limit."""
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
         raise ValueError(f"vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
+    if limits is not None:
+        limits = torch.as_tensor(list(limits), dtype=torch.long, device=prompts.device)
     args = dict(recurrences=recurrences, use_cache=use_cache)
     if not ks:
-        return generate(model, prompts, max_new, eos_id, pad_id, k=k, **args)
+        return clip(generate(model, prompts, max_new, eos_id, pad_id, k=k, **args), limits, pad_id)
     if vote_mode == "logits":
-        return generate(model, prompts, max_new, eos_id, pad_id, ks=ks, **args)
+        return clip(generate(model, prompts, max_new, eos_id, pad_id, ks=ks, **args), limits, pad_id)
     if len(ks) == 1:
-        return generate(model, prompts, max_new, eos_id, pad_id, k=ks[0], **args)
+        return clip(generate(model, prompts, max_new, eos_id, pad_id, k=ks[0], **args), limits, pad_id)
     tie_k = model.eval_k if k is None else int(k)
-    return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args)
+    return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limits)
+
+
+def clip(rows: torch.Tensor, limits: torch.Tensor | None, pad_id: int) -> torch.Tensor:
+    """(B, T) decoded rows with the tokens at and past each row's limit (B,) set to pad_id (None: as they are)."""
+    if limits is None:
+        return rows
+    past = torch.arange(rows.shape[1], device=rows.device)[None] >= limits[:, None]
+    return rows.masked_fill(past, pad_id)
 
 
 def decided(answers: Sequence[tuple], remaining: int) -> tuple | None:
@@ -81,7 +95,7 @@ def decided(answers: Sequence[tuple], remaining: int) -> tuple | None:
     return top[0][0] if top[0][1] > second + remaining else None
 
 
-def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> torch.Tensor:
+def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limits=None) -> torch.Tensor:
     """The answer vote, offset by offset: a problem stops decoding once its winner is settled (e.g. after 3 of 5
     offsets that agree), so a grid cell the model gets right costs 3 decodes, not 5. The same answers as decoding
     every offset: a settled winner is the strict majority of the full vote, and the undecided rows get all."""
@@ -94,6 +108,7 @@ def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> to
     for m, i in enumerate(order, 1):
         idx = torch.as_tensor(todo, device=prompts.device)
         dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **args)
+        dec = clip(dec, None if limits is None else limits[idx], pad_id)
         for j, (b, row) in enumerate(zip(todo, dec.tolist())):  # one host copy per decode
             got[b][i], rows[b][i] = whole_answer(row, eos_id), dec[j]
         left = []

@@ -239,8 +239,8 @@ class ArithModel(nn.Module):
         if not 0 <= no_grad_recurrences <= R:
             raise ValueError(f"no_grad_recurrences={no_grad_recurrences} must be in 0..{R}")
 
-        if torch.is_tensor(k):
-            k = k.to(ids.device)
+        if torch.is_tensor(k):  # per-example offsets, drawn on the host: an asynchronous copy, no host sync
+            k = k.to(ids.device, non_blocking=True)
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence

@@ -52,6 +52,24 @@ def wanted(impl: str, device: torch.device, t_q: int, t_k: int, head_dim: int = 
     return device.type == "cuda" and tiles and _torch_version() >= _MIN_TORCH
 
 
+def check_training(impl: str, device: torch.device, rel_pos: str) -> None:
+    """Raise ConfigError before any work when a forced train.attention=flex cannot train FIRE on this device: on
+    CUDA the FIRE bias's gradient through the compiled kernel needs torch >= 2.6 (`auto` falls back to SDPA
+    there by itself)."""
+    from arith.errors import ConfigError
+
+    if (
+        str(impl) == "flex"
+        and str(rel_pos) == "fire"
+        and device.type == "cuda"
+        and _torch_version() < _MIN_TORCH
+    ):
+        raise ConfigError(
+            f"train.attention=flex needs torch >= {'.'.join(map(str, _MIN_TORCH))} to train FIRE on CUDA "
+            f"(torch {torch.__version__} here); use train.attention=auto or sdpa"
+        )
+
+
 def set_attention_impl(model: nn.Module, impl: str) -> None:
     """Choose the attention implementation of every attention module in `model` (auto, sdpa, flex)."""
     impl = str(impl)
@@ -99,8 +117,11 @@ def attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """q, k, v (B, H, T, D); bias (H, T, T), any float dtype -> (B, H, T, D), causal, softmax(s qk + bias) with
-    s = scale (None: 1/sqrt(D))."""
+    s = scale (None: 1/sqrt(D)). k and v are cast to q's dtype: flex_attention wants one dtype and is not on
+    autocast's list, and SAS-P passes its values (the residual stream) in float32 under bf16 autocast."""
     from torch.nn.attention.flex_attention import flex_attention
+
+    k, v = k.to(q.dtype), v.to(q.dtype)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + bias[h, q_idx, kv_idx].to(score.dtype)

@@ -119,6 +119,71 @@ def abacus_positions(is_digit: torch.Tensor) -> torch.Tensor:
     return (count - run_base) * d
 
 
+def describe_offset(k) -> str:
+    """An offset for a message: an int as is, per-example offsets (a (B, 1) tensor) as their range (host reads:
+    for error messages only)."""
+    if torch.is_tensor(k) and k.numel() > 1:
+        return f"{int(k.min())}..{int(k.max())} per example"
+    return str(int(k))
+
+
+class RowWatch:
+    """The range check of a position table, deferred: the highest row asked for stays on the device (a running
+    max, no host sync), the rows are clamped into the table meanwhile (so that CUDA never sees an out-of-range
+    index), and the owner reads it at a host sync it makes anyway (`read`, then `check`): the training loop at its
+    logging steps and before every save, greedy decoding with its per-token stop test. Nothing an out-of-range
+    step computed is kept: the owner raises before using it."""
+
+    def __init__(self, max_pos: int):
+        self.max_pos = max_pos
+        self.top: torch.Tensor | None = None  # int64 scalar on the positions' device
+
+    def note(self, pos: torch.Tensor) -> None:
+        top = pos.max()
+        self.top = top if self.top is None else torch.maximum(self.top, top)
+
+    def overflow(self, device=None) -> torch.Tensor:
+        """float32 scalar on the device, 1 when a row past the table was asked for (to read with other values in
+        one host sync)."""
+        if self.top is None:
+            return torch.zeros((), device=device)
+        return (self.top >= self.max_pos).float()
+
+    def highest(self) -> int:
+        """The highest row asked for so far (a host sync); -1 when none."""
+        return -1 if self.top is None else int(self.top)
+
+    def check(self, what: str, top: int | None = None) -> None:
+        """Raise ConfigError when a row past the table was asked for; `top`: the highest row, if already read."""
+        top = self.highest() if top is None else top
+        fits(self.max_pos, top, what)
+
+
+def watched(model: nn.Module) -> list[AbsSlot]:
+    """The position modules of `model` whose range check a `RowWatch` can take over (Abacus, coupling)."""
+    return [m for m in model.modules() if isinstance(m, AbacusPos)]
+
+
+class watch_rows:
+    """``with watch_rows(model) as watch:`` the range check of every Abacus table in `model` deferred to `watch`
+    (a `RowWatch`, None when the model has none) for the duration; the previous state comes back after (nested
+    uses, e.g. decoding inside training, each keep their own)."""
+
+    def __init__(self, model: nn.Module):
+        self.slots = watched(model)
+        self.watch = RowWatch(self.slots[0].max_pos) if self.slots else None
+
+    def __enter__(self) -> RowWatch | None:
+        self.saved = [slot.watch for slot in self.slots]
+        for slot in self.slots:
+            slot.watch = self.watch
+        return self.watch
+
+    def __exit__(self, *exc) -> None:
+        for slot, old in zip(self.slots, self.saved):
+            slot.watch = old
+
+
 class AbacusPos(LearnedPos):
     """Abacus embedding (McLeish et al. 2024, arXiv 2405.17399, SPEC "Abacus embedding").
 
@@ -132,6 +197,7 @@ class AbacusPos(LearnedPos):
         super().__init__(cfg)
         self.period = int(getattr(cfg, "row_period", 0))  # > 0: rows wrap, 1 + (i - 1 + k) mod period
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
+        self.watch: RowWatch | None = None  # set by `watch_rows`: the range check deferred, no host sync
 
     @classmethod
     def top_row(cls, cfg, max_tokens, max_digits, k):
@@ -148,10 +214,17 @@ class AbacusPos(LearnedPos):
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
         if self.period:  # cyclic rows: every number length reads rows 1..period only
             pos = torch.where(pos > 0, (pos - 1) % self.period + 1, pos)
-        if pos.numel() and not torch.compiler.is_compiling():
-            # one host sync per call, worth it: an out-of-range row is a device assert on CUDA, not an error.
-            # Skipped inside torch.compile (it would break the graph): training checks the table up front.
-            fits(self.max_pos, int(pos.max()), f"max digits + k, k={k}")
+        if not pos.numel() or torch.compiler.is_compiling():
+            # skipped inside torch.compile (it would break the graph): training checks the table up front
+            return pos
+        if self.watch is not None:  # deferred (`RowWatch`): no host sync here; its owner reads it at its own
+            self.watch.note(pos)
+            return pos.clamp(max=self.max_pos - 1)  # an out-of-range row would be a device assert on CUDA
+        # one host sync per call (direct calls of the model): an out-of-range row is a device assert on CUDA, not
+        # an error. The message (and k, maybe a (B, 1) tensor) is formatted only when the check fails.
+        top = int(pos.max())
+        if top >= self.max_pos:
+            fits(self.max_pos, top, f"max digits + k, k={describe_offset(k)}")
         return pos
 
 
@@ -354,19 +427,24 @@ class FIRE(RelSlot):
                     "randomized FIRE draws new positions per call: decode with the model in eval mode"
                 )
             cls.check(None, length, training, max_length)
-            pos = torch.randperm(max_length)[:length].sort().values.to(device)
+            # drawn on the host (the checkpointed CPU RNG stream); copied without a host sync
+            pos = torch.randperm(max_length)[:length].sort().values.to(device, non_blocking=True)
             return pos, pos
 
         return draw
 
     def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        c = self.c.abs()
-        i = q_pos.float()[:, None]  # (Tq, 1)
-        # future keys get masked by the caller; clamp so log() stays finite there
-        dist = (i - k_pos.float()[None, :]).clamp(min=0)  # (Tq, Tk)
-        scale = torch.log1p(c * torch.maximum(self.threshold.abs(), i))  # (Tq, 1)
-        x = torch.log1p(c * dist) / scale  # (Tq, Tk) in [0, 1] while i <= L
-        return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (Tq, Tk, H) -> (H, Tq, Tk)
+        """(H, Tq, Tk) float32, also under bf16 autocast: the MLP's input x moves by less than bf16's spacing
+        between neighbouring long distances (about 8e-4 per token at 300 tokens against 3.9e-3), so in bf16 runs
+        of ~5 distances would share one bias exactly where length generalization is measured."""
+        with torch.autocast(q_pos.device.type, enabled=False):
+            c = self.c.abs()
+            i = q_pos.float()[:, None]  # (Tq, 1)
+            # future keys get masked by the caller; clamp so log() stays finite there
+            dist = (i - k_pos.float()[None, :]).clamp(min=0)  # (Tq, Tk)
+            scale = torch.log1p(c * torch.maximum(self.threshold.abs(), i))  # (Tq, 1)
+            x = torch.log1p(c * dist) / scale  # (Tq, Tk) in [0, 1] while i <= L
+            return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (Tq, Tk, H) -> (H, Tq, Tk)
 
 
 REL_POS: dict[str, type[RelSlot]] = {"none": RelSlot, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}

@@ -32,13 +32,14 @@ from arith import checkpoint
 from arith.checkpoint import model_config_dict
 from arith.data.datasets import make_batches
 from arith.data.tasks import task_for
+from arith.dist import pick_device
 from arith.errors import ConfigError, require
 from arith.eval.reach import position_needs
 from arith.files import CONFIG
 from arith.lock import RunLock
 from arith.metrics import MetricsLog
 from arith.model.flex import set_attention_impl
-from arith.optim import build_optimizer, trapezoid
+from arith.optim import build_optimizer, load_optimizer_state, trapezoid
 from arith.runs import load
 from arith.schema import SelfImproveConfig
 from arith.selfimprove import label as L
@@ -53,6 +54,7 @@ RESUMABLE = (
     "rounds",
     "progress",
     "threads",
+    "device",
     "label_batch",
     "report_lens",
     "report_n",
@@ -205,7 +207,7 @@ def _start(cfg: SelfImproveConfig, out: Path):
     which = str(cfg.checkpoint)
     if which == "best" and checkpoint.best(Path(cfg.run)) is None:
         which = "latest"  # documented: best falls back to latest for a run trained without selection
-    start = load(cfg.run, checkpoint=which)
+    start = load(cfg.run, pick_device(str(cfg.device)), checkpoint=which)
     # the child is a run directory: arith.load, arithmetic_eval.py and report.py read it
     if not (out / "tokenizer.json").exists():
         shutil.copyfile(Path(cfg.run) / "tokenizer.json", out / "tokenizer.json")
@@ -237,7 +239,8 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     trained = int(run_cfg.data.max_len)
     frontier = trained if cfg.frontier_start is None else int(cfg.frontier_start)
     vote_ks = _vote_ks(cfg, start)
-    labelers = [load(p) for p in cfg.labelers]
+    device = next(model.parameters()).device  # cfg.device: labelers, batches and the report follow the model
+    labelers = [load(p, device) for p in cfg.labelers]
     for path, other in zip(cfg.labelers, labelers):
         require(other.tok.vocab == tok.vocab, f"labelers: {path} has another vocabulary than {cfg.run}")
     voters = [L.Voter(model, vote_ks, "self")] + [
@@ -252,7 +255,7 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     opt = build_optimizer(model, tcfg)
     step, elapsed = 0, 0.0
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         set_rng_state(state["rng"])
     else:
@@ -301,7 +304,7 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
             lr = cfg.lr * trapezoid((step - r * S) / S, cfg.warmup, cfg.cooldown)
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
-            ids = batches.batch(step, tok.pad_id)
+            ids = batches.batch(step, tok.pad_id).to(device, non_blocking=True)
             loss = forward_loss(model, model, ids, run_cfg, tok)
             opt.zero_grad(set_to_none=True)
             loss.backward()

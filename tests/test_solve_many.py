@@ -1,0 +1,233 @@
+"""`Run.solve_many` and `python -m arith.solve --file`: batched answers, the same as `solve` one by one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import warnings
+
+import pytest
+
+import arith
+from arith.data.tasks import task_for
+from arith.errors import ArithError, ConfigError, DataError
+from arith.eval import answer as answer_mod
+from arith.eval.reach import UntrainedPositionsWarning
+from arith.solve import main as solve_main
+from tests import test_task_main_jobs
+
+subtracter = test_task_main_jobs.subtracter  # the fixture: a tiny one-digit subtracter, scratchpad format
+
+
+def problems(op: str, n: int, longest: int, seed: int = 0) -> list[str]:
+    """n problems with operands of random lengths 1..longest (most prompt lengths hold several answer lengths)."""
+    rng = random.Random(seed)
+
+    def number() -> str:
+        digits = rng.randint(1, longest)
+        return str(rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10**digits))
+
+    return [f"{number()}{op}{number()}" for _ in range(n)]
+
+
+def shown(answer) -> str:
+    """An answer, or its error as text (errors compare by type and message)."""
+    return f"{type(answer).__name__}: {answer}" if isinstance(answer, ArithError) else answer
+
+
+def one_by_one(run, problems: list[str], **kwargs) -> list[str]:
+    out = []
+    for p in problems:
+        try:
+            out.append(run.solve(p, **kwargs))
+        except ArithError as e:
+            out.append(shown(e))
+    return out
+
+
+def batched(run, problems: list[str], batch_size: int = 7, **kwargs) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        return [shown(a) for a in run.solve_many(problems, batch_size=batch_size, errors="return", **kwargs)]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"vote_ks": [0, 1, 2]}, {"vote_ks": [0, 1, 2], "vote_mode": "logits"}, {"row_window": 1}],
+    ids=["greedy", "vote", "logits-vote", "window"],
+)
+def test_solve_many_equals_solve_problem_by_problem(tiny_adder, settings):
+    run = arith.load(tiny_adder)
+    todo = problems("+", 60, longest=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo, **settings)
+    assert batched(run, todo, **settings) == expected
+    assert batched(run, todo, batch_size=1, **settings) == expected
+    if not settings:
+        assert [run.solve(f"{a}+{b}") for a, b in [(3, 4), (9, 9)]] == ["7", "18"]
+        assert batched(run, ["3+4", "9+9"]) == ["7", "18"]
+
+
+def test_the_window_changes_answers_alike(tiny_adder):
+    """row_window reaches the batched decode too (it changes this model's answers)."""
+    run = arith.load(tiny_adder)
+    todo = problems("+", 30, longest=4, seed=1)
+    assert batched(run, todo, row_window=1) != batched(run, todo)
+
+
+def test_solve_many_on_a_scratchpad_subtraction_with_negative_differences(subtracter):
+    run = arith.load(subtracter)
+    todo = ["3-8", "0-9", "7-2", "5-5", *problems("-", 40, longest=3, seed=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        for show_work in (False, True):
+            expected = one_by_one(run, todo, show_work=show_work)
+            assert batched(run, todo, show_work=show_work) == expected
+    assert batched(run, todo[:4]) == ["-5", "-9", "5", "0"]
+    assert run.solve_many(["3-8"], show_work=True) == [
+        "(a - b) mod 10^1 = 5 (borrows from the right); sign -; answer -5"
+    ]
+
+
+@pytest.mark.parametrize("settings", [{}, {"vote_ks": [0, 1, 2]}], ids=["greedy", "vote"])
+def test_rows_without_an_end_of_sequence_token_are_their_own_errors(tiny_adder, monkeypatch, settings):
+    """Two-digit problems get one answer token (no room for EOS) while the others of their prompt length keep
+    theirs: each row is cut at its own length, as `solve` decodes it alone (the vote too)."""
+    from arith.data.tasks import Addition
+
+    monkeypatch.setattr(Addition, "max_answer_len", lambda self, a, b: 1 if max(a, b) == 2 else max(a, b) + 2)
+    run = arith.load(tiny_adder)
+    todo = [
+        "3+4",
+        "12+345",
+        "1+2345",
+        "12+3",
+        "12+34",
+        "1+234",
+        "123+4",
+        *problems("+", 30, longest=4, seed=3),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo, **settings)
+    assert batched(run, todo, **settings) == expected
+    assert expected[3] == "DataError: the model gave no answer for '12+3' (no end-of-sequence token)"
+    with pytest.raises(DataError, match="no end-of-sequence"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        run.solve_many(todo, **settings)
+
+
+@pytest.mark.parametrize("vote_ks", [[], [0, 1, 2]])
+def test_vote_decode_limits_cut_each_row_as_if_decoded_alone(tiny_adder, vote_ks):
+    import numpy as np
+    import torch
+
+    from arith.eval.vote import decode
+
+    run = arith.load(tiny_adder)
+    spec = task_for(run.cfg.data)
+    prompts = torch.as_tensor(
+        np.stack([run.tok.encode(spec.prompt(p)) for p in ["3+4", "9+9", "5+8", "0+0"]])
+    )
+    limits, args = [1, 2, 3, 6], dict(eos_id=run.tok.eos_id, pad_id=run.tok.pad_id, vote_ks=vote_ks)
+    together = decode(run.model, prompts, max_new=6, limits=limits, **args)
+    for row, prompt, n in zip(together.tolist(), prompts, limits):
+        alone = decode(run.model, prompt[None], max_new=n, **args)[0].tolist()
+        assert row == alone + [run.tok.pad_id] * (6 - n)
+
+
+def test_errors_return_in_place_or_raise_the_first(tiny_adder):
+    run = arith.load(tiny_adder)
+    todo = ["3+4", "12a+3", "1" * 40 + "+1", "9+9", 5]
+    got = run.solve_many(todo, errors="return")
+    assert got[0] == "7" and got[3] == "18"
+    assert isinstance(got[1], DataError) and "cannot read '12a+3'" in str(got[1])
+    assert isinstance(got[2], ConfigError) and "max_pos" in str(got[2])
+    assert isinstance(got[4], DataError)
+    with pytest.raises(DataError, match="12a"):
+        run.solve_many(todo)
+    with pytest.raises(ConfigError, match="distinct"):
+        run.solve_many(["3+4"], vote_ks=[1, 1], errors="return")  # a setting fails the whole call
+    with pytest.raises(ValueError, match="errors="):
+        run.solve_many(["3+4"], errors="ignore")
+    with pytest.raises(TypeError, match="vote_kz"):
+        run.solve_many(["3+4"], vote_kz=[1])
+    assert run.solve_many([]) == []
+
+
+def test_a_batch_that_fails_is_decoded_row_by_row(tiny_adder, monkeypatch):
+    """A row past the position table while decoding stops its batch: the others are decoded alone and answered."""
+    run = arith.load(tiny_adder)
+    real = answer_mod._decode
+    bad = list(run.tok.encode(task_for(run.cfg.data).prompt("7+7")))
+
+    def decode(run_, s, reads):
+        if any(list(r.ids) == bad for r in reads):
+            raise ConfigError("past the table")
+        return real(run_, s, reads)
+
+    monkeypatch.setattr(answer_mod, "_decode", decode)
+    got = run.solve_many(["3+4", "7+7", "2+2", "12+3"], errors="return")
+    assert [shown(a) for a in got] == ["7", "ConfigError: past the table", "4", shown(run.solve("12+3"))]
+
+
+def test_one_warning_a_call(tiny_adder):
+    run = arith.load(tiny_adder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.solve_many(["11111+11111", "111111+111111", "3+4"])
+    found = [w for w in caught if issubclass(w.category, UntrainedPositionsWarning)]
+    assert len(found) == 1 and found[0].filename == __file__
+
+
+def read_csv(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_file_command_answers_every_line_and_reports_the_malformed(tiny_adder, tmp_path, capsys):
+    src = tmp_path / "problems.txt"
+    src.write_text("3+4\n12a+3\n\n 9+9 \n" + "1" * 40 + "+1\n8+7\n")
+    out = tmp_path / "answers.csv"
+    assert solve_main([str(tiny_adder), "--file", str(src), "--out", str(out), "--batch-size", "2"]) == 0
+    rows = read_csv(out.read_text())
+    assert [(r["problem"], r["answer"]) for r in rows] == [
+        ("3+4", "7"),
+        ("12a+3", ""),
+        ("9+9", "18"),
+        ("1" * 40 + "+1", ""),
+        ("8+7", "15"),
+    ]
+    assert "cannot read '12a+3'" in rows[1]["error"] and "max_pos" in rows[3]["error"]
+    assert not rows[0]["error"] and not rows[4]["error"]
+    assert "2 of 5 problems not answered" in capsys.readouterr().err
+
+
+def test_file_command_reads_stdin_and_writes_stdout_with_the_settings(tiny_adder, capsys, monkeypatch):
+    run = arith.load(tiny_adder)
+    monkeypatch.setattr("sys.stdin", io.StringIO("8+7\n2+2\n1234+567\n"))
+    assert solve_main([str(tiny_adder), "--file", "-", "--vote-ks", "0,1,2", "--row-window", "1"]) == 0
+    out, err = capsys.readouterr()
+    rows = read_csv(out)
+    assert err.count("warning: evaluation reads abacus position") == 1  # 1234+567 reads untrained rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = [run.solve(p, vote_ks=[0, 1, 2], row_window=1) for p in ("8+7", "2+2", "1234+567")]
+    assert [r["answer"] for r in rows] == expected and not any(r["error"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [([], "give a problem"), (["3+4", "--file", "-"], "not both"), (["3+4", "--out", "x.csv"], "--out")],
+)
+def test_file_command_wants_one_problem_or_a_file(tiny_adder, capsys, argv, needle):
+    with pytest.raises(SystemExit) as stop:
+        solve_main([str(tiny_adder), *argv])
+    assert stop.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_file_command_names_a_missing_file(tiny_adder, tmp_path, capsys):
+    assert solve_main([str(tiny_adder), "--file", str(tmp_path / "none.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot read") and "none.txt" in err
