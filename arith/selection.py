@@ -55,9 +55,8 @@ def make_ema(model: torch.nn.Module, decay: float) -> EMA:
 
 @dataclass
 class Selection:
-    """Scores every `every` steps; remembers the best mean (ties keep the earlier step). A mean of 0 is never the
-    best: a checkpoint that gets nothing right on the selection lengths says nothing, and a run that never scores
-    above 0 keeps no `best` (arith.load then takes `latest`, not the first checkpoint scored)."""
+    """Scores every `every` steps; remembers the best mean (ties keep the earlier step). Select on lengths the
+    model can score above 0 (a run whose selection lengths all read 0 keeps its first checkpoint as `best`)."""
 
     every: int
     lens: tuple[int, ...]
@@ -74,7 +73,7 @@ class Selection:
         """Record one evaluation; True when its mean is a new best."""
         mean = sum(scores.values()) / len(scores)
         self.last_step = step
-        if mean > max(self.best_score, 0.0):
+        if mean > self.best_score:
             self.best_score, self.best_step = mean, step
             return True
         return False

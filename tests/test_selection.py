@@ -135,15 +135,3 @@ def test_sigkill_and_resume_keeps_best_ema_and_weights_bitwise(tmp_path):
             assert all(torch.equal(a[k], b[k]) for k in a), (which.__name__, name)
     select_rows = [(r["step"], r["select"]) for r in metrics(ref_dir) if "select" in r]
     assert select_rows == [(r["step"], r["select"]) for r in metrics(victim_dir) if "select" in r]
-
-
-def test_a_zero_score_is_never_the_best():
-    """A run whose selection lengths all read 0 (sorting past its training length, early on) keeps no `best`, so
-    arith.load takes `latest` instead of the first checkpoint scored; the first score above 0 becomes the best."""
-    from arith.selection import Selection
-
-    sel = Selection(every=10, lens=(8,), n=10, seed=0)
-    assert not sel.offer(10, {"8": 0.0}) and not sel.offer(20, {"8": 0.0})
-    assert sel.best_step is None
-    assert sel.offer(30, {"8": 0.1}) and sel.best_step == 30
-    assert not sel.offer(40, {"8": 0.1}) and sel.best_step == 30  # ties keep the earlier step
