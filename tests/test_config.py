@@ -55,7 +55,9 @@ def shell_lines():
 
 @pytest.mark.parametrize("line", list(shell_lines()))
 def test_every_shell_line_composes(compose, line):
-    line = line.split("#")[0].replace("$PRESET", "quickstart_subtraction")  # shells/quickstart.sh's task preset
+    line = line.split("#")[0].replace(
+        "$PRESET", "quickstart_subtraction"
+    )  # shells/quickstart.sh's task preset
     line = re.sub(r"\$\{?\w+\}?", "0", line)  # shell variables (seeds, run roots) -> a value
     words = shlex.split(line)
     args = [w for w in words[words.index("pretrain.py") + 1 :] if "=" in w]
