@@ -3,7 +3,7 @@
 Formats (SPEC "Data formats"; numbers least-significant digit first, no spaces, no padding, no BOS):
 addition ``21+543=753`` (12+345=357), subtraction ``21-543=333-`` (12-345=-333: the answer is the reversal of
 the natural string, so a negative result ends in ``-``; with data.format=scratchpad ``21-543=766-333-``, see
-`Subtraction`), multiplication ``21x43=804``, sorting
+`Subtraction`), multiplication ``21x43=804`` (scratchpad ``21x43=4e840,43D040``, see `Multiplication`), sorting
 ``a:503,b:7,c:14=b,c,a``, bitwise OR ``0100+00=0100``. Every row ends with EOS, then PAD.
 
 The train / eval hash split and the `TaskSpec` interface live in `arith.data.spec`.
@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from arith.data import digits as D
+from arith.data import mul_scratchpad as MS
 from arith.data.spec import HOLDOUT_MOD, Examples, TaskSpec, clean_problem, digit_tokens, id_array
 from arith.data.tokenizer import LABELS
 from arith.errors import ConfigError
@@ -263,8 +264,47 @@ class Subtraction(_Binary):
 
 
 class Multiplication(_Binary):
+    """Direct: ``21x43=804`` (12 x 34 = 408). Scratchpad (data.format=scratchpad, `arith.data.mul_scratchpad`):
+    shift-and-add, one line per multiplier digit, every step local in digit index: ``21x43=4e840,43D040``."""
+
     name, op, example = "multiplication", "x", "123x45"
     _ops_accepted = ("x", "*")
+    formats = ("direct", "scratchpad")
+
+    def _tokens(self, tok, ops, dtype):
+        if self.answer_format == "direct":
+            return super()._tokens(tok, ops, dtype)
+        a, la, b, lb = ops["a"], ops["la"], ops["b"], ops["lb"]
+        segs = [
+            (digit_tokens(tok, a, dtype), la),
+            (tok.op_ids[self.op], None),
+            (digit_tokens(tok, b, dtype), lb),
+            (tok.eq_id, None),
+            *MS.segments(tok, a, la, b, lb, dtype),
+            (tok.eos_id, None),
+        ]
+        ids, length, starts = D.assemble(segs, len(a), tok.pad_id, dtype)
+        return ids, starts[4], length
+
+    def check(self, text):
+        if self.answer_format == "direct":
+            return super().check(text)
+        m = re.fullmatch(r"([0-9]+)x([0-9]+)=(.*)", text)
+        if m is None:
+            return False
+        a, b, work = m.groups()
+        return work == MS.text(int(a[::-1]), int(b[::-1]))
+
+    def answer(self, reversed_answer):
+        if self.answer_format == "direct":
+            return super().answer(reversed_answer)
+        got = MS.product(reversed_answer)
+        return f"?{reversed_answer}" if got is None else got  # malformed: never equal to a number
+
+    def work(self, reversed_answer):
+        if self.answer_format == "direct":
+            return super().work(reversed_answer)
+        return MS.describe(reversed_answer)
 
     def _result(self, ops):
         c = D.multiply(ops["a"], ops["b"])
@@ -277,9 +317,13 @@ class Multiplication(_Binary):
         return 2 * w
 
     def max_answer_len(self, a_len, b_len):
+        if self.answer_format == "scratchpad":
+            return MS.length(a_len, b_len)
         return a_len + b_len + 1
 
     def answer_lengths(self, a_len, b_len):
+        if self.answer_format == "scratchpad":
+            return (MS.length(a_len, b_len) - 1,) * 2
         if self.pad_operands:
             w = 2 * max(a_len, b_len)
             return w, w
