@@ -191,6 +191,10 @@ class ModelConfig:
     # any length read trained rows; needs row_period > 2 x row_window; max_k = row_period - 1 trains every row
     # equally
     row_period: int = 0
+    # each digit also adds a learned embedding of the token that opens its number (the non-digit just before its
+    # run of digits; a run at the start of the row has its own): which number a digit belongs to (an operand, a
+    # scratchpad line and its multiplier letter) without an attention hop; off = no parameters, today's logits
+    opener_embedding: bool = False
     dropout: float = 0.0
 
 

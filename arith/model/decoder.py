@@ -74,6 +74,9 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
+    opener = getattr(cfg, "opener_embedding", False)
+    if not isinstance(opener, bool):
+        raise ConfigError(f"model.opener_embedding={opener!r} must be true or false")
     if period and period <= 2 * window:
         raise ConfigError(
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
@@ -95,6 +98,17 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
         offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
         raise ConfigError(f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets}")
     return ks
+
+
+def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int) -> torch.Tensor:
+    """(B, T) ids -> (B, T) the opener row of `ArithModel.opener_emb` for every token: a digit's is the id of the
+    last non-digit before it (`none`, the vocabulary size, for a run at the start of the row); a non-digit's is its
+    own id."""
+    digit = is_digit(digit_lut, tokens)
+    at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    last = torch.where(digit, torch.full_like(at, -1), at).cummax(dim=1).values  # last non-digit at or before
+    opener = tokens.gather(1, last.clamp(min=0))
+    return torch.where(last < 0, torch.full_like(opener, none), opener)
 
 
 class DecoderCache:
@@ -135,6 +149,8 @@ class ArithModel(nn.Module):
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
+        # model.opener_embedding: row vocab_size is "no opener" (a run of digits at the start of the row)
+        self.opener_emb = nn.Embedding(tok.vocab_size + 1, cfg.width) if cfg.opener_embedding else None
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
@@ -203,7 +219,10 @@ class ArithModel(nn.Module):
         """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
         tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
         pos = self.abs_pos.positions(tokens, k)[:, tokens.shape[1] - ids.shape[1] :]  # (B, T)
-        return self.drop(self.tok_emb(ids) + self.abs_pos.embed(pos))  # (B, T, width)
+        emb = self.tok_emb(ids) + self.abs_pos.embed(pos)
+        if self.opener_emb is not None:
+            emb = emb + self.opener_emb(openers(tokens, self.digit_lut, self.tok_emb.num_embeddings)[:, tokens.shape[1] - ids.shape[1] :])
+        return self.drop(emb)  # (B, T, width)
 
     def forward(
         self,
