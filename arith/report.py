@@ -6,8 +6,9 @@
 Per run: its config (the keys that differ from the defaults first), parameters, steps, time, the checkpoints
 (which one ``latest`` and ``best`` name), training curves from metrics.jsonl, and per evaluated task and
 settings a heatmap with its accuracy-by-length table. With several runs, first a comparison: the config keys
-that differ between them, their curves overlaid in one figure, accuracy against length. Every figure comes from
-``arith.plots``; nothing here draws.
+that differ between them, their curves overlaid in one figure, accuracy against length. Optionally
+(``write_report(..., attention="123+456")``, ``scripts/report.py --attention``), each run's attention while it
+answers that problem (``arith.plots.attention``). Every figure comes from ``arith.plots``; nothing here draws.
 """
 
 from __future__ import annotations
@@ -251,7 +252,24 @@ def _evaluation(f: RunFacts, out: Path, prefix: str) -> str:
     return "".join(parts)
 
 
-def _run_section(f: RunFacts, out: Path, prefix: str, curves: bool) -> str:
+def _attention(f: RunFacts, out: Path, prefix: str, problem: str) -> str:
+    """The optional attention section (``write_report(..., attention=PROBLEM)``): the run's attention while it
+    answers `problem` (`arith.plots.attention`) and the summary in words; a note when it cannot be drawn."""
+    from arith.errors import ArithError
+    from arith.plots import attention
+    from arith.runs import load
+
+    head = f"<h3>Attention on <code>{_e(problem)}</code></h3>"
+    try:
+        maps = attention.capture(load(f.run_dir), problem)
+    except ArithError as e:
+        return f'{head}<p class="note">No attention picture: {_e(e)}</p>'
+    png = attention.plot_attention(maps, out / f"{prefix}attention.png")
+    text = "\n".join(attention.summary_lines(maps))
+    return head + _img(png, out, f"attention on {problem}") + f"<pre>{_e(text)}</pre>"
+
+
+def _run_section(f: RunFacts, out: Path, prefix: str, curves: bool, attention: str | None = None) -> str:
     parts = [f"<h2>{_e(f.name)}</h2>", _facts_table(f), _config(f), "<h3>Checkpoints</h3>", _checkpoints(f)]
     if curves:
         parts.append("<h3>Training curves</h3>")
@@ -262,6 +280,8 @@ def _run_section(f: RunFacts, out: Path, prefix: str, curves: bool) -> str:
             else '<p class="note">No metrics logged yet.</p>'
         )
     parts.append(_evaluation(f, out, prefix))
+    if attention is not None:
+        parts.append(_attention(f, out, prefix, attention))
     return "".join(parts)
 
 
@@ -291,9 +311,12 @@ def _comparison(runs: list[RunFacts], out: Path) -> str:
     return "".join(parts)
 
 
-def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+def write_report(
+    run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, attention: str | None = None
+) -> Path:
     """``out``/report.html and its PNGs for the runs given; returns the HTML's path. Every run is read before
-    anything is written, so a bad run directory leaves ``out`` untouched."""
+    anything is written, so a bad run directory leaves ``out`` untouched. attention: a problem ("123+456"); each
+    run's section then ends with its attention while answering it (off by default)."""
     runs = [gather(r) for r in run_dirs]
     if not runs:
         raise ConfigError("give at least one run directory")
@@ -301,7 +324,10 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
     out.mkdir(parents=True, exist_ok=True)
     several = len(runs) > 1
     sections = [_comparison(runs, out)] if several else []
-    sections += [_run_section(f, out, f"run{i}_" if several else "", not several) for i, f in enumerate(runs)]
+    sections += [
+        _run_section(f, out, f"run{i}_" if several else "", not several, attention)
+        for i, f in enumerate(runs)
+    ]
     title = "arith report: " + ", ".join(f.name for f in runs)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = (

@@ -1,6 +1,6 @@
 """The command-line surface, frozen: the config keys of every Hydra app in arith/config (pretrain.py,
 arithmetic_eval.py / sort_eval.py, scripts/make_data.py, ...). A key added, renamed or removed fails here until it
-is added to SURFACE on purpose (and to README.md); a new app under arith/config needs its own entry."""
+is added to SURFACE on purpose (and to docs/REFERENCE.md); a new app under arith/config needs its own entry."""
 
 from pathlib import Path
 

@@ -26,7 +26,11 @@ def _lines_hold_the_true_steps(a: int, b: int, work: str) -> None:
     for i, part in enumerate(parts):
         prefix, letter, t = re.fullmatch(r"([0-9]+)([a-jA-J])([0-9]+)", part).groups()
         assert prefix == rb[: i + 1]
-        assert letter == "abcdefghij"[int(rb[i])].upper() if i == len(rb) - 1 else letter == "abcdefghij"[int(rb[i])]
+        assert (
+            letter == "abcdefghij"[int(rb[i])].upper()
+            if i == len(rb) - 1
+            else letter == "abcdefghij"[int(rb[i])]
+        )
         value = a * int(rb[i]) + prev // 10
         assert len(t) == len(ra) + 1 and int(t[::-1]) == value  # n + 1 digits, zero-padded
         prev = value
@@ -35,7 +39,8 @@ def _lines_hold_the_true_steps(a: int, b: int, work: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "a,b", [(12, 34), (0, 0), (0, 987), (987, 0), (7, 9), (1, 1), (5, 123456), (10**20, 10**9), (2**90, 3**40)]
+    "a,b",
+    [(12, 34), (0, 0), (0, 987), (987, 0), (7, 9), (1, 1), (5, 123456), (10**20, 10**9), (2**90, 3**40)],
 )
 def test_scratchpad_round_trip_and_steps(a, b):
     work = MS.text(a, b)

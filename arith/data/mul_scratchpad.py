@@ -22,7 +22,6 @@ import re
 
 import numpy as np
 
-from arith.data import digits as D
 from arith.data.spec import digit_tokens
 from arith.data.tokenizer import LABELS
 
