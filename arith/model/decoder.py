@@ -221,7 +221,11 @@ class ArithModel(nn.Module):
         pos = self.abs_pos.positions(tokens, k)[:, tokens.shape[1] - ids.shape[1] :]  # (B, T)
         emb = self.tok_emb(ids) + self.abs_pos.embed(pos)
         if self.opener_emb is not None:
-            emb = emb + self.opener_emb(openers(tokens, self.digit_lut, self.tok_emb.num_embeddings)[:, tokens.shape[1] - ids.shape[1] :])
+            emb = emb + self.opener_emb(
+                openers(tokens, self.digit_lut, self.tok_emb.num_embeddings)[
+                    :, tokens.shape[1] - ids.shape[1] :
+                ]
+            )
         return self.drop(emb)  # (B, T, width)
 
     def forward(
