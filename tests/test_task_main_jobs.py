@@ -61,6 +61,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert cfg.train.budget_minutes <= 15
     cfg = compose(["+experiment=quickstart_multiplication"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window > 0 and cfg.data.max_len == 5
+    assert cfg.model.opener_embedding is True
     assert cfg.train.budget_minutes <= 30
 
 
