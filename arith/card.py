@@ -104,33 +104,29 @@ def _accuracy_table(rows: list[dict], task: str, trained: int) -> list[str]:
 
 def write_card(folder: Path, config: dict) -> Path:
     """README.md of an export folder, from its config.json values and its eval/ results."""
-    from arith.eval.grid import SETTINGS_COLUMNS, read_results
-
     folder = Path(folder)
-    run, model, task = config["run"], config["model"], config["task"]
-    data, train = run["data"], run["train"]
-    a, b = data["max_len"], data.get("max_len_b") or data["max_len"]
-    lengths = get_task(task).describe_lengths(a, b)
-    chosen = {
-        "best": f"the best in the run's selection on lengths {train['select_lens']}",
-        "latest": "the run's latest",
-        "step": "chosen by step",
-    }[config["chosen_as"]]
-    weights = (
-        f"the exponential moving average of the weights (train.ema={train['ema']})"
-        if config["weights"] == "ema"
-        else "the raw weights"
-    )
-    budget = (
-        f"{train['budget_minutes']:g} minutes" if train.get("budget_minutes") else f"{train['steps']} steps"
-    )
-    arch = (
-        f"width {model['width']}, {model['heads']} heads, FFN {model['ffn']}, {model['block']} block of "
-        f"{model['layers']} x {model['recurrences']} (layers x recurrences), input injection "
-        f"{model['input_injection']}, positions {model['abs_pos']} (absolute) / {model['rel_pos']} (relative)"
-    )
-    wall_clock = " (a wall-clock budget: another machine trains a different number of steps)"
     lines = [
+        *_front(config),
+        *_model_section(config),
+        *_training_section(config),
+        *_accuracy_section(folder, config),
+        *_use_section(config["task"]),
+    ]
+    path = folder / "README.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _trained_lengths(config: dict) -> tuple[int, int]:
+    data = config["run"]["data"]
+    return data["max_len"], data.get("max_len_b") or data["max_len"]
+
+
+def _front(config: dict) -> list[str]:
+    """The front matter, the title and what the model does."""
+    model, task = config["model"], config["task"]
+    lengths = get_task(task).describe_lengths(*_trained_lengths(config))
+    return [
         "---",
         "library_name: arith",
         f"tags: [arith, arithmetic, length-generalization, {task}, {model['abs_pos']}]",
@@ -141,6 +137,27 @@ def write_card(folder: Path, config: dict) -> Path:
         f"A small transformer trained with arith on **{task}** (reversed digits, least significant first), "
         f"operands of {lengths}.",
         "",
+    ]
+
+
+def _model_section(config: dict) -> list[str]:
+    model, train = config["model"], config["run"]["train"]
+    chosen = {
+        "best": f"the best in the run's selection on lengths {train['select_lens']}",
+        "latest": "the run's latest",
+        "step": "chosen by step",
+    }[config["chosen_as"]]
+    weights = (
+        f"the exponential moving average of the weights (train.ema={train['ema']})"
+        if config["weights"] == "ema"
+        else "the raw weights"
+    )
+    arch = (
+        f"width {model['width']}, {model['heads']} heads, FFN {model['ffn']}, {model['block']} block of "
+        f"{model['layers']} x {model['recurrences']} (layers x recurrences), input injection "
+        f"{model['input_injection']}, positions {model['abs_pos']} (absolute) / {model['rel_pos']} (relative)"
+    )
+    return [
         "## Model",
         "",
         f"- {config['parameters']:,} parameters: {arch}",
@@ -148,6 +165,16 @@ def write_card(folder: Path, config: dict) -> Path:
         f"{config['trained_minutes']:g} minutes of training",
         f"- `model.safetensors` holds {weights}",
         "",
+    ]
+
+
+def _training_section(config: dict) -> list[str]:
+    data, train = config["run"]["data"], config["run"]["train"]
+    budget = (
+        f"{train['budget_minutes']:g} minutes" if train.get("budget_minutes") else f"{train['steps']} steps"
+    )
+    wall_clock = " (a wall-clock budget: another machine trains a different number of steps)"
+    return [
         "## Training",
         "",
         f"Budget {budget}, batch {train['batch_size']}, {train['optimizer']} lr {train['lr']:g}, seed "
@@ -158,16 +185,22 @@ def write_card(folder: Path, config: dict) -> Path:
         config["train_command"],
         "```",
         "",
-        "## Accuracy by length (this checkpoint)",
-        "",
     ]
+
+
+def _accuracy_section(folder: Path, config: dict) -> list[str]:
+    """The table of the default evaluation settings' rows in eval/, and the heatmaps; or how to make them."""
+    from arith.eval.grid import SETTINGS_COLUMNS, read_results
+
+    task = config["task"]
+    lines = ["## Accuracy by length (this checkpoint)", ""]
     rows = [r for r in read_results(folder) if r["task"] == task]  # the default evaluation settings' rows
     if rows:
         n = sorted({r["n"] for r in rows})
         plain = rows[0].get("attn_scale") in (None, 1) and rows[0].get("attn_scale_mode") in (None, "const")
         shown = [c for c in SETTINGS_COLUMNS if not (plain and c.startswith("attn_scale"))]
         made = [f"{c}={rows[0][c]}" for c in shown if rows[0].get(c) not in (None, "")]
-        lines += _accuracy_table(rows, task, a)
+        lines += _accuracy_table(rows, task, _trained_lengths(config)[0])
         lines += [
             "",
             f"Greedy decoding, exact match of the whole answer, {'/'.join(map(str, n))} problems per cell"
@@ -180,7 +213,11 @@ def write_card(folder: Path, config: dict) -> Path:
         ]
     if config.get("eval_note"):
         lines += ["", f"Note: {config['eval_note']}."]
-    lines += [
+    return lines
+
+
+def _use_section(task: str) -> list[str]:
+    return [
         "",
         "## Use",
         "",
@@ -191,6 +228,3 @@ def write_card(folder: Path, config: dict) -> Path:
         "```",
         "",
     ]
-    path = folder / "README.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path

@@ -114,5 +114,6 @@ def test_multiplication_scratchpad_round_trips_through_solve(tmp_path, capsys):
     right = sum(v == str(a * b) for (a, b), v in answers.items())
     assert right >= 97, right
     assert run.solve("3x7", show_work=True) == "T0 = a x 7 = 21; answer 21"
+    capsys.readouterr()  # training's own output
     assert solve_main([str(run_dir), "4*6"]) == 0
     assert capsys.readouterr().out.strip() == "24"

@@ -144,12 +144,10 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
     `timings`, when given, receives seconds per stage (generate, arrow, save, total).
     """
     import datasets as hf
-    from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     timings = {} if timings is None else timings
-    task = _task(cfg)
-    spec = tasks.get_task(task)
+    spec = tasks.get_task(_task(cfg))
     max_a, max_b = _lens(cfg)
     spec.validate_lengths(max_a, max_b)
     require(0 <= cfg.test_frac < 1, f"data.test_frac must be in [0, 1), got {cfg.test_frac}")
@@ -159,9 +157,35 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         state = "a complete dataset" if _complete(target) else "an incomplete dataset (remove it)"
         raise DataError(f"{target} already holds {state}; build() never overwrites: delete it to rebuild")
     tok = ArithTokenizer.build()
+    meta, n_test = _meta(cfg, spec, tok, max_a, max_b)
+    fingerprint = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    tmp = _temp_dir(target)
+    bars = hf.is_progress_bar_enabled()
+    try:
+        train, test = _splits(cfg, spec, tok, n_test, target.name, progress, timings)
+        _save_splits(tmp, train, test, tok, meta, fingerprint, progress, timings)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _complete(target):  # not a concurrent builder that finished first
+                raise
+    except OSError as e:  # a full disk, a size limit, permissions: nothing is left half-written
+        raise write_error(e, target) from None
+    finally:
+        if bars:
+            hf.enable_progress_bars()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    timings["total"] = time.perf_counter() - t_start
+    return target
+
+
+def _meta(cfg, spec, tok: ArithTokenizer, max_a: int, max_b: int) -> tuple[dict, int]:
+    """(what a build records in META, the source of its fingerprint; the test split's size). Raises for a format
+    the task lacks, or a test_frac that leaves no training rows."""
     meta = {
         "format": FORMAT_VERSION,
-        "task": task,
+        "task": _task(cfg),
         "max_len": max_a,
         "max_len_b": max_b,
         "n_train": int(cfg.n_train),
@@ -183,50 +207,51 @@ def build(cfg, progress: bool = True, timings: dict | None = None) -> Path:
         require(
             n_test < cfg.n_train, f"data.test_frac {cfg.test_frac} leaves no training rows of {cfg.n_train}"
         )
-    fingerprint = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return meta, n_test
+
+
+def _temp_dir(target: Path) -> Path:
+    """A fresh folder beside `target` to build in, following the umask."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         os.chmod(tmp, umask_mode(dirs=True))  # mkdtemp makes 0700; a shared dataset follows the umask
     except OSError as e:
         raise write_error(e, target) from None
-    bars = hf.is_progress_bar_enabled()
-    try:
-        if spec.exhaustive:
-            train, test = _exhaustive_splits(spec, cfg, tok)
-        else:
-            bar = tqdm(total=cfg.n_train, desc=f"data {target.name}", unit="ex") if progress else None
-            train = _generate(cfg, tok, _TRAIN, cfg.n_train - n_test, bar, timings)
-            test = _generate(cfg, tok, _TEST, n_test, bar, timings)
-            if bar is not None:
-                bar.close()
-        t0 = time.perf_counter()
-        if not progress:
-            hf.disable_progress_bars()
-        dd = hf.DatasetDict(
-            {k: _dataset(v, tok, f"{fingerprint}-{k}") for k, v in (("train", train), ("test", test))}
-        )
-        # explicit shard counts: an empty split (test_frac=0) must still get one shard to load back
-        shards = {k: max(1, -(-v.data.nbytes // _SHARD_BYTES)) for k, v in dd.items()}
-        dd.save_to_disk(str(tmp), num_shards=shards)
-        tok.save(tmp)
-        meta["rows"] = {"train": len(dd["train"]), "test": len(dd["test"])}
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        timings["save"] = time.perf_counter() - t0
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not _complete(target):  # not a concurrent builder that finished first
-                raise
-    except OSError as e:  # a full disk, a size limit, permissions: nothing is left half-written
-        raise write_error(e, target) from None
-    finally:
-        if bars:
-            hf.enable_progress_bars()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    timings["total"] = time.perf_counter() - t_start
-    return target
+    return tmp
+
+
+def _splits(cfg, spec, tok, n_test: int, name: str, progress: bool, timings: dict):
+    """(train, test) Arrow chunks: every example shuffled for an exhaustive task, generated rows otherwise."""
+    from tqdm.auto import tqdm
+
+    if spec.exhaustive:
+        return _exhaustive_splits(spec, cfg, tok)
+    bar = tqdm(total=cfg.n_train, desc=f"data {name}", unit="ex") if progress else None
+    train = _generate(cfg, tok, _TRAIN, cfg.n_train - n_test, bar, timings)
+    test = _generate(cfg, tok, _TEST, n_test, bar, timings)
+    if bar is not None:
+        bar.close()
+    return train, test
+
+
+def _save_splits(tmp: Path, train, test, tok, meta: dict, fingerprint: str, progress: bool, timings: dict):
+    """The DatasetDict, the tokenizer and META (with the row counts) saved into `tmp`."""
+    import datasets as hf
+
+    t0 = time.perf_counter()
+    if not progress:
+        hf.disable_progress_bars()
+    dd = hf.DatasetDict(
+        {k: _dataset(v, tok, f"{fingerprint}-{k}") for k, v in (("train", train), ("test", test))}
+    )
+    # explicit shard counts: an empty split (test_frac=0) must still get one shard to load back
+    shards = {k: max(1, -(-v.data.nbytes // _SHARD_BYTES)) for k, v in dd.items()}
+    dd.save_to_disk(str(tmp), num_shards=shards)
+    tok.save(tmp)
+    meta["rows"] = {"train": len(dd["train"]), "test": len(dd["test"])}
+    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    timings["save"] = time.perf_counter() - t0
 
 
 def load(cfg):

@@ -30,23 +30,8 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     run = load(
         cfg.run, device, checkpoint=e.checkpoint, weights=None if e.weights is None else str(e.weights)
     )
-    task = str(cfg.task or run.cfg.data.task)
-    # the training task's format (padded operands) unless another task is asked for
-    spec = task_for(run.cfg.data) if task == run.cfg.data.task else get_task(task)
-    if spec.eval_script != ("sort_eval.py" if sorting else "arithmetic_eval.py"):
-        raise ConfigError(f"task {task} is evaluated with {spec.eval_script}")
-    s = eval_settings.for_run(
-        run,
-        k=e.k,
-        recurrences=e.recurrences,
-        vote_ks=None if e.vote_ks is None else list(e.vote_ks),
-        vote_mode=e.vote_mode,
-        attn_scale=e.attn_scale,
-        attn_scale_mode=e.attn_scale_mode,
-        attn_scale_where=e.attn_scale_where,
-        row_window=e.row_window,
-    )
-
+    task, spec = _task(cfg, run, sorting)
+    s = _settings(run, e)
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, spec)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
@@ -73,6 +58,35 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     warning = untrained_rows(run.cfg, run.tok, todo, max(s.offsets), task=task, run_dir=run.run_dir)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return _evaluate(run, task, spec, e, s, table, todo, device)
+
+
+def _task(cfg: EvalAppConfig, run, sorting: bool):
+    """(task name, Task): the training task's format (padded operands) unless another task is asked for."""
+    task = str(cfg.task or run.cfg.data.task)
+    spec = task_for(run.cfg.data) if task == run.cfg.data.task else get_task(task)
+    if spec.eval_script != ("sort_eval.py" if sorting else "arithmetic_eval.py"):
+        raise ConfigError(f"task {task} is evaluated with {spec.eval_script}")
+    return task, spec
+
+
+def _settings(run, e) -> eval_settings.EvalSettings:
+    """The evaluation settings: eval.* where given, the run's own defaults otherwise."""
+    return eval_settings.for_run(
+        run,
+        k=e.k,
+        recurrences=e.recurrences,
+        vote_ks=None if e.vote_ks is None else list(e.vote_ks),
+        vote_mode=e.vote_mode,
+        attn_scale=e.attn_scale,
+        attn_scale_mode=e.attn_scale_mode,
+        attn_scale_where=e.attn_scale_where,
+        row_window=e.row_window,
+    )
+
+
+def _evaluate(run, task: str, spec, e, s, table: GridCSV, todo: list, device: str) -> list[dict]:
+    """Evaluate the cells `todo`, appending a CSV row as each finishes; returns the rows."""
     rows = []
     bar = tqdm(
         total=sum(spec.cell_cost(c.a_len, c.b_len) for c in todo),
@@ -86,21 +100,7 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     with eval_settings.applied(run, s):
         for i, c in enumerate(todo):
             with fast:
-                r = evaluate_cell(
-                    run.model,
-                    run.tok,
-                    spec,
-                    c.a_len,
-                    c.b_len,
-                    e.n_per_cell,
-                    e.seed,
-                    k=s.k,
-                    recurrences=s.recurrences,
-                    vote_ks=s.vote_ks,
-                    vote_mode=s.vote_mode or "answer",
-                    batch_size=e.batch_size,
-                    use_cache=e.cache,
-                )
+                r = _cell(run, spec, e, s, c)
             extra = spec.extra_results(r)
             table.append(task, c, r["n"], r["correct"], **extra)
             rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
@@ -116,3 +116,22 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
             flush=True,
         )
     return rows
+
+
+def _cell(run, spec, e, s, c) -> dict:
+    """One cell's counts (evaluate_cell's dict)."""
+    return evaluate_cell(
+        run.model,
+        run.tok,
+        spec,
+        c.a_len,
+        c.b_len,
+        e.n_per_cell,
+        e.seed,
+        k=s.k,
+        recurrences=s.recurrences,
+        vote_ks=s.vote_ks,
+        vote_mode=s.vote_mode or "answer",
+        batch_size=e.batch_size,
+        use_cache=e.cache,
+    )

@@ -21,6 +21,7 @@ import math
 import shutil
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,74 @@ def _start(cfg: SelfImproveConfig, out: Path):
     return start, state
 
 
+@dataclass
+class _Position:
+    """Where the rounds are: the global step and the trained time (both checkpointed), the frontier (folded again
+    from the rounds done on resume); `t0`, the perf_counter when this process started at `start_elapsed`."""
+
+    step: int
+    elapsed: float
+    frontier: int
+    start_elapsed: float = 0.0
+    t0: float = 0.0
+
+
+@dataclass(eq=False)
+class _Parts:
+    """What the rounds work with, set up once by `_setup`."""
+
+    cfg: SelfImproveConfig
+    out: Path
+    run_cfg: object  # the starting run's config
+    tok: object
+    task: object
+    model: torch.nn.Module
+    device: torch.device  # the model's: labelers, batches and the report follow it
+    vote_ks: list[int]
+    voters: list
+    tcfg: object  # the starting run's train config, lr replaced
+    opt: torch.optim.Optimizer
+    batches: MixedBatches
+    log: MetricsLog
+    model_cfg: dict
+
+    @property
+    def trained(self) -> int:
+        """The longest operand the starting run trained on."""
+        return int(self.run_cfg.data.max_len)
+
+
 def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
+    """The outline: set up (resuming), fold the rounds done, then label, train and report each round left."""
+    p, pos = _setup(cfg, out, cleanup)
+    S = cfg.steps_per_round
+    r0 = pos.step // S
+    _fold_done(p, pos, r0)
+    bar = tqdm(
+        total=cfg.rounds * S,
+        initial=min(pos.step, cfg.rounds * S),
+        unit="step",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
+    cleanup.callback(bar.close)
+    pos.t0, pos.start_elapsed = time.perf_counter(), pos.elapsed
+    print(
+        f"self-improvement of {cfg.run} into {out}: round {r0}, frontier {pos.frontier}, "
+        f"votes {voters_text(p.voters)}"
+    )
+    last = ""
+    for r in range(r0, cfg.rounds):
+        bar.set_description_str(f"round {r} · frontier {pos.frontier}{last}")
+        info = _labels(p, r, pos.frontier)
+        tl = time.perf_counter()
+        _train_round(p, pos, r, bar)
+        last = _end_round(p, pos, r, info, tl)
+    return out
+
+
+def _setup(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> tuple[_Parts, _Position]:
+    """The model (resumed when the child has a checkpoint), its voters, optimizer, batches and log."""
     start, state = _start(cfg, out)
     run_cfg, tok, model = start.cfg, start.tok, start.model
     task = task_for(run_cfg.data)
@@ -240,14 +308,8 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     frontier = trained if cfg.frontier_start is None else int(cfg.frontier_start)
     vote_ks = _vote_ks(cfg, start)
     device = next(model.parameters()).device  # cfg.device: labelers, batches and the report follow the model
-    labelers = [load(p, device) for p in cfg.labelers]
-    for path, other in zip(cfg.labelers, labelers):
-        require(other.tok.vocab == tok.vocab, f"labelers: {path} has another vocabulary than {cfg.run}")
-    voters = [L.Voter(model, vote_ks, "self")] + [
-        L.Voter(o.model, list(o.model.cfg.eval_vote_ks or []), str(p)) for p, o in zip(cfg.labelers, labelers)
-    ]
+    voters = _voters(cfg, start, vote_ks, device)
 
-    S = cfg.steps_per_round
     tcfg = OmegaConf.merge(run_cfg.train, {"lr": cfg.lr})
     batch_size = cfg.batch_size or int(run_cfg.train.batch_size)
     set_attention_impl(model, run_cfg.train.attention)
@@ -266,96 +328,114 @@ def _rounds(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> Path:
     cleanup.callback(log.close)
     model_cfg = model_config_dict(model.cfg, tok)
     L.clean_partial(out)
+    parts = _Parts(
+        cfg, out, run_cfg, tok, task, model, device, vote_ks, voters, tcfg, opt, batches, log, model_cfg
+    )
+    return parts, _Position(step, elapsed, frontier)
 
-    # the pool and the frontier of the rounds done: folded from their stored counts
-    r0 = step // S
+
+def _voters(cfg: SelfImproveConfig, start, vote_ks: list[int], device: torch.device) -> list:
+    """The current model's vote, then each labeler's over its own eval_vote_ks (same vocabulary required)."""
+    tok, model = start.tok, start.model
+    labelers = [load(p, device) for p in cfg.labelers]
+    for path, other in zip(cfg.labelers, labelers):
+        require(other.tok.vocab == tok.vocab, f"labelers: {path} has another vocabulary than {cfg.run}")
+    return [L.Voter(model, vote_ks, "self")] + [
+        L.Voter(o.model, list(o.model.cfg.eval_vote_ks or []), str(p)) for p, o in zip(cfg.labelers, labelers)
+    ]
+
+
+def _fold_done(p: _Parts, pos: _Position, r0: int) -> None:
+    """The pool and the frontier of the rounds done: folded from their stored counts."""
+    cfg = p.cfg
     for r in range(min(r0, cfg.rounds)):
-        rows, info = L.load_round(L.round_dir(out, r))
-        batches.pool.extend(rows)
-        frontier = advance(frontier, info, cfg.frontier_step, cfg.advance_at)
+        rows, info = L.load_round(L.round_dir(p.out, r))
+        p.batches.pool.extend(rows)
+        pos.frontier = advance(pos.frontier, info, cfg.frontier_step, cfg.advance_at)
 
-    bar = tqdm(
-        total=cfg.rounds * S,
-        initial=min(step, cfg.rounds * S),
-        unit="step",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
+
+def _labels(p: _Parts, r: int, frontier: int) -> dict:
+    """Round r's labels, added to the pool; stored before any step trains on them (a resume mid-round reads them
+    back). Returns the round's counts."""
+    cfg = p.cfg
+    path = L.round_dir(p.out, r)
+    if path.exists():
+        rows, info = L.load_round(path)
+    else:
+        position_needs(p.run_cfg, p.tok, frontier + cfg.frontier_step, frontier + cfg.frontier_step)
+        rows, info = label_round(cfg, r, p.task, p.tok, p.voters, frontier, p.trained, path)
+    p.batches.pool.extend(rows)
+    return info
+
+
+def _train_round(p: _Parts, pos: _Position, r: int, bar: tqdm) -> None:
+    """Round r's steps (or those left of it), logging every 25 and saving every save_every_steps."""
+    cfg, S = p.cfg, p.cfg.steps_per_round
+    while pos.step < (r + 1) * S:
+        lr = cfg.lr * trapezoid((pos.step - r * S) / S, cfg.warmup, cfg.cooldown)
+        loss = _train_step(p, pos.step, lr)
+        pos.step += 1
+        pos.elapsed = pos.start_elapsed + time.perf_counter() - pos.t0
+        bar.update(1)
+        if pos.step % 25 == 0 or pos.step == (r + 1) * S:
+            loss_val = float(loss.detach())
+            require(
+                math.isfinite(loss_val), f"self-improvement diverged at step {pos.step} (round {r}); lower lr"
+            )
+            bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.1e}", refresh=False)
+            p.log.log({"step": pos.step, "round": r, "loss": loss_val, "lr": lr, "elapsed_s": pos.elapsed})
+        if cfg.save_every_steps and pos.step % cfg.save_every_steps == 0 and pos.step < (r + 1) * S:
+            _checkpoint(p, pos, r)
+
+
+def _train_step(p: _Parts, step: int, lr: float) -> torch.Tensor:
+    """One optimizer step on the batch of `step` at learning rate `lr`; returns the loss, on the device."""
+    for group in p.opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    ids = p.batches.batch(step, p.tok.pad_id).to(p.device, non_blocking=True)
+    loss = forward_loss(p.model, p.model, ids, p.run_cfg, p.tok)
+    p.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.tcfg.clip)
+    p.opt.step()
+    return loss
+
+
+def _end_round(p: _Parts, pos: _Position, r: int, info: dict, tl: float) -> str:
+    """The report (true answers: for people only), then the round's checkpoint, kept; moves the frontier.
+    Returns the progress bar's note of the held-out accuracy. tl: when the round's training started."""
+    cfg, tok, task = p.cfg, p.tok, p.task
+    acc = (
+        heldout(p.model, tok, task, cfg.report_lens, cfg.report_n, cfg.report_seed, p.vote_ks)
+        if cfg.report_n
+        else {}
     )
-    cleanup.callback(bar.close)
-    t0, start_elapsed = time.perf_counter(), elapsed
-    print(
-        f"self-improvement of {cfg.run} into {out}: round {r0}, frontier {frontier}, votes {voters_text(voters)}"
+    nxt = advance(pos.frontier, info, cfg.frontier_step, cfg.advance_at)
+    row = {
+        "step": pos.step,
+        "round": r,
+        "frontier": pos.frontier,
+        "next_frontier": nxt,
+        "labeled": sum(info["labeled"].values()),
+        "kept": sum(info["kept"].values()),
+        "kept_share": info["kept_share"],
+        "kept_accuracy": info["kept_accuracy"],
+        "label_s": info["label_s"],
+        "train_s": time.perf_counter() - tl,
+        "elapsed_s": pos.elapsed,
+        "heldout": {str(k): v for k, v in acc.items()},
+    }
+    p.log.log(row)
+    _checkpoint(p, pos, r, round_end=cfg.steps_per_round)
+    if acc:
+        plot_rounds(p.out)
+    held = " ".join(f"{k}:{100 * v:.0f}%" for k, v in acc.items())
+    tqdm.write(
+        f"round {r}: frontier {pos.frontier} -> {nxt}, kept {row['kept']}/{row['labeled']} "
+        f"(label accuracy {_pct(info['kept_accuracy'])}), held-out {held}"
     )
-    last = ""
-    for r in range(r0, cfg.rounds):
-        bar.set_description_str(f"round {r} · frontier {frontier}{last}")
-        # ======== labels: stored before any step trains on them (a resume mid-round reads them back)
-        path = L.round_dir(out, r)
-        if path.exists():
-            rows, info = L.load_round(path)
-        else:
-            position_needs(run_cfg, tok, frontier + cfg.frontier_step, frontier + cfg.frontier_step)
-            rows, info = label_round(cfg, r, task, tok, voters, frontier, trained, path)
-        batches.pool.extend(rows)
-
-        # ======== train
-        loss_val, tl = math.nan, time.perf_counter()
-        while step < (r + 1) * S:
-            lr = cfg.lr * trapezoid((step - r * S) / S, cfg.warmup, cfg.cooldown)
-            for group in opt.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            ids = batches.batch(step, tok.pad_id).to(device, non_blocking=True)
-            loss = forward_loss(model, model, ids, run_cfg, tok)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
-            opt.step()
-            step += 1
-            elapsed = start_elapsed + time.perf_counter() - t0
-            bar.update(1)
-            if step % 25 == 0 or step == (r + 1) * S:
-                loss_val = float(loss.detach())
-                require(
-                    math.isfinite(loss_val), f"self-improvement diverged at step {step} (round {r}); lower lr"
-                )
-                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.1e}", refresh=False)
-                log.log({"step": step, "round": r, "loss": loss_val, "lr": lr, "elapsed_s": elapsed})
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step < (r + 1) * S:
-                _save(out, step, model, model_cfg, opt, elapsed, r, frontier)
-
-        # ======== report (true answers: for people only), then the round's checkpoint, kept
-        acc = (
-            heldout(model, tok, task, cfg.report_lens, cfg.report_n, cfg.report_seed, vote_ks)
-            if cfg.report_n
-            else {}
-        )
-        nxt = advance(frontier, info, cfg.frontier_step, cfg.advance_at)
-        row = {
-            "step": step,
-            "round": r,
-            "frontier": frontier,
-            "next_frontier": nxt,
-            "labeled": sum(info["labeled"].values()),
-            "kept": sum(info["kept"].values()),
-            "kept_share": info["kept_share"],
-            "kept_accuracy": info["kept_accuracy"],
-            "label_s": info["label_s"],
-            "train_s": time.perf_counter() - tl,
-            "elapsed_s": elapsed,
-            "heldout": {str(k): v for k, v in acc.items()},
-        }
-        log.log(row)
-        _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end=S)
-        if acc:
-            plot_rounds(out)
-        held = " ".join(f"{k}:{100 * v:.0f}%" for k, v in acc.items())
-        tqdm.write(
-            f"round {r}: frontier {frontier} -> {nxt}, kept {row['kept']}/{row['labeled']} "
-            f"(label accuracy {_pct(info['kept_accuracy'])}), held-out {held}"
-        )
-        last = f" · held-out after round {r}: {held}" if held else ""
-        frontier = nxt
-    return out
+    pos.frontier = nxt
+    return f" · held-out after round {r}: {held}" if held else ""
 
 
 def voters_text(voters) -> str:
@@ -401,6 +481,10 @@ def label_round(cfg, r: int, task, tok, voters, frontier: int, trained: int, pat
         "label_s": time.perf_counter() - t0,
     }
     return L.save_round(path, prompts, a_len, b_len, kept, info), info
+
+
+def _checkpoint(p: _Parts, pos: _Position, r: int, round_end: int = 0) -> None:
+    _save(p.out, pos.step, p.model, p.model_cfg, p.opt, pos.elapsed, r, pos.frontier, round_end=round_end)
 
 
 def _save(out, step, model, model_cfg, opt, elapsed, r, frontier, round_end: int = 0) -> None:
