@@ -79,21 +79,24 @@ class _Binary(TaskSpec):
             a, b, la, lb = D.widen(a, width), D.widen(b, width), w, w
             lc = self._padded_answer_len(w)
             c = D.widen(c, int(lc.max()))
-        segs = [*self._prompt_segments(tok, a, la, b, lb, dtype), (digit_tokens(tok, c, dtype), lc)]
+        answer = [(digit_tokens(tok, c, dtype), lc)]
         if neg is not None:
-            segs.append((np.full((len(c), 1), tok.op_ids["-"], dtype=dtype), neg.astype(np.int64)))
-        segs.append((tok.eos_id, None))
-        ids, length, starts = D.assemble(segs, len(c), tok.pad_id, dtype)
-        return ids, starts[4], length
+            answer.append((np.full((len(c), 1), tok.op_ids["-"], dtype=dtype), neg.astype(np.int64)))
+        return self._rows(tok, a, la, b, lb, answer, dtype)
 
-    def _prompt_segments(self, tok, a, la, b, lb, dtype) -> list:
-        """`digits.assemble` segments of the prompt: a, the operator, b, '=' (the answer starts at segment 4)."""
-        return [
+    def _rows(self, tok, a, la, b, lb, answer: list, dtype):
+        """(ids, prompt length, length) of the rows a, the operator, b, '=', the `answer` segments
+        (`digits.assemble`'s (tokens, lens) pairs), EOS."""
+        segs = [
             (digit_tokens(tok, a, dtype), la),
             (tok.op_ids[self.op], None),
             (digit_tokens(tok, b, dtype), lb),
             (tok.eq_id, None),
+            *answer,
+            (tok.eos_id, None),
         ]
+        ids, length, starts = D.assemble(segs, len(a), tok.pad_id, dtype)
+        return ids, starts[4], length
 
     def cell_size(self, a_len, b_len):
         def count(n):
@@ -198,16 +201,13 @@ class Subtraction(_Binary):
         n = np.maximum(la, lb)
         raw = np.where(neg[:, None], D.complement(mag), mag)  # (a - b) mod 10^w, first n digits
         minus, plus = tok.op_ids["-"], tok.op_ids["+"]
-        segs = [
-            *self._prompt_segments(tok, a, la, b, lb, dtype),
+        answer = [
             (digit_tokens(tok, raw, dtype), n),
             (np.where(neg, minus, plus).astype(dtype)[:, None], np.ones(len(a), np.int64)),
             (digit_tokens(tok, mag, dtype), n),
             (np.full((len(a), 1), minus, dtype=dtype), neg.astype(np.int64)),
-            (tok.eos_id, None),
         ]
-        ids, length, starts = D.assemble(segs, len(a), tok.pad_id, dtype)
-        return ids, starts[4], length
+        return self._rows(tok, a, la, b, lb, answer, dtype)
 
     def check(self, text):
         if self.answer_format == "direct":
@@ -275,13 +275,7 @@ class Multiplication(_Binary):
         if self.answer_format == "direct":
             return super()._tokens(tok, ops, dtype)
         a, la, b, lb = ops["a"], ops["la"], ops["b"], ops["lb"]
-        segs = [
-            *self._prompt_segments(tok, a, la, b, lb, dtype),
-            *MS.segments(tok, a, la, b, lb, dtype),
-            (tok.eos_id, None),
-        ]
-        ids, length, starts = D.assemble(segs, len(a), tok.pad_id, dtype)
-        return ids, starts[4], length
+        return self._rows(tok, a, la, b, lb, MS.segments(tok, a, la, b, lb, dtype), dtype)
 
     def check(self, text):
         if self.answer_format == "direct":
