@@ -29,7 +29,7 @@ LOWER, UPPER = LABELS[:10], LABELS[25:35]  # 'a'..'j' and 'A'..'J' (LABELS skips
 assert LOWER == "abcdefghij" and UPPER == "ABCDEFGHIJ"
 
 
-def lines(a: np.ndarray, b: np.ndarray, lb: np.ndarray) -> list[np.ndarray]:
+def lines(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     """T_0 .. T_{wb-1}, each (N, wa + 1) uint8 digits (rows with fewer multiplier digits carry on with b_i = 0:
     their lines past lb are never written)."""
     n, wa = a.shape
@@ -52,7 +52,7 @@ def lines(a: np.ndarray, b: np.ndarray, lb: np.ndarray) -> list[np.ndarray]:
 def segments(tok, a, la, b, lb, dtype) -> list:
     """The scratchpad's (tokens, lens) segments for `digits.assemble`, after the prompt's '='."""
     n = len(a)
-    t_lines = lines(a, b, lb)
+    t_lines = lines(a, b)
     lower = np.asarray([tok.vocab[c] for c in LOWER], dtype=dtype)
     upper = np.asarray([tok.vocab[c] for c in UPPER], dtype=dtype)
     b_tokens = digit_tokens(tok, b, dtype)
@@ -65,7 +65,7 @@ def segments(tok, a, la, b, lb, dtype) -> list:
         segs += [
             (b_tokens[:, : i + 1], np.where(on, i + 1, 0)),
             (letter, on.astype(np.int64)),
-            (digit_tokens(tok, t_lines[i], dtype)[:, : a.shape[1] + 1], np.where(on, la + 1, 0)),
+            (digit_tokens(tok, t_lines[i], dtype), np.where(on, la + 1, 0)),
             (comma, (lb > i + 1).astype(np.int64)),
         ]
     return segs
@@ -96,7 +96,7 @@ def parse(work: str) -> tuple[list[tuple[str, str, str]], bool] | None:
     """The lines (P, L, T) of a written scratchpad and whether the last is marked last; None when malformed."""
     parts = work.split(",")
     got = [_LINE.fullmatch(p) for p in parts]
-    if not parts or any(m is None for m in got):
+    if any(m is None for m in got):
         return None
     return [m.groups() for m in got], got[-1].group(2).isupper()
 
