@@ -166,7 +166,8 @@ part_f_grid() {
   else
     local sample=$(($(remaining) / 2 - 8)) # the other half for the bf16 / float32 comparison
     if ((sample < 3)); then sample=3; fi
-    sizes=(--max-len 100 --n 100 --max-cells 60 --sample-seconds "$sample" --compare-cells 10 --compare-n 100)
+    sizes=(--max-len 100 --n 100 --batch 2048 --max-cells 60 --sample-seconds "$sample" --compare-cells 10
+      --compare-n 100)
   fi
   "${HELPER[@]}" grid --results "$GC_RES" --run "$run" "${sizes[@]}" "${extra[@]}"
 }
@@ -221,7 +222,7 @@ if ((DRY)); then
   BUDGET=${GPU_CHECK_BUDGET:-200}
 else
   LIMIT=([env]=20 [a_install]=45 [b_cuda_tests]=90 [c_bench_train]=120 [d_dist]=30 [e_paper_run]=210
-    [f_grid]=60)
+    [f_grid]=150)
   BUDGET=${GPU_CHECK_BUDGET:-480}
 fi
 START=$(date +%s)

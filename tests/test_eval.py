@@ -374,3 +374,47 @@ def test_scan_k_scans_offsets_votes_and_scales(adder, capsys):
     with pytest.raises(SystemExit) as exit_:  # no --lens and no train.select_lens: a one-line error
         scan_k.main([str(adder)])
     assert exit_.value.code == 2 and "train.select_lens" in capsys.readouterr().err
+
+
+def test_cells_decoded_together_count_as_decoded_alone(adder):
+    """evaluate_cells pools problems of equal prompt length across cells (the grid's GPU speed-up): the counts are
+    each cell's own, as evaluate_cell gives them, whatever the batch."""
+    import arith
+    from arith.data.tasks import task_for
+    from arith.eval.quick import evaluate_cell, evaluate_cells
+
+    run = arith.load(adder)
+    spec = task_for(run.cfg.data)
+    cells = [(1, 3), (2, 2), (3, 1), (1, 1), (4, 4), (2, 3)]  # three share a prompt length, two another
+    alone = [evaluate_cell(run.model, run.tok, spec, a, b, 24, 7) for a, b in cells]
+    for batch in (5, 48, 1000):
+        together = evaluate_cells(run.model, run.tok, spec, cells, 24, 7, batch_size=batch)
+        assert together == alone
+    assert (
+        alone[3]["correct"] == 24 and alone[4]["correct"] < 24
+    )  # trained on 1 digit: the counts tell cells apart
+
+
+def test_grid_groups_share_a_length_sum_and_fill_a_batch():
+    from arith.data.spec import Cell
+    from arith.eval.runner import groups
+
+    cells = [Cell(a, b) for a in range(1, 6) for b in range(1, 6)]
+    got = groups(cells, n=100, batch_size=300)
+    assert sorted(c for g in got for c in g) == sorted(cells)
+    assert all(len({c.a_len + c.b_len for c in g}) == 1 and len(g) <= 3 for g in got)
+    assert [len(g) for g in got] == [
+        1,
+        2,
+        3,
+        3,
+        1,
+        3,
+        2,
+        3,
+        1,
+        3,
+        2,
+        1,
+    ]  # sums 2..10: 1,2,3,4,5,4,3,2,1 cells
+    assert all(len(g) == 1 for g in groups(cells, n=100, batch_size=64))  # a cell alone fills the batch

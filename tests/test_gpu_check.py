@@ -80,5 +80,13 @@ def test_dry_run_numbers(dry_run):
     assert e["steps"] == 30 and e["diagonal_cells"] == 6, e
     assert (out / "diagonal.csv").exists()
     f = nums["f_grid"]
-    assert f["sampled_cells"] >= 1 and f["grid_minutes_est"] > 0 and f["problems"] == 8 * 8 * 10
+    assert (
+        f["sampled_cells"] >= f["sampled_groups"] >= 1
+        and f["group_seconds_mean"] > 0
+        and f["problems"] == 8 * 8 * 10
+    )
+    assert (
+        f["groups"] == 15
+    )  # one group per length sum 2..16: a batch of 256 holds any diagonal's 10-problem cells
+    assert f["grid_minutes_est"] == pytest.approx(f["groups"] * f["group_seconds_mean"] / 60, abs=0.01)
     assert f["compare_problems"] == 4 * 25 and 0 <= f["bf16_fp32_disagreements"] <= 100

@@ -9,6 +9,7 @@ one KV cache per offset: the `vote_mode=logits` ensemble of `arith/eval/vote.py`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,23 @@ def generate(
     emitted EOS. ks: decode with the mean next-token probabilities over these offsets instead of one k (a single
     offset in ks is plain greedy at that offset).
     """
+    with _attention_kernels(prompts.device):
+        return _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks)
+
+
+def _attention_kernels(device: torch.device):
+    """On CUDA, SDPA's kernels without cuDNN's: cuDNN attention plans each new shape on the host (about 0.9 ms a
+    call on the H200), and decoding with a KV cache makes a new key length every token, so cuDNN left decoding
+    launch-bound at 50-60 ms a token for the paper's 1x16 model, against 10-15 ms with flash / efficient
+    attention (docs/BENCHMARKS.md, third H200 lease). Elsewhere nothing changes."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks) -> torch.Tensor:
     was_training = model.training
     model.eval()
     # the position table's range check deferred to the one host read per token below (`positions.RowWatch`)

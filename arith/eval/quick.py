@@ -29,40 +29,64 @@ def evaluate_cell(
 ) -> dict:
     """Exact match of the whole answer up to EOS, and (for sorting) whether the first answer token is right.
 
-    Rows are grouped by prompt length so that each decoding call gets equal-length prompts. vote_ks /
-    vote_mode: test-time ensembling over offsets (`arith/eval/vote.py`; None -> the model's eval_vote_ks).
+    vote_ks / vote_mode: test-time ensembling over offsets (`arith/eval/vote.py`; None -> the model's
+    eval_vote_ks). One cell of `evaluate_cells`.
     """
-    ex = eval_cell(task, tok, a_len, b_len, n, seed)
-    max_new = int((ex.length - ex.prompt_len).max())
+    kw = dict(k=k, recurrences=recurrences, vote_ks=vote_ks, vote_mode=vote_mode)
+    return evaluate_cells(model, tok, task, [(a_len, b_len)], n, seed, batch_size, use_cache, **kw)[0]
+
+
+@torch.no_grad()
+def evaluate_cells(
+    model,
+    tok,
+    task: str,
+    cells,
+    n: int,
+    seed: int,
+    batch_size: int = 256,
+    use_cache: bool = True,
+    **decode_kw,
+) -> list[dict]:
+    """`evaluate_cell`'s counts for each (a_len, b_len) of `cells`, decoded together: the problems of all the
+    cells are pooled by prompt length, so that cells of one length (addition's a_len + b_len) share decoding
+    calls of up to batch_size rows. Each cell's problems are the ones it has alone (its own seed), so the
+    counts do not depend on the grouping; a GPU gains from the larger calls, where decoding one cell of 100
+    problems is bound by kernel launches (docs/GPU.md).
+    """
     device = next(model.parameters()).device
-    correct = np.zeros(n, dtype=bool)
-    first = np.zeros(n, dtype=bool)
-    for p in np.unique(ex.prompt_len):
-        rows = np.flatnonzero(ex.prompt_len == p)
-        for start in range(0, len(rows), batch_size):
-            idx = rows[start : start + batch_size]
-            prompts = torch.as_tensor(ex.ids[idx, :p], device=device)
-            out = (
-                decode(
-                    model,
-                    prompts,
-                    max_new,
-                    tok.eos_id,
-                    tok.pad_id,
-                    recurrences=recurrences,
-                    k=k,
-                    vote_ks=vote_ks,
-                    vote_mode=vote_mode,
-                    use_cache=use_cache,
-                )
-                .cpu()
-                .numpy()
+    exs = [eval_cell(task, tok, a_len, b_len, n, seed) for a_len, b_len in cells]
+    correct = [np.zeros(n, dtype=bool) for _ in cells]
+    first = [np.zeros(n, dtype=bool) for _ in cells]
+    owner = np.concatenate([np.full(n, c) for c in range(len(cells))])  # cell of each pooled row
+    row = np.concatenate([np.arange(n) for _ in cells])  # its index in the cell
+    prompt_len = np.concatenate([ex.prompt_len for ex in exs])
+    cell_new = [int((ex.length - ex.prompt_len).max()) for ex in exs]  # a cell decodes this many tokens
+    for p in np.unique(prompt_len):
+        pool = np.flatnonzero(prompt_len == p)
+        for start in range(0, len(pool), batch_size):
+            idx = pool[start : start + batch_size]
+            ids = np.stack([exs[owner[i]].ids[row[i], :p] for i in idx])
+            truths = [
+                exs[owner[i]].ids[row[i], p : exs[owner[i]].length[row[i]]] for i in idx
+            ]  # answer + EOS
+            limits = [cell_new[owner[i]] for i in idx]  # each row as if its cell were decoded alone
+            prompts = torch.as_tensor(ids, device=device)
+            out = decode(
+                model,
+                prompts,
+                max(limits),
+                tok.eos_id,
+                tok.pad_id,
+                use_cache=use_cache,
+                limits=limits,
+                **decode_kw,
             )
-            for j, i in enumerate(idx):
-                truth = ex.ids[i, p : ex.length[i]]  # answer tokens + EOS
-                correct[i] = np.array_equal(out[j, : len(truth)], truth)
-                first[i] = out[j, 0] == truth[0]
-    return {"n": n, "correct": int(correct.sum()), "first_correct": int(first.sum())}
+            out = out.cpu().numpy()
+            for j, (i, truth) in enumerate(zip(idx, truths)):
+                correct[owner[i]][row[i]] = np.array_equal(out[j, : len(truth)], truth)
+                first[owner[i]][row[i]] = out[j, 0] == truth[0]
+    return [{"n": n, "correct": int(c.sum()), "first_correct": int(f.sum())} for c, f in zip(correct, first)]
 
 
 def selection_scores(model, tok, task: str, lens, n: int, seed: int) -> dict[str, float]:

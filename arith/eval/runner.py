@@ -14,7 +14,7 @@ from arith.dist import pick_device
 from arith.errors import ConfigError
 from arith.eval import settings as eval_settings
 from arith.eval.grid import GridCSV, csv_path, grid_cells, shard_cells
-from arith.eval.quick import evaluate_cell
+from arith.eval.quick import evaluate_cells
 from arith.eval.reach import position_needs, untrained_rows
 from arith.runs import load
 from arith.schema import EvalAppConfig
@@ -86,7 +86,8 @@ def _settings(run, e) -> eval_settings.EvalSettings:
 
 
 def _evaluate(run, task: str, spec, e, s, table: GridCSV, todo: list, device: str) -> list[dict]:
-    """Evaluate the cells `todo`, appending a CSV row as each finishes; returns the rows."""
+    """Evaluate the cells `todo` in groups that share decoding calls (`groups`), appending a CSV row per cell as
+    each group finishes; returns the rows."""
     rows = []
     bar = tqdm(
         total=sum(spec.cell_cost(c.a_len, c.b_len) for c in todo),
@@ -98,15 +99,16 @@ def _evaluate(run, task: str, spec, e, s, table: GridCSV, todo: list, device: st
     # on CUDA decode in bf16 like training, so SDPA can take its flash / efficient kernels (CPU stays float32)
     fast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     with eval_settings.applied(run, s):
-        for i, c in enumerate(todo):
+        for group in groups(todo, e.n_per_cell, e.batch_size):
             with fast:
-                r = _cell(run, spec, e, s, c)
-            extra = spec.extra_results(r)
-            table.append(task, c, r["n"], r["correct"], **extra)
-            rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
-            bar.update(spec.cell_cost(c.a_len, c.b_len))
+                results = _cells(run, spec, e, s, group)
+            for c, r in zip(group, results):
+                extra = spec.extra_results(r)
+                table.append(task, c, r["n"], r["correct"], **extra)
+                rows.append({"a_len": c.a_len, "b_len": c.b_len, "acc": r["correct"] / r["n"], **extra})
+                bar.update(spec.cell_cost(c.a_len, c.b_len))
             bar.set_postfix_str(
-                f"cells {i + 1}/{len(todo)} last ({c.a_len},{c.b_len}) acc {rows[-1]['acc']:.2f}"
+                f"cells {len(rows)}/{len(todo)} last ({c.a_len},{c.b_len}) acc {rows[-1]['acc']:.2f}"
             )
     bar.close()
     if todo:
@@ -118,20 +120,34 @@ def _evaluate(run, task: str, spec, e, s, table: GridCSV, todo: list, device: st
     return rows
 
 
-def _cell(run, spec, e, s, c) -> dict:
-    """One cell's counts (evaluate_cell's dict)."""
-    return evaluate_cell(
+def groups(cells: list, n: int, batch_size: int) -> list[list]:
+    """The cells in groups decoded together: cells of one operand-length sum (one prompt length for + - x and
+    OR) side by side, at most batch_size problems a group (one cell when a cell alone fills a batch). A group is
+    the most work a killed evaluation loses."""
+    per = max(1, batch_size // n)
+    out: list[list] = []
+    for c in sorted(cells, key=lambda c: (c.a_len + c.b_len, c.a_len, c.b_len)):
+        last = out[-1] if out else None
+        if last and len(last) < per and last[0].a_len + last[0].b_len == c.a_len + c.b_len:
+            last.append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def _cells(run, spec, e, s, group: list) -> list[dict]:
+    """The counts of each cell of a group (evaluate_cells' dicts)."""
+    return evaluate_cells(
         run.model,
         run.tok,
         spec,
-        c.a_len,
-        c.b_len,
+        [(c.a_len, c.b_len) for c in group],
         e.n_per_cell,
         e.seed,
+        batch_size=e.batch_size,
+        use_cache=e.cache,
         k=s.k,
         recurrences=s.recurrences,
         vote_ks=s.vote_ks,
         vote_mode=s.vote_mode or "answer",
-        batch_size=e.batch_size,
-        use_cache=e.cache,
     )
