@@ -1,0 +1,125 @@
+"""Sorting: ``a:503,b:7,c:14=b,c,a`` (SPEC "Data formats"): labelled numbers, least-significant digit first;
+the answer lists the labels in ascending order of their numbers. a_len = the most digits a number has, b_len = the
+array length. Registered in `arith.data.tasks.TASKS`."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from arith.data import digits as D
+from arith.data.spec import TaskSpec, clean_problem, digit_tokens, id_array
+from arith.data.tokenizer import LABELS
+from arith.errors import ConfigError
+
+
+class Sorting(TaskSpec):
+    """a_len = max digits per number, b_len = array length; labels are a cyclic run of LABELS."""
+
+    name, op, example, eval_script = "sorting", "", "305,7,41", "sort_eval.py"
+    axis_labels, lengths_alike = ("max digits", "array length"), False
+    extra_columns = ("first_correct", "first_acc")
+    extra_panels = {"first_acc": "first label right"}
+
+    def validate_lengths(self, max_a, max_b):
+        super().validate_lengths(max_a, max_b)
+        if max_b > len(LABELS):
+            raise ConfigError(f"sorting: array length {max_b} > {len(LABELS)} labels available")
+
+    def _sample(self, rng, a_len, b_len, wa, wb):
+        n = len(a_len)
+        lens = (rng.random((n, wb)) * a_len[:, None]).astype(np.int64) + 1  # uniform 1..a_len
+        lens[np.arange(n), (rng.random(n) * b_len).astype(np.int64)] = a_len  # one number has a_len digits
+        lens *= np.arange(wb)[None, :] < b_len[:, None]  # absent items: length 0
+        dig = D.random_digits(rng, lens.ravel(), wa).reshape(n, wb, wa)
+        start = rng.integers(0, len(LABELS), size=n)
+        return {"dig": dig, "lens": lens, "m": b_len, "start": start}
+
+    def _hash(self, ops):
+        return D.operand_hash(ops["dig"], ops["lens"], ops["m"])
+
+    def _order(self, ops) -> np.ndarray:
+        """(N, M) item indices in ascending value, ties by position, absent items last."""
+        n, mmax, _ = ops["dig"].shape
+        order = np.broadcast_to(np.arange(mmax), (n, mmax))
+        absent = np.arange(mmax)[None, :] >= ops["m"][:, None]
+        limbs = D.limbs(ops["dig"])
+        limbs[-1] = np.where(absent, np.iinfo(np.int64).max, limbs[-1])
+        for limb in limbs:  # least significant limb first; stable sorts make this lexicographic
+            keys = np.take_along_axis(limb, order, axis=1)
+            order = np.take_along_axis(order, np.argsort(keys, axis=1, kind="stable"), axis=1)
+        return order
+
+    def _tokens(self, tok, ops, dtype):
+        dig, lens, m, start = ops["dig"], ops["lens"], ops["m"], ops["start"]
+        n, mmax, w = dig.shape
+        dig_tok = digit_tokens(tok, dig, dtype)
+        labels = id_array(tok.label_ids, dtype)
+        rows = np.arange(n)
+        segs = []
+        for i in range(mmax):
+            item = np.empty((n, w + 3), dtype=dtype)
+            item[:, 0] = labels[(start + i) % len(LABELS)]
+            item[:, 1] = tok.colon_id
+            item[:, 2 : w + 2] = dig_tok[:, i]
+            item[rows, 2 + lens[:, i]] = tok.comma_id
+            last = (i == m - 1) | (i >= m)
+            segs.append((item, np.where(i < m, lens[:, i] + 3 - last, 0)))
+        segs.append((tok.eq_id, None))
+        order = self._order(ops)
+        ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
+        ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
+        segs.append((ans, 2 * m - 1))
+        segs.append((tok.eos_id, None))
+        ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
+        return ids, starts[mmax + 1], length
+
+    def cell_size(self, a_len, b_len):
+        if a_len == 1:
+            return 10**b_len
+        return 10 ** (a_len * b_len) - 10 ** ((a_len - 1) * b_len)
+
+    def check(self, text):
+        m = re.fullmatch(r"((?:[A-Za-z]:[0-9]+,)*[A-Za-z]:[0-9]+)=((?:[A-Za-z],)*[A-Za-z])", text)
+        if m is None:
+            return False
+        items = [(s[0], int(s[2:][::-1])) for s in m.group(1).split(",")]
+        want = [lab for _, lab in sorted(((v, i), lab) for i, (lab, v) in enumerate(items))]
+        return m.group(2).split(",") == want
+
+    def prompt(self, problem):
+        p = clean_problem(problem)
+        if not p:
+            raise ValueError("sorting: empty problem, expected comma-separated numbers like 305,7,41")
+        nums = p.split(",")
+        bad = [x for x in nums if not x.isdigit() or not x.isascii()]
+        if bad:
+            raise ValueError(
+                f"sorting: expected comma-separated numbers like 305,7,41, got {bad[0]!r} in {problem!r}"
+            )
+        if len(nums) > len(LABELS):
+            raise ValueError(f"sorting: {len(nums)} numbers, at most {len(LABELS)} (one label each)")
+        nums = [x.lstrip("0") or "0" for x in nums]
+        return ",".join(f"{LABELS[i]}:{x[::-1]}" for i, x in enumerate(nums)) + "="
+
+    def answer(self, reversed_answer):
+        return reversed_answer
+
+    def max_answer_len(self, a_len, b_len):
+        return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
+
+    def answer_lengths(self, a_len, b_len):
+        return 2 * b_len - 1, 2 * b_len - 1
+
+    def cell_cost(self, a_len, b_len):
+        return float(b_len * (a_len + 2) + 2 * b_len) ** 2  # b_len numbers with a label and separators
+
+    def problem_cell(self, digit_runs):
+        return max(digit_runs), len(digit_runs)
+
+    def extra_results(self, result):
+        return {"first_correct": result["first_correct"], "first_acc": result["first_correct"] / result["n"]}
+
+    def describe_lengths(self, a_len, b_len):
+        return f"up to {b_len} numbers of up to {a_len} digits"
