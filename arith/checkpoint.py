@@ -3,7 +3,7 @@
 Layout of one checkpoint folder:
     model.safetensors   weights of the unwrapped, uncompiled module
     model_config.json   the ModelConfig (+ vocabulary size) needed to rebuild the model
-    trainer.pt          optimizer state, counters (step, elapsed seconds, tokens) and RNG states
+    trainer.pt          optimizer state, counters (step, elapsed seconds, tokens, useful tokens) and RNG states
     ema.safetensors     the exponential moving average of the weights (only with train.ema > 0)
 ``checkpoints/latest`` names the newest complete folder; ``checkpoints/best`` (only with selection on, see
 ``train.select_every``) names the one that scored best on the held-out selection lengths. The folder ``best``

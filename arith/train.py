@@ -146,6 +146,11 @@ def budget_text(step: int, elapsed_s: float, budget_minutes: float) -> str:
     return f"step {step:,} · {elapsed_s / 60:.1f} / {budget_minutes:g} min · {eta}"
 
 
+def throughput_text(tokens_per_s: float, useful_per_s: float) -> str:
+    """The progress bar's token rate, padded and useful (non-PAD): ``41,200 (useful 33,100)``."""
+    return f"{tokens_per_s:,.0f} (useful {useful_per_s:,.0f})"
+
+
 class _StopFlag:
     """SIGTERM / SIGINT ask the loop to save and stop instead of losing the work since the last checkpoint."""
 
@@ -171,13 +176,18 @@ class _StopFlag:
 # ---------------------------------------------------------------------------------------------- the loop's state
 @dataclass
 class LoopState:
-    """What the loop carries from one step to the next. step, elapsed and tokens are checkpointed (with the
-    weights, the EMA, the optimizer, the selection and the RNG); batches are pure in the step, so `step` is also
-    the data's position on resume. The rest lives for this process only."""
+    """What the loop carries from one step to the next. step, elapsed, tokens and useful_tokens are
+    checkpointed (with the weights, the EMA, the optimizer, the selection and the RNG); batches are pure in
+    the step, so `step` is also the data's position on resume. The rest lives for this process only."""
 
     step: int = 0
     elapsed: float = 0.0  # seconds trained over every resume: the budget's clock, agreed between ranks
+    # token counts over every resume, summed over ranks (global under DDP): `tokens` counts every position
+    # of the padded batches (rows x padded length, PAD included); `useful_tokens` only their real (non-PAD)
+    # tokens, the sum of the examples' lengths, prompt + answer + EOS: each one is fed to the model or is a
+    # loss target (all but a row's first token are), so useful_tokens == tokens exactly when nothing is padded
     tokens: int = 0
+    useful_tokens: int = 0
     saved: str | None = None  # the newest checkpoint written or resumed from (its step), for DivergedError
     # the first step whose loss was not finite (inf: none); kept on the device, read only by check_finite
     bad_at: torch.Tensor | None = None
@@ -185,13 +195,15 @@ class LoopState:
     t0: float = 0.0
     last_save: float = 0.0  # `elapsed` at the last save, for train.save_every_minutes
     window_tokens: int = 0  # tokens since the last logging step, at `window_t`, for tokens_per_s
+    window_useful: int = 0  # the same for useful_tokens_per_s
     window_t: float = 0.0
     loss_ema: float | None = None  # the progress bar's smoothed loss
     stopping: bool = False  # a signal asked to save and stop (on any rank)
 
     def start_clock(self) -> None:
         """This process's clocks start, once set up: setting up is not trained time."""
-        self.t0, self.last_save, self.window_tokens = time.perf_counter(), self.elapsed, 0
+        self.t0, self.last_save = time.perf_counter(), self.elapsed
+        self.window_tokens, self.window_useful = 0, 0
         self.window_t = time.perf_counter()
         self.start_elapsed, self.loss_ema, self.stopping = self.elapsed, None, False
 
@@ -255,8 +267,8 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
         if progress >= 1.0 or s.stopping:
             break
         lr = tcfg.lr * trapezoid(progress, tcfg.warmup, tcfg.cooldown)
-        loss, grad_norm, n_tok = t.train_step(s, lr)  # no host sync
-        now = t.keep_time(s, stop, n_tok)
+        loss, grad_norm, n_tok, n_useful = t.train_step(s, lr)  # no host sync
+        now = t.keep_time(s, stop, n_tok, n_useful)
         _show_progress(bar, tcfg, s)
         if s.step % tcfg.log_every == 0 or s.step == 1:  # host syncs: only every log_every steps
             t.log_step(s, bar, loss, grad_norm, lr, now)
@@ -303,6 +315,9 @@ def _resume(cfg, run_dir: Path, cleanup: ExitStack, s: LoopState, raw_model, opt
     state = checkpoint.load_trainer_state(ckpt)
     load_optimizer_state(opt, state["optimizer"])  # this process's fused / foreach choice kept
     s.step, s.elapsed, s.tokens = int(state["step"]), float(state["elapsed"]), int(state["tokens"])
+    # checkpoints written before useful_tokens existed lack it: the count then restarts at 0 on this resume
+    # (useful_tokens covers the steps since; useful_tokens_per_s is unaffected)
+    s.useful_tokens = int(state.get("useful_tokens", 0))
     if checkpoint.best(run_dir) is not None:  # a best moved aside as damaged: selection starts over
         selection.load_state(state)
     if ema is not None:
@@ -391,11 +406,12 @@ class _Trainer:
     # ------------------------------------------------------------------ the step
     def train_step(self, s: LoopState, lr: float):
         """One optimizer step at learning rate `lr`, then s.step + 1; no host sync. Returns (loss, grad norm,
-        this rank's token count), the first two left on the device."""
+        this rank's token count, its useful token count), the first two left on the device."""
         tcfg = self.cfg.train
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # embedding tables may train slower (optim.py)
-        ids = self.batches.batch(s.step).to(self.info.device, non_blocking=True)
+        ids, n_useful = self.batches.counted_batch(s.step)  # n_useful: from the row lengths, on the host
+        ids = ids.to(self.info.device, non_blocking=True)
         with self.autocast:
             loss = forward_loss(self.model, self.raw_model, ids, self.cfg, self.tok)
         self.opt.zero_grad(set_to_none=True)
@@ -406,21 +422,25 @@ class _Trainer:
             self.ema.update_parameters(self.raw_model)
         s.step += 1
         s.bad_at = torch.where(loss.detach().isfinite(), s.bad_at, s.bad_at.clamp(max=s.step))  # no host sync
-        return loss, grad_norm, ids.numel()
+        return loss, grad_norm, ids.numel(), n_useful
 
     # ------------------------------------------------------------------ the budget and stopping
-    def keep_time(self, s: LoopState, stop: _StopFlag, n_tok: int) -> float:
-        """The clock (s.elapsed), a signal (s.stopping) and the tokens, agreed between ranks; returns now."""
+    def keep_time(self, s: LoopState, stop: _StopFlag, n_tok: int, n_useful: int) -> float:
+        """The clock (s.elapsed), a signal (s.stopping) and the tokens (padded and useful), agreed between
+        ranks; returns now."""
         info = self.info
         now = time.perf_counter()
         s.elapsed = s.start_elapsed + (now - s.t0)
         s.stopping = stop.raised
         if info.world > 1:  # every rank must agree on the budget's end, on stopping, and on the token count
             # one collective on host values (gloo: the GPU's queue is not drained)
-            agreed = dist.host_sum([s.elapsed, float(stop.raised), n_tok])
+            agreed = dist.host_sum([s.elapsed, float(stop.raised), n_tok, n_useful])
             s.elapsed, s.stopping, n_tok = agreed[0] / info.world, agreed[1] > 0, int(agreed[2])
+            n_useful = int(agreed[3])
         s.tokens += n_tok
         s.window_tokens += n_tok
+        s.useful_tokens += n_useful
+        s.window_useful += n_useful
         return now
 
     # ------------------------------------------------------------------ logging
@@ -437,9 +457,10 @@ class _Trainer:
         if not math.isfinite(loss_val):
             self.check_finite(s)  # raises, naming the first bad step (every rank sees the same mean)
         s.loss_ema = loss_val if s.loss_ema is None else 0.7 * s.loss_ema + 0.3 * loss_val
-        tps = s.window_tokens / max(now - s.window_t, 1e-9)
-        s.window_tokens, s.window_t = 0, now
-        bar.set_postfix(loss=f"{s.loss_ema:.4f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
+        window_s = max(now - s.window_t, 1e-9)
+        tps, useful_tps = s.window_tokens / window_s, s.window_useful / window_s
+        s.window_tokens, s.window_useful, s.window_t = 0, 0, now
+        bar.set_postfix(loss=f"{s.loss_ema:.4f}", tok_s=throughput_text(tps, useful_tps), lr=f"{lr:.2e}")
         if self.log:
             self.log.log(
                 {
@@ -449,6 +470,8 @@ class _Trainer:
                     "grad_norm": float(grad_norm),
                     "tokens": s.tokens,
                     "tokens_per_s": tps,
+                    "useful_tokens": s.useful_tokens,
+                    "useful_tokens_per_s": useful_tps,
                     "elapsed_s": s.elapsed,
                     "emb_max_abs": self.raw_model.embedding_max_abs(),
                 }
@@ -498,6 +521,7 @@ class _Trainer:
                 "step": s.step,
                 "elapsed": s.elapsed,
                 "tokens": s.tokens,
+                "useful_tokens": s.useful_tokens,
                 "rng": rng_state(),
                 **self.selection.state(),
             }

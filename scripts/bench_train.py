@@ -1,4 +1,4 @@
-"""Training throughput: tokens/s, step time, peak memory and model FLOPs utilization (MFU) per config.
+"""Training throughput per config: tokens/s and model FLOPs utilization (MFU), padded and useful, step time.
 
     python scripts/bench_train.py --device cuda                                  # the paper's configs, one GPU
     python scripts/bench_train.py --device cpu --configs quickstart --steps 20
@@ -24,6 +24,14 @@ that of the call (progressive loss: n no-grad recurrences + k with gradient, dra
 for looped models too. For a standard model this is 6 N_matmul + 12 L T C per token.
 MFU = model FLOPs per second / peak: H100 / H200 SXM bf16 dense 989 TFLOP/s (A100 312); on a CPU the peak
 is measured: the best of a few 2048 x 2048 matmuls in the dtype the step computes in.
+
+Useful (non-PAD) tokens, counted on the host from the row lengths of the very batches timed
+(`Batches.counted_batch`, as `train()` counts them): "useful tokens/s" is the real tokens of the padded rows
+(the sum of the examples' lengths) per second, beside "tokens/s" (rows x padded length, PAD included).
+"useful MFU" applies the same FLOPs per token (padded T in the attention term included) to the useful input
+positions only: those whose next token is real, a loss target (each row's length - 1, of the row's T - 1 input
+positions); so useful MFU = MFU x useful input positions / input positions, and equals MFU without padding.
+JSON keys beside the old ones: useful_tok_s, useful_fps (useful model FLOP/s), useful_mfu.
 """
 
 from __future__ import annotations
@@ -104,6 +112,14 @@ def step_flops(calls, layers: int, width: int, ffn: int, vocab: int) -> float:
         applied = layers * (3 * (depth - no_grad) + no_grad)  # forward-equivalents of layer work
         total += tokens * (applied * layer + 3 * 2 * C * vocab)
     return total
+
+
+def useful_share(shape: tuple[int, int], useful: int) -> float:
+    """The share of a batch's input positions whose next token is real (a loss target): the model reads
+    ids[:, :-1], rows x (T - 1) positions, and a row of `length` real tokens has length - 1 targets, so the
+    `useful` real tokens of `shape[0]` rows give useful - rows of them."""
+    rows, width = shape
+    return (useful - rows) / max(rows * (width - 1), 1)
 
 
 def cpu_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -209,7 +225,7 @@ def bench(name: str, args, device: torch.device) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     model.train()
-    times, data_times, tokens, flops = [], [], [], []
+    times, data_times, tokens, useful_tokens, flops, useful_flops = [], [], [], [], [], []
     reset_peak_memory(device)
     syncs = SyncWarnings(args.sync_debug and device.type == "cuda")
     for step in range(args.warmup + args.steps):
@@ -219,7 +235,8 @@ def bench(name: str, args, device: torch.device) -> dict:
         sync()
         t0 = time.perf_counter()
         with syncs.watch() if timed else nullcontext():
-            ids = batches.batch(step).to(device, non_blocking=True)
+            ids, useful = batches.counted_batch(step)  # useful: non-PAD tokens, from the host-side lengths
+            ids = ids.to(device, non_blocking=True)
             t_data = time.perf_counter() - t0  # batch generation + copy: the GPU idles meanwhile in train()
             counter.calls.clear()
             with autocast:
@@ -233,8 +250,11 @@ def bench(name: str, args, device: torch.device) -> dict:
             times.append(time.perf_counter() - t0)
             data_times.append(t_data)
             tokens.append(ids.numel())
+            useful_tokens.append(useful)
             flops.append(step_flops(counter.calls, m.layers, m.width, m.ffn, tok.vocab_size))
+            useful_flops.append(flops[-1] * useful_share(ids.shape, useful))
     fps = [f / t for f, t in zip(flops, times)]
+    useful_fps = [f / t for f, t in zip(useful_flops, times)]
     frames, graphs = (a - b for a, b in zip(compile_counts(), compiled_before))
     return {
         "config": name,
@@ -244,8 +264,10 @@ def bench(name: str, args, device: torch.device) -> dict:
         "step_ms": 1e3 * statistics.median(times),
         "data_ms": 1e3 * statistics.median(data_times),
         "tok_s": statistics.median(n / t for n, t in zip(tokens, times)),
+        "useful_tok_s": statistics.median(n / t for n, t in zip(useful_tokens, times)),  # non-PAD tokens / s
         "tflops": statistics.median(fps) / 1e12,
         "fps": statistics.median(fps),
+        "useful_fps": statistics.median(useful_fps),  # model FLOP/s of the input positions with a real target
         "mem_gib": peak_memory_gib(device),
         "bf16": use_bf16,
         "recompiles_timed": frames,  # frames torch.compile compiled during the timed steps (0 is right)
@@ -258,20 +280,20 @@ def bench(name: str, args, device: torch.device) -> dict:
 # ---------------------------------------------------------------------------------------------- report
 def table(rows: list[dict], peak: float) -> list[str]:
     out = [
-        "| config | model | params | batch | step (ms) | of it data (ms) | tokens/s | model TFLOP/s | MFU "
-        "| peak mem (GiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | model | params | batch | step (ms) | of it data (ms) | tokens/s | useful tokens/s "
+        "| model TFLOP/s | MFU | useful MFU | peak mem (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['config']} | {r['shape']} | {r['params_m']:.1f}M | {r['batch']} | {r['step_ms']:.1f} "
-            f"| {r['data_ms']:.1f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | {100 * r['fps'] / peak:.1f}% | {r['mem_gib']:.2f} |"
+            f"| {r['data_ms']:.1f} | {r['tok_s']:,.0f} | {r['useful_tok_s']:,.0f} | {r['tflops']:.3f} "
+            f"| {100 * r['fps'] / peak:.1f}% | {100 * r['useful_fps'] / peak:.1f}% | {r['mem_gib']:.2f} |"
         )
     return out
 
 
-@user_errors
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="paper_16x1,paper_8x2,paper_1x16,nope_16x1,fire_16x1,quickstart")
     p.add_argument("--steps", type=int, default=20, help="timed steps per config")
@@ -302,7 +324,12 @@ def main() -> None:
         action="store_true",
         help="CUDA: count host-device synchronizations in the timed steps (torch.cuda.set_sync_debug_mode)",
     )
-    args = p.parse_args()
+    return p.parse_args()
+
+
+@user_errors
+def main() -> None:
+    args = parse_args()
     device = torch.device(args.device)
     if args.compile is None:
         args.compile = device.type == "cuda"
@@ -339,12 +366,14 @@ def main() -> None:
                 "warmup": args.warmup,
                 "peak_tflops": peak / 1e12,
                 "mfu": row["fps"] / peak,
+                "useful_mfu": row["useful_fps"] / peak,
             }
             with open(args.json, "a") as f:
                 f.write(json.dumps({**row, **extra}) + "\n")
         print(
             f"{name:12s} {row['step_ms']:9.1f} ms/step {row['tok_s']:12,.0f} tok/s "
-            f"{100 * row['fps'] / peak:5.1f}% MFU {row['mem_gib']:6.2f} GiB",
+            f"({row['useful_tok_s']:,.0f} useful) {100 * row['fps'] / peak:5.1f}% MFU "
+            f"({100 * row['useful_fps'] / peak:.1f}% useful) {row['mem_gib']:6.2f} GiB",
             flush=True,
         )
     lines = table(rows, peak)
@@ -364,7 +393,8 @@ def main() -> None:
             f"- torch {torch.__version__}; compile={args.compile}, attention={args.attention}, "
             f"bf16 autocast={'on' if any(r['bf16'] for r in rows) else 'off'}; {args.warmup} warm-up + "
             f"{args.steps} timed steps, medians",
-            f"- MFU divides matmul FLOPs (scripts/bench_train.py docstring) by {peak_note}",
+            f"- MFU divides matmul FLOPs (scripts/bench_train.py docstring) by {peak_note}; useful tokens/s and "
+            "useful MFU count the non-PAD tokens only (the same docstring)",
             "- peak memory: " + ("torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS"),
         ]
         if args.note:

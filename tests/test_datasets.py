@@ -7,6 +7,7 @@ import torch
 
 from arith.data import datasets as DS
 from arith.data import tasks as T
+from arith.data.tokenizer import ArithTokenizer
 from arith.errors import ConfigError, DataError
 from arith.schema import DataConfig, Task
 
@@ -126,6 +127,26 @@ def test_stream_batches(tmp_path, task):
     assert _same_up_to_padding(x[0::2], r0, tok.pad_id) and _same_up_to_padding(x[1::2], r1, tok.pad_id)
     with pytest.raises(ConfigError):
         DS.make_batches(cfg, global_batch=9, seed=1, world=2)
+
+
+@pytest.mark.parametrize(
+    "task, fmt, bucket",
+    [("addition", "direct", 1), ("sorting", "direct", 1), ("subtraction", "scratchpad", 3)],
+)
+def test_counted_batch_counts_the_non_pad_tokens(tmp_path, task, fmt, bucket):
+    """counted_batch's useful tokens (read from the row lengths) == the non-PAD positions of its batch, for every
+    rank and with bucketing; its batch is batch(step)'s."""
+    cfg = _cfg(tmp_path, task=Task(task), streaming=True, max_len=4, format=fmt, bucket=bucket)
+    padded = 0
+    for world in (1, 2):
+        for rank in range(world):
+            batches = DS.StreamBatches(cfg, ArithTokenizer.build(), 8, seed=1, rank=rank, world=world)
+            for step in range(4):
+                x, useful = batches.counted_batch(step)
+                assert torch.equal(x, batches.batch(step))
+                assert useful == int((x != batches.pad_id).sum()) <= x.numel()
+                padded += useful < x.numel()
+    assert padded, "no batch had padding: the test would not tell useful from padded tokens"
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):

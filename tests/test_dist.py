@@ -57,6 +57,9 @@ def assert_same_run(ref_dir, ddp_dir, atol=1e-5):
     assert [r["step"] for r in got] == [r["step"] for r in ref], "one metrics row per step (rank 0 only)"
     for a, b in zip(ref, got):
         assert abs(a["loss"] - b["loss"]) <= atol, (a["step"], a["loss"], b["loss"])
+        # token counts are global (summed over ranks); each rank pads its rows to its own longest, so the
+        # padded count may shrink, the useful (non-PAD) one is the same
+        assert b["useful_tokens"] == a["useful_tokens"] and b["tokens"] <= a["tokens"], a["step"]
     assert checkpoint.latest(ddp_dir).name == checkpoint.latest(ref_dir).name
     wa = load_file(str(checkpoint.latest(ref_dir) / checkpoint.WEIGHTS))
     wb = load_file(str(checkpoint.latest(ddp_dir) / checkpoint.WEIGHTS))

@@ -152,9 +152,8 @@ def test_bf16_autocast_training_runs_on_cpu(compose, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- benchmark
-def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
-    """scripts/bench_train.py counts 6 x (matmul weights) + 12 L T C per token for a standard model: the
-    weights must be those the model really has (a changed layer layout must change the count too)."""
+def bench_module():
+    """scripts/bench_train.py, imported as a module."""
     import importlib.util
 
     from tests.conftest import ROOT
@@ -162,6 +161,13 @@ def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
     spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
+    """scripts/bench_train.py counts 6 x (matmul weights) + 12 L T C per token for a standard model: the
+    weights must be those the model really has (a changed layer layout must change the count too)."""
+    bench = bench_module()
     m = model("abacus", "none", layers=3, recurrences=1, width=64, ffn=96)
     matmul = sum(
         mod.weight.numel()
@@ -175,3 +181,40 @@ def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
     looped = bench.step_flops([(B * T, T, 4, 1)], 1, C, 96, TOK.vocab_size)
     layer = 2 * (4 * C * C + 3 * C * 96 // 2) + 4 * T * C  # GLU: C x F in, F/2 x C out
     assert looped == B * T * ((3 * 3 + 1) * layer + 6 * C * TOK.vocab_size)
+
+
+def test_bench_reports_useful_tokens_and_useful_mfu_of_the_timed_batch(tmp_path, monkeypatch, capsys):
+    """The table and the --json rows carry useful (non-PAD) tokens/s and useful MFU beside the padded ones,
+    whose keys stay. One timed step (step 1, after one warm-up step): the ratios are those of that batch,
+    counted here from the batch itself (useful MFU: the input positions with a real next token)."""
+    import json
+    import sys
+
+    from arith.data.datasets import make_batches
+    from tests.test_train import TINY
+
+    bench = bench_module()
+    overrides = [o for o in TINY if not o.startswith(("data.streaming=", "train.progress="))]
+    out = tmp_path / "rows.jsonl"
+    argv = [
+        "bench_train.py",
+        "--device=cpu",
+        "--configs=quickstart",
+        "--steps=1",
+        "--warmup=1",
+        "--threads=1",
+    ]
+    argv += ["--no-compile", "--peak-tflops=1", f"--json={out}", *(f"--override={o}" for o in overrides)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| config |"))
+    assert "| tokens/s | useful tokens/s |" in header and "| MFU | useful MFU |" in header
+    cfg = bench.compose([*bench.CONFIGS["quickstart"], "data.streaming=true", *overrides])
+    ids = make_batches(cfg.data, cfg.train.batch_size, cfg.train.seed)[0].batch(1)
+    (b, t), real = ids.shape, int((ids != TOK.pad_id).sum())
+    assert all(row[k] > 0 for k in ("tok_s", "fps", "mfu", "useful_tok_s", "useful_fps", "useful_mfu"))
+    assert row["useful_tok_s"] / row["tok_s"] == pytest.approx(real / ids.numel()) and real < ids.numel()
+    share = (real - b) / (b * (t - 1))  # input positions whose next token is real, of all b x (t - 1)
+    assert row["useful_fps"] / row["fps"] == pytest.approx(share)
+    assert row["useful_mfu"] / row["mfu"] == pytest.approx(share) and row["useful_mfu"] < row["mfu"]

@@ -1,6 +1,6 @@
-"""The training bar under a wall-clock budget: steps, minutes of the budget, and what is left in words."""
+"""The training bar: steps, budget minutes and what is left in words; padded and useful token rates."""
 
-from arith.train import budget_text, train
+from arith.train import budget_text, throughput_text, train
 from tests.test_train import TINY
 
 
@@ -16,3 +16,10 @@ def test_wall_clock_bar_shows_steps_and_budget(compose, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "/ 0.02 min · under a minute left" in err and "step " in err
     assert "s/s" not in err, "no seconds-per-second rate"
+
+
+def test_bar_shows_useful_tokens_per_second_beside_the_padded_rate(compose, tmp_path, capsys):
+    assert throughput_text(41234.4, 33090.6) == "41,234 (useful 33,091)"
+    overrides = [*TINY, "train.progress=true", "train.steps=3", "train.log_every=1", f"runs_root={tmp_path}"]
+    train(compose(overrides))
+    assert "tok_s=" in (err := capsys.readouterr().err) and " (useful " in err

@@ -237,7 +237,17 @@ def test_tensorboard_logs_the_metrics_and_resume_replaces_the_steps_after_the_ch
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert tags == {"loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", "emb_max_abs"}
+    assert tags == {
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "tokens_per_s",
+        "useful_tokens",
+        "useful_tokens_per_s",
+        "elapsed_s",
+        "emb_max_abs",
+    }
     for tag in tags:
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [1, 2, 3, 4], tag  # the first session's 3 and 4 purged

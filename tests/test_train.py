@@ -80,6 +80,38 @@ def test_keep_last_prunes_old_checkpoints(compose, tmp_path):
     assert [p.name for p in checkpoint.step_dirs(run_dir)] == ["6", "8"]
 
 
+def test_useful_tokens_are_the_non_pad_tokens_and_survive_resume(compose, tmp_path):
+    """metrics.jsonl's useful_tokens: the non-PAD tokens of every batch trained on (counted here from the batches
+    themselves), below the padded `tokens`; resuming continues the count from the checkpoint, and a checkpoint
+    written before the count existed restarts it at 0."""
+    from arith.data.datasets import make_batches
+
+    cfg = tiny(compose, tmp_path, "train.steps=4", "train.log_every=1")
+    run_dir = train(cfg)
+    batches, tok = make_batches(cfg.data, cfg.train.batch_size, cfg.train.seed)
+    real = [int((batches.batch(step) != tok.pad_id).sum()) for step in range(8)]
+    padded = [batches.batch(step).numel() for step in range(8)]
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert r["useful_tokens"] == sum(real[: r["step"]]) < r["tokens"] == sum(padded[: r["step"]])
+        assert 0 < r["useful_tokens_per_s"] < r["tokens_per_s"]  # the same window: the ratio of the batches
+    ckpt = checkpoint.latest(run_dir)
+    assert checkpoint.load_trainer_state(ckpt)["useful_tokens"] == sum(real[:4])
+    train(tiny(compose, tmp_path, "train.steps=6", "train.log_every=1"))
+    assert [(r["step"], r["useful_tokens"]) for r in metrics(run_dir)[-2:]] == [
+        (5, sum(real[:5])),
+        (6, sum(real[:6])),
+    ]
+    ckpt = checkpoint.latest(run_dir)
+    state = checkpoint.load_trainer_state(ckpt)
+    del state["useful_tokens"]  # as an older arith wrote it
+    torch.save(state, ckpt / checkpoint.TRAINER)
+    train(tiny(compose, tmp_path, "train.steps=8", "train.log_every=1"))
+    last = metrics(run_dir)[-1]
+    assert (last["step"], last["useful_tokens"], last["tokens"]) == (8, sum(real[6:8]), sum(padded[:8]))
+
+
 def test_answer_only_loss_ignores_the_prompt(compose):
     from arith.data.tokenizer import ArithTokenizer
     from arith.schema import Reduction

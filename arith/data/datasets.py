@@ -12,7 +12,8 @@ of 2,870 rows by mistake); its test split is a random sample of that set.
 
 Batches: ``batch(step)`` depends only on (seed, step, rank, world), so resuming at a step replays exactly the
 data a run would have seen. Rank r of `world` takes global rows r::world; each local batch is padded to its
-own longest row.
+own longest row. ``counted_batch(step)`` also gives the batch's useful (non-PAD) token count, from the row
+lengths.
 """
 
 from __future__ import annotations
@@ -353,9 +354,15 @@ class Batches:
         return ids[chunks[j]], length[chunks[j]]
 
     def batch(self, step: int) -> torch.Tensor:
+        return self.counted_batch(step)[0]
+
+    def counted_batch(self, step: int) -> tuple[torch.Tensor, int]:
+        """(batch(step), its useful tokens): the non-PAD tokens of this rank's rows, i.e. the sum of their
+        example lengths (a row holds no PAD before its end), read from the host-side lengths at no cost."""
         ids, length = self._bucketed(step) if self.bucket > 1 else self._global(step)
         ids, length = ids[self.rank :: self.world], length[self.rank :: self.world]
-        return torch.from_numpy(np.ascontiguousarray(ids[:, : int(length.max())], dtype=np.int64))
+        batch = torch.from_numpy(np.ascontiguousarray(ids[:, : int(length.max())], dtype=np.int64))
+        return batch, int(length.sum())
 
 
 class DiskBatches(Batches):
