@@ -195,6 +195,10 @@ class ModelConfig:
     # run of digits; a run at the start of the row has its own): which number a digit belongs to (an operand, a
     # scratchpad line and its multiplier letter) without an attention hop; off = no parameters, today's logits
     opener_embedding: bool = False
+    # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
+    # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
+    # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)
+    number_window: int = 0
     dropout: float = 0.0
 
 

@@ -1,4 +1,8 @@
-"""train(cfg): the training loop. Runs under `python pretrain.py` and `torchrun ... pretrain.py` alike."""
+"""train(cfg): the training loop. Runs under `python pretrain.py` and `torchrun ... pretrain.py` alike.
+
+The step's loss and compiled layers live in arith/step.py, the loop's state and the RNG state in
+arith/loop_state.py; their names are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,11 @@ import math
 import random
 import signal
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -23,120 +26,34 @@ from arith.data.tokenizer import ArithTokenizer
 from arith.errors import DivergedError
 from arith.eval.reach import position_needs
 from arith.lock import RunLock
+from arith.loop_state import LoopState, rng_state, set_rng_state
 from arith.metrics import MetricsLog
 from arith.model import build_model
 from arith.model.flex import check_training as check_flex_training
 from arith.model.flex import set_attention_impl
 from arith.model.positions import watch_rows
 from arith.optim import build_optimizer, load_optimizer_state, run_progress, trapezoid
-from arith.schema import PretrainConfig, Reduction
+from arith.schema import PretrainConfig
 from arith.selection import Selection, make_ema
 from arith.start import check_resume_compatible, save_run_config, validate_pretrain
+from arith.step import compile_blocks, eager_layers, forward_loss, lm_loss, progressive_depths
+
+__all__ = [  # what other modules, scripts and tests import from here (the helpers re-exported)
+    "LoopState",
+    "budget_text",
+    "compile_blocks",
+    "eager_layers",
+    "forward_loss",
+    "lm_loss",
+    "progressive_depths",
+    "rng_state",
+    "set_rng_state",
+    "throughput_text",
+    "train",
+]
 
 
-# ---------------------------------------------------------------------------------------------- loss
-def lm_loss(
-    logits: torch.Tensor, ids: torch.Tensor, tok: ArithTokenizer, answer_only: bool, reduction: Reduction
-) -> torch.Tensor:
-    """Next-token cross-entropy over ids[:, 1:], normalised over the *global* batch.
-
-    Each rank divides its summed loss by the global token (or sample) count times the world size, so that
-    DDP's gradient averaging yields exactly the single-process gradient of the same global batch.
-    """
-    targets = ids[:, 1:]  # (B, T-1)
-    valid = targets != tok.pad_id
-    if answer_only:  # SPEC: mask every target up to and including '='
-        valid &= torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1) > 0
-    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
-    token_loss = token_loss * valid
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    if reduction == Reduction.mean:
-        count = dist.all_reduce_sum(valid.sum().to(token_loss.dtype)).clamp_min(1)
-        return token_loss.sum() * world / count
-    per_row = valid.sum(dim=1)
-    row_mean = token_loss.sum(dim=1) / per_row.clamp_min(1)
-    rows = dist.all_reduce_sum((per_row > 0).sum().to(token_loss.dtype)).clamp_min(1)
-    return row_mean.sum() * world / rows
-
-
-def progressive_depths(recurrences: int, max_backprop: int | None, throttle: bool) -> tuple[int, int]:
-    """Progressive loss (McLeish et al. 2024 / Bansal et al. 2022): n recurrences without gradient, then k with.
-
-    n ~ U{0..R-1}; k ~ U{1..min(R-n, max_backprop)} when throttled (depth never exceeds R), U{1..max_backprop}
-    otherwise. Drawn from torch's global RNG so they are part of the checkpointed RNG state.
-    """
-    mb = max_backprop or max(1, recurrences // 2)
-    n = int(torch.randint(0, recurrences, ()).item())
-    k_max = min(recurrences - n, mb) if throttle else mb
-    k = int(torch.randint(1, k_max + 1, ()).item())
-    return n, k
-
-
-def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
-    m = cfg.model
-    x = ids[:, :-1]
-    k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
-
-    def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
-        logits = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k)
-        return lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
-
-    if m.recurrences == 1 or m.alpha == 0:
-        return loss_at(m.recurrences)
-    n, kk = progressive_depths(m.recurrences, m.max_backprop, m.throttle)
-    loss = m.alpha * loss_at(n + kk, no_grad=n)
-    if m.alpha < 1:
-        loss = loss + (1 - m.alpha) * loss_at(m.recurrences)
-    return loss
-
-
-def compile_blocks(model) -> None:
-    """torch.compile every layer of the recurrent block in place (parameter names unchanged).
-
-    Not the whole model: its Python loop unrolls per (depth, no-grad depth), so the progressive loss's
-    random depths would recompile every step and hit dynamo's recompile limit. A layer compiles to a few
-    graphs (with / without grad, then dynamic sequence length) shared by every layer and recurrence, and DDP
-    wraps the model as usual, with no extra flag.
-    """
-    for layer in model.layers:
-        layer.compile()
-
-
-@contextmanager
-def eager_layers(model):
-    """The layers of `model` run uncompiled inside the block (`compile_blocks` undone for a while): selection's
-    KV-cached decoding (eval mode, no grad, one-token steps, a growing cache) would otherwise compile graph after
-    graph inside the training budget and hit dynamo's recompile limit. Scores are then those of the eager model
-    that `arith.load` evaluates, as with train.ema (whose copy is made before compiling)."""
-    compiled = [(layer, layer._compiled_call_impl) for layer in model.layers]  # set by nn.Module.compile
-    for layer, _ in compiled:
-        layer._compiled_call_impl = None
-    try:
-        yield model
-    finally:
-        for layer, impl in compiled:
-            layer._compiled_call_impl = impl
-
-
-# ---------------------------------------------------------------------------------------------- state
-def rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    py = random.getstate()
-    random.setstate((py[0], tuple(int(v) for v in state["python"].tolist()), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
+# --------------------------------------------------------------------------------------- progress and signals
 def budget_text(step: int, elapsed_s: float, budget_minutes: float) -> str:
     """The progress label of a wall-clock budget: ``step 1,234 · 4.2 / 9 min · about 5 min left``."""
     left_s = 60 * budget_minutes - elapsed_s
@@ -171,41 +88,6 @@ class _StopFlag:
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-# ---------------------------------------------------------------------------------------------- the loop's state
-@dataclass
-class LoopState:
-    """What the loop carries from one step to the next. step, elapsed, tokens and useful_tokens are
-    checkpointed (with the weights, the EMA, the optimizer, the selection and the RNG); batches are pure in
-    the step, so `step` is also the data's position on resume. The rest lives for this process only."""
-
-    step: int = 0
-    elapsed: float = 0.0  # seconds trained over every resume: the budget's clock, agreed between ranks
-    # token counts over every resume, summed over ranks (global under DDP): `tokens` counts every position
-    # of the padded batches (rows x padded length, PAD included); `useful_tokens` only their real (non-PAD)
-    # tokens, the sum of the examples' lengths, prompt + answer + EOS: each one is fed to the model or is a
-    # loss target (all but a row's first token are), so useful_tokens == tokens exactly when nothing is padded
-    tokens: int = 0
-    useful_tokens: int = 0
-    saved: str | None = None  # the newest checkpoint written or resumed from (its step), for DivergedError
-    # the first step whose loss was not finite (inf: none); kept on the device, read only by check_finite
-    bad_at: torch.Tensor | None = None
-    start_elapsed: float = 0.0  # `elapsed` when this process started, and `t0` its perf_counter then
-    t0: float = 0.0
-    last_save: float = 0.0  # `elapsed` at the last save, for train.save_every_minutes
-    window_tokens: int = 0  # tokens since the last logging step, at `window_t`, for tokens_per_s
-    window_useful: int = 0  # the same for useful_tokens_per_s
-    window_t: float = 0.0
-    loss_ema: float | None = None  # the progress bar's smoothed loss
-    stopping: bool = False  # a signal asked to save and stop (on any rank)
-
-    def start_clock(self) -> None:
-        """This process's clocks start, once set up: setting up is not trained time."""
-        self.t0, self.last_save = time.perf_counter(), self.elapsed
-        self.window_tokens, self.window_useful = 0, 0
-        self.window_t = time.perf_counter()
-        self.start_elapsed, self.loss_ema, self.stopping = self.elapsed, None, False
 
 
 # ---------------------------------------------------------------------------------------------- train

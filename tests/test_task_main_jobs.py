@@ -60,8 +60,12 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert str(cfg.model.rel_pos) == "fire" and cfg.data.bucket == 8
     assert cfg.train.budget_minutes <= 15
     cfg = compose(["+experiment=quickstart_multiplication"])
-    assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window > 0 and cfg.data.max_len == 5
-    assert cfg.model.opener_embedding is True
+    assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window == 2
+    assert (cfg.data.max_len, cfg.data.max_len_b) == (
+        7,
+        5,
+    )  # long a, short b: T's middle digits see neither end
+    assert cfg.model.opener_embedding is True and cfg.model.number_window == 2
     assert cfg.train.budget_minutes <= 30
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from arith.errors import ConfigError
-from arith.model.attention import KVCache, row_window_mask
+from arith.model.attention import KVCache, number_window_mask, row_window_mask
 from arith.model.blocks import BLOCKS
 from arith.model.positions import (
     ABS_POS,
@@ -43,7 +43,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.ffn={cfg.ffn} must be even: the GLU splits it into two halves")
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.width={cfg.width} must be divisible by model.heads={cfg.heads}")
-    for key in ("max_k", "eval_k", "fire_max_length", "row_window", "row_period"):
+    for key in ("max_k", "eval_k", "fire_max_length", "row_window", "row_period", "number_window"):
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
@@ -146,6 +146,8 @@ class ArithModel(nn.Module):
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
         # digit keys a query sees: those within this many digit indices of its own (0 = all); eval may change it
         self.row_window = int(getattr(cfg, "row_window", 0))
+        self.number_window = int(getattr(cfg, "number_window", 0))
+        self.eq_id = tok.eq_id
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
@@ -215,6 +217,22 @@ class ArithModel(nn.Module):
         return self.eval_recurrences
 
     # ------------------------------------------------------------------ forward
+    def windows(self, ids: torch.Tensor, cache: DecoderCache | None, T: int) -> torch.Tensor | None:
+        """(B, 1, T, S + T) bool: what the row window and the number window let each query see; None when both
+        are off."""
+        if not (self.row_window or self.number_window):
+            return None
+        tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
+        digit = is_digit(self.digit_lut, tokens)
+        allow = None
+        if self.row_window:
+            allow = row_window_mask(abacus_positions(digit), T, self.row_window)
+        if self.number_window:
+            after_prompt = (tokens == self.eq_id).long().cumsum(dim=1) - (tokens == self.eq_id).long() > 0
+            mask = number_window_mask(digit, after_prompt, T, self.number_window)
+            allow = mask if allow is None else allow & mask
+        return allow
+
     def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
         """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
         tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
@@ -267,9 +285,8 @@ class ArithModel(nn.Module):
         emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
-        if self.row_window > 0:
-            tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-            allow = row_window_mask(abacus_positions(is_digit(self.digit_lut, tokens)), T, self.row_window)
+        allow = self.windows(ids, cache, T)
+        if allow is not None:
             inputs = [dataclasses.replace(inp, allow=allow) for inp in inputs]
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature

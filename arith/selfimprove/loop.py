@@ -38,6 +38,7 @@ from arith.errors import ConfigError, require
 from arith.eval.reach import position_needs
 from arith.files import CONFIG
 from arith.lock import RunLock
+from arith.loop_state import rng_state, set_rng_state
 from arith.metrics import MetricsLog
 from arith.model.flex import set_attention_impl
 from arith.optim import build_optimizer, load_optimizer_state, trapezoid
@@ -45,7 +46,8 @@ from arith.runs import load
 from arith.schema import SelfImproveConfig
 from arith.selfimprove import label as L
 from arith.selfimprove.report import heldout, plot_rounds
-from arith.train import forward_loss, rng_state, set_rng_state
+from arith.selfimprove.round_labels import label_round, make_voters, own_vote_ks, voters_text
+from arith.step import forward_loss
 
 SETTINGS = "self_improve.yaml"  # the child run's self-improvement config (a resume must repeat it)
 # what a resume may change: how long, how it shows, and how rounds not yet labeled are labeled (a round's
@@ -118,28 +120,6 @@ def _check_resume(cfg: SelfImproveConfig, out: Path) -> None:
             f"{out} holds a self-improvement run with other settings ({key}: {saved.get(key)!r} there, "
             f"{now[key]!r} now); repeat them to resume, or pick another out=..."
         )
-
-
-def _vote_ks(cfg: SelfImproveConfig, run) -> list[int]:
-    """The offsets the current model votes with; [] = one greedy vote (a scheme without offsets, labelers on)."""
-    from arith.model.decoder import check_vote_ks
-
-    abs_pos = str(run.model.cfg.abs_pos)
-    if cfg.vote_ks is None and not run.model.abs_pos.takes_offset:
-        require(
-            bool(cfg.labelers),
-            f"{cfg.run} uses model.abs_pos={abs_pos}, which takes no offset, so its own vote is one greedy "
-            "answer with no agreement to filter on; give labelers=[other runs] to vote with it",
-        )
-        return []
-    ks = list(cfg.vote_ks) if cfg.vote_ks is not None else list(run.model.cfg.eval_vote_ks or [])
-    ks = check_vote_ks(ks, abs_pos, "vote_ks")  # raises for offsets on a scheme that takes none
-    require(
-        len(ks) > 1 or bool(cfg.labelers),
-        f"vote_ks={ks}: one vote cannot tell a confident answer from a guess; give several offsets "
-        "(vote_ks=[...]; the run's model.eval_vote_ks is empty) or labelers=[other runs]",
-    )
-    return ks
 
 
 # ---------------------------------------------------------------------------------------------- frontier
@@ -306,9 +286,9 @@ def _setup(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> tuple[_Part
     task = task_for(run_cfg.data)
     trained = int(run_cfg.data.max_len)
     frontier = trained if cfg.frontier_start is None else int(cfg.frontier_start)
-    vote_ks = _vote_ks(cfg, start)
+    vote_ks = own_vote_ks(cfg, start)
     device = next(model.parameters()).device  # cfg.device: labelers, batches and the report follow the model
-    voters = _voters(cfg, start, vote_ks, device)
+    voters = make_voters(cfg, start, vote_ks, device)
 
     tcfg = OmegaConf.merge(run_cfg.train, {"lr": cfg.lr})
     batch_size = cfg.batch_size or int(run_cfg.train.batch_size)
@@ -332,17 +312,6 @@ def _setup(cfg: SelfImproveConfig, out: Path, cleanup: ExitStack) -> tuple[_Part
         cfg, out, run_cfg, tok, task, model, device, vote_ks, voters, tcfg, opt, batches, log, model_cfg
     )
     return parts, _Position(step, elapsed, frontier)
-
-
-def _voters(cfg: SelfImproveConfig, start, vote_ks: list[int], device: torch.device) -> list:
-    """The current model's vote, then each labeler's over its own eval_vote_ks (same vocabulary required)."""
-    tok, model = start.tok, start.model
-    labelers = [load(p, device) for p in cfg.labelers]
-    for path, other in zip(cfg.labelers, labelers):
-        require(other.tok.vocab == tok.vocab, f"labelers: {path} has another vocabulary than {cfg.run}")
-    return [L.Voter(model, vote_ks, "self")] + [
-        L.Voter(o.model, list(o.model.cfg.eval_vote_ks or []), str(p)) for p, o in zip(cfg.labelers, labelers)
-    ]
 
 
 def _fold_done(p: _Parts, pos: _Position, r0: int) -> None:
@@ -438,49 +407,8 @@ def _end_round(p: _Parts, pos: _Position, r: int, info: dict, tl: float) -> str:
     return f" · held-out after round {r}: {held}" if held else ""
 
 
-def voters_text(voters) -> str:
-    return ", ".join(f"{v.name} at k={v.ks or 'eval_k'}" for v in voters)
-
-
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def label_round(cfg, r: int, task, tok, voters, frontier: int, trained: int, path: Path):
-    """Draw, vote, filter and store one round's problems; returns (kept token rows, the round's counts)."""
-    t0 = time.perf_counter()
-    rng = np.random.default_rng([cfg.seed, 0x1AB, r])
-    ex, a_len, b_len = L.draw(
-        task,
-        tok,
-        rng,
-        cfg.problems_per_round,
-        frontier,
-        cfg.frontier_step,
-        trained,
-        cfg.inside_share,
-        cfg.short_operand_min,
-    )
-    prompts = L.prompts_of(ex)
-    bounds = [task.answer_lengths(int(a), int(b)) for a, b in zip(a_len, b_len)]
-    max_new = [hi + 1 for _, hi in bounds]
-    with tqdm(
-        total=len(prompts), desc=f"labeling round {r}", unit="problem", leave=False, disable=not cfg.progress
-    ) as bar:
-        votes = L.answers(voters, prompts, max_new, tok, cfg.label_batch, bar)
-    kept = L.vote_filter(votes, cfg.threshold, bounds, tok.eos_id, L.answer_tokens(tok))
-    longest = np.maximum(a_len, b_len)
-    kept_longest = longest[[i for i, _, _ in kept]] if kept else np.zeros(0, dtype=np.int64)
-    info = {
-        "round": r,
-        "frontier": frontier,
-        "labeled": {str(n): int(c) for n, c in zip(*np.unique(longest, return_counts=True))},
-        "kept": {str(n): int(c) for n, c in zip(*np.unique(kept_longest, return_counts=True))},
-        "kept_share": len(kept) / len(prompts),
-        "kept_accuracy": L.kept_accuracy(ex, kept),  # for people: read from the true answers, after the vote
-        "label_s": time.perf_counter() - t0,
-    }
-    return L.save_round(path, prompts, a_len, b_len, kept, info), info
 
 
 def _checkpoint(p: _Parts, pos: _Position, r: int, round_end: int = 0) -> None:

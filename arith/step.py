@@ -1,0 +1,99 @@
+"""What a training step computes: the loss (next-token cross-entropy over the global batch, the progressive
+loss of looped models) and the layers it runs compiled. Used by `arith.train` and by the self-improvement
+rounds."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from arith import dist
+from arith.data.tokenizer import ArithTokenizer
+from arith.schema import PretrainConfig, Reduction
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def lm_loss(
+    logits: torch.Tensor, ids: torch.Tensor, tok: ArithTokenizer, answer_only: bool, reduction: Reduction
+) -> torch.Tensor:
+    """Next-token cross-entropy over ids[:, 1:], normalised over the *global* batch.
+
+    Each rank divides its summed loss by the global token (or sample) count times the world size, so that
+    DDP's gradient averaging yields exactly the single-process gradient of the same global batch.
+    """
+    targets = ids[:, 1:]  # (B, T-1)
+    valid = targets != tok.pad_id
+    if answer_only:  # SPEC: mask every target up to and including '='
+        valid &= torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1) > 0
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+    token_loss = token_loss * valid
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if reduction == Reduction.mean:
+        count = dist.all_reduce_sum(valid.sum().to(token_loss.dtype)).clamp_min(1)
+        return token_loss.sum() * world / count
+    per_row = valid.sum(dim=1)
+    row_mean = token_loss.sum(dim=1) / per_row.clamp_min(1)
+    rows = dist.all_reduce_sum((per_row > 0).sum().to(token_loss.dtype)).clamp_min(1)
+    return row_mean.sum() * world / rows
+
+
+def progressive_depths(recurrences: int, max_backprop: int | None, throttle: bool) -> tuple[int, int]:
+    """Progressive loss (McLeish et al. 2024 / Bansal et al. 2022): n recurrences without gradient, then k with.
+
+    n ~ U{0..R-1}; k ~ U{1..min(R-n, max_backprop)} when throttled (depth never exceeds R), U{1..max_backprop}
+    otherwise. Drawn from torch's global RNG so they are part of the checkpointed RNG state.
+    """
+    mb = max_backprop or max(1, recurrences // 2)
+    n = int(torch.randint(0, recurrences, ()).item())
+    k_max = min(recurrences - n, mb) if throttle else mb
+    k = int(torch.randint(1, k_max + 1, ()).item())
+    return n, k
+
+
+def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
+    m = cfg.model
+    x = ids[:, :-1]
+    k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
+
+    def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
+        logits = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k)
+        return lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
+
+    if m.recurrences == 1 or m.alpha == 0:
+        return loss_at(m.recurrences)
+    n, kk = progressive_depths(m.recurrences, m.max_backprop, m.throttle)
+    loss = m.alpha * loss_at(n + kk, no_grad=n)
+    if m.alpha < 1:
+        loss = loss + (1 - m.alpha) * loss_at(m.recurrences)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------- compiled layers
+def compile_blocks(model) -> None:
+    """torch.compile every layer of the recurrent block in place (parameter names unchanged).
+
+    Not the whole model: its Python loop unrolls per (depth, no-grad depth), so the progressive loss's
+    random depths would recompile every step and hit dynamo's recompile limit. A layer compiles to a few
+    graphs (with / without grad, then dynamic sequence length) shared by every layer and recurrence, and DDP
+    wraps the model as usual, with no extra flag.
+    """
+    for layer in model.layers:
+        layer.compile()
+
+
+@contextmanager
+def eager_layers(model):
+    """The layers of `model` run uncompiled inside the block (`compile_blocks` undone for a while): selection's
+    KV-cached decoding (eval mode, no grad, one-token steps, a growing cache) would otherwise compile graph after
+    graph inside the training budget and hit dynamo's recompile limit. Scores are then those of the eager model
+    that `arith.load` evaluates, as with train.ema (whose copy is made before compiling)."""
+    compiled = [(layer, layer._compiled_call_impl) for layer in model.layers]  # set by nn.Module.compile
+    for layer, _ in compiled:
+        layer._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        for layer, impl in compiled:
+            layer._compiled_call_impl = impl
