@@ -11,6 +11,7 @@ from arith.errors import ConfigError
 from arith.model import build_model
 from arith.model.attention import causal_mask
 from tests.test_model import cfg_for
+from tests.test_opener_embedding import cached_logits
 
 TOK = ArithTokenizer.build()
 ROW = "21x43=4e840,43D040"  # 12 x 34 in the multiplication scratchpad: a, b | P_0 e T_0 , P_1 D T_1
@@ -72,12 +73,7 @@ def test_cached_decoding_equals_the_full_forward():
         cfg_for(rel_pos="fire", row_window=2, number_window=2, opener_embedding=True), TOK
     ).eval()
     ids = ids_of(ROW)
-    full = model(ids)
-    cache = model.new_cache()
-    steps = [model(ids[:, :6], cache=cache)]
-    for t in range(6, ids.shape[1]):
-        steps.append(model(ids[:, t : t + 1], cache=cache, start=t))
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    assert torch.allclose(cached_logits(model, ids, prompt=6), model(ids), atol=1e-5)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2"])

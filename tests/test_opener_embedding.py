@@ -41,14 +41,19 @@ def test_on_changes_digits_only_and_cached_decoding_equals_the_full_forward():
     assert model.opener_emb.num_embeddings == TOK.vocab_size + 1
     ids = torch.tensor([TOK.encode("21x43=4e840,43D040")])
     full = model(ids)
-    cache = model.new_cache()
-    steps = [model(ids[:, :6], cache=cache)]
-    for t in range(6, ids.shape[1]):
-        steps.append(model(ids[:, t : t + 1], cache=cache, start=t))
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    assert torch.allclose(cached_logits(model, ids, prompt=6), full, atol=1e-5)
     with torch.no_grad():  # the table reaches the logits
         model.opener_emb.weight.zero_()
     assert not torch.allclose(model(ids), full)
+
+
+def cached_logits(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
+    """The logits of `ids` decoded with a KV cache: the first `prompt` tokens at once, then one token a call."""
+    cache = model.new_cache()
+    steps = [model(ids[:, :prompt], cache=cache)]
+    for t in range(prompt, ids.shape[1]):
+        steps.append(model(ids[:, t : t + 1], cache=cache, start=t))
+    return torch.cat(steps, dim=1)
 
 
 def test_bad_value_is_one_line():
