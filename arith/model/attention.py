@@ -134,18 +134,18 @@ def row_window_mask(digit_index: torch.Tensor, t_q: int, window: int) -> torch.T
 
 
 def number_window_mask(
-    digit: torch.Tensor, after_prompt: torch.Tensor, t_q: int, window: int
+    digit_index: torch.Tensor, after_prompt: torch.Tensor, t_q: int, window: int
 ) -> torch.Tensor:
     """(B, 1, Tq, Tk) bool: causal, and past the prompt a key visible to a query only when at most `window` numbers
     (runs of digits) started after the key's number and up to the query; a non-digit counts with the number
-    before it, and the prompt's tokens are always visible (model.number_window). digit, after_prompt (B, Tk) bool:
-    every token so far, the Tq queries last; after_prompt is False up to and including '='."""
-    t_k = digit.shape[1]
-    starts = digit & ~torch.nn.functional.pad(digit[:, :-1], (1, 0), value=False)
-    number = starts.long().cumsum(dim=1)  # (B, Tk): runs begun at or before each token
+    before it, and the prompt's tokens are always visible (model.number_window). digit_index (B, Tk): as
+    `row_window_mask`'s (1 opens a number); after_prompt (B, Tk) bool, False up to and including '='; both cover
+    every token so far, the Tq queries last."""
+    t_k = digit_index.shape[1]
+    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
     near = (number[:, t_k - t_q :, None] - number[:, None, :]) <= window  # (B, Tq, Tk)
     visible = near | ~after_prompt[:, None, :]
-    return (visible & causal_mask(t_q, t_k, digit.device))[:, None]
+    return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:

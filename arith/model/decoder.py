@@ -223,13 +223,13 @@ class ArithModel(nn.Module):
         if not (self.row_window or self.number_window):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-        digit = is_digit(self.digit_lut, tokens)
+        index = abacus_positions(is_digit(self.digit_lut, tokens))  # (B, S + T), 0 for non-digits
         allow = None
         if self.row_window:
-            allow = row_window_mask(abacus_positions(digit), T, self.row_window)
+            allow = row_window_mask(index, T, self.row_window)
         if self.number_window:
-            after_prompt = (tokens == self.eq_id).long().cumsum(dim=1) - (tokens == self.eq_id).long() > 0
-            mask = number_window_mask(digit, after_prompt, T, self.number_window)
+            eq = (tokens == self.eq_id).long()
+            mask = number_window_mask(index, eq.cumsum(dim=1) - eq > 0, T, self.number_window)
             allow = mask if allow is None else allow & mask
         return allow
 
