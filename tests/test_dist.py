@@ -140,7 +140,12 @@ ddp(torch.randn(2, 4)).sum().backward()
 t = dist.all_reduce_sum(torch.ones(1))
 del ddp
 dist.cleanup()
-names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+def comm(t):  # a thread that exits between the listing and the read is gone, so not left running
+    try:
+        return open(f"/proc/self/task/{t}/comm").read().strip()
+    except FileNotFoundError:
+        return ""
+names = [comm(t) for t in os.listdir("/proc/self/task")]
 print("gloo threads:", sorted(n for n in names if "gloo" in n))
 """
 
