@@ -17,9 +17,11 @@ from omegaconf import MISSING, OmegaConf
 # import, so that any code resolving these dataclasses (reports, loads) knows it
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
-# ... and the answer format (data.format): direct names stay as they were, a scratchpad adds "_sp"
+# ... and the answer format (data.format): direct names stay as they were, a scratchpad adds "_sp", sorting's
+# label_last "_ll"
+_FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll"}
 if not OmegaConf.has_resolver("arith_fmt"):
-    OmegaConf.register_new_resolver("arith_fmt", lambda fmt: "" if str(fmt) == "direct" else "_sp")
+    OmegaConf.register_new_resolver("arith_fmt", lambda fmt: _FMT_SUFFIX.get(str(fmt), "_sp"))
 
 
 def _either(value, default):
@@ -50,7 +52,8 @@ class AnswerFormat(_Choice):
     """What the model writes after '=' (data.format): the answer alone, or worked steps then the answer."""
 
     direct = "direct"
-    scratchpad = "scratchpad"  # subtraction: docs/FORMATS.md
+    scratchpad = "scratchpad"  # subtraction, multiplication: docs/FORMATS.md
+    label_last = "label_last"  # sorting: each label after its number (docs/FORMATS.md)
 
 
 class AbsPos(_Choice):

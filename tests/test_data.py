@@ -246,3 +246,27 @@ def test_eval_or_and_long_operands():
     for task, cell in (("addition", (100, 100)), ("multiplication", (40, 35)), ("subtraction", (60, 60))):
         big = T.eval_cell(task, TOK, *cell, 20, seed=0)
         assert all(T.TASKS[task].check(TOK.decode(r)) for r in big.ids)
+
+
+def test_sorting_label_last_format_is_the_direct_rows_with_each_label_moved_after_its_number():
+    """data.format=label_last: the same operands, labels and answer as the direct format for the same seed; each
+    item `L:n` becomes `n:L`; `check`, `prompt` and the cell read it."""
+    pairs = [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))]
+    a = np.repeat([p[0] for p in pairs], 30)
+    b = np.repeat([p[1] for p in pairs], 30)
+    spec = T.get_task("sorting", answer_format="label_last")
+    direct = T.get_task("sorting").make(TOK, np.random.default_rng(3), a, b)
+    last = spec.make(TOK, np.random.default_rng(3), a, b)
+    assert np.array_equal(direct.prompt_len, last.prompt_len)
+    for d, r in zip(direct.ids, last.ids):
+        dt, lt = TOK.decode(d), TOK.decode(r)
+        prompt, ans = dt.split("=")
+        moved = ",".join(f"{it[2:]}:{it[0]}" for it in prompt.split(","))
+        assert lt == f"{moved}={ans}"
+        assert spec.check(lt) and not T.get_task("sorting").check(lt)
+    assert spec.prompt("305, 7,041") == "503:a,7:b,14:c="
+    assert spec.check("1:a,1:b,0:c=c,a,b") and not spec.check("1:a,1:b,0:c=c,b,a")  # ties keep their order
+    assert not spec.check("a:1,b:1,c:0=c,a,b")
+    assert spec.problem_cell([3, 1, 2]) == (3, 3)
+    with pytest.raises(ConfigError, match="not defined for addition"):
+        T.get_task("addition", answer_format="label_last")

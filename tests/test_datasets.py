@@ -131,7 +131,12 @@ def test_stream_batches(tmp_path, task):
 
 @pytest.mark.parametrize(
     "task, fmt, bucket",
-    [("addition", "direct", 1), ("sorting", "direct", 1), ("subtraction", "scratchpad", 3)],
+    [
+        ("addition", "direct", 1),
+        ("sorting", "direct", 1),
+        ("sorting", "label_last", 2),
+        ("subtraction", "scratchpad", 3),
+    ],
 )
 def test_counted_batch_counts_the_non_pad_tokens(tmp_path, task, fmt, bucket):
     """counted_batch's useful tokens (read from the row lengths) == the non-PAD positions of its batch, for every

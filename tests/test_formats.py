@@ -93,6 +93,8 @@ def test_config_key_validated_named_and_in_the_resume_identity(compose):
     assert compose(["data=subtraction"]).data.name == "subtraction_20x20_n20000000_s0"  # direct: as before
     assert T.task_for(cfg.data) is SP
     assert "data.format" in IDENTITY_KEYS
+    cfg = compose(["data=sorting", "data.format=label_last", "data.max_len=5", "data.max_len_b=5"])
+    assert cfg.data.name.endswith("_ll") and T.task_for(cfg.data).answer_format == "label_last"
     with pytest.raises(Exception, match="scratchpd"):
         compose(["data.format=scratchpd"])
 

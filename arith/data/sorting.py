@@ -1,6 +1,10 @@
 """Sorting: ``a:503,b:7,c:14=b,c,a`` (SPEC "Data formats"): labelled numbers, least-significant digit first;
 the answer lists the labels in ascending order of their numbers. a_len = the most digits a number has, b_len = the
-array length. Registered in `arith.data.tasks.TASKS`."""
+array length. Registered in `arith.data.tasks.TASKS`.
+
+data.format=label_last writes each label after its number, ``305:a,7:b,41:c=b,c,a`` stored ``503:a,7:b,14:c=b,c,a``:
+the label then follows the number's top digit (reversed digits end in it) and its length (the Abacus index of that
+digit), the keys a comparison reads first, so a label token sees its own value; the answer is unchanged."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class Sorting(TaskSpec):
     axis_labels, lengths_alike = ("max digits", "array length"), False
     extra_columns = ("first_correct", "first_acc")
     extra_panels = {"first_acc": "first label right"}
+    formats = ("direct", "label_last")
 
     def validate_lengths(self, max_a, max_b):
         super().validate_lengths(max_a, max_b)
@@ -60,9 +65,15 @@ class Sorting(TaskSpec):
         segs = []
         for i in range(mmax):
             item = np.empty((n, w + 3), dtype=dtype)
-            item[:, 0] = labels[(start + i) % len(LABELS)]
-            item[:, 1] = tok.colon_id
-            item[:, 2 : w + 2] = dig_tok[:, i]
+            label = labels[(start + i) % len(LABELS)]
+            if self.answer_format == "label_last":  # digits, ':', label, ','
+                item[:, :w] = dig_tok[:, i]
+                item[rows, lens[:, i]] = tok.colon_id
+                item[rows, lens[:, i] + 1] = label
+            else:  # label, ':', digits, ','
+                item[:, 0] = label
+                item[:, 1] = tok.colon_id
+                item[:, 2 : w + 2] = dig_tok[:, i]
             item[rows, 2 + lens[:, i]] = tok.comma_id
             last = (i == m - 1) | (i >= m)
             segs.append((item, np.where(i < m, lens[:, i] + 3 - last, 0)))
@@ -81,10 +92,14 @@ class Sorting(TaskSpec):
         return 10 ** (a_len * b_len) - 10 ** ((a_len - 1) * b_len)
 
     def check(self, text):
-        m = re.fullmatch(r"((?:[A-Za-z]:[0-9]+,)*[A-Za-z]:[0-9]+)=((?:[A-Za-z],)*[A-Za-z])", text)
+        item = r"[0-9]+:[A-Za-z]" if self.answer_format == "label_last" else r"[A-Za-z]:[0-9]+"
+        m = re.fullmatch(rf"((?:{item},)*{item})=((?:[A-Za-z],)*[A-Za-z])", text)
         if m is None:
             return False
-        items = [(s[0], int(s[2:][::-1])) for s in m.group(1).split(",")]
+        pairs = [s.split(":") for s in m.group(1).split(",")]
+        if self.answer_format == "label_last":
+            pairs = [p[::-1] for p in pairs]
+        items = [(lab, int(num[::-1])) for lab, num in pairs]
         want = [lab for _, lab in sorted(((v, i), lab) for i, (lab, v) in enumerate(items))]
         return m.group(2).split(",") == want
 
@@ -101,6 +116,8 @@ class Sorting(TaskSpec):
         if len(nums) > len(LABELS):
             raise ValueError(f"sorting: {len(nums)} numbers, at most {len(LABELS)} (one label each)")
         nums = [x.lstrip("0") or "0" for x in nums]
+        if self.answer_format == "label_last":
+            return ",".join(f"{x[::-1]}:{LABELS[i]}" for i, x in enumerate(nums)) + "="
         return ",".join(f"{LABELS[i]}:{x[::-1]}" for i, x in enumerate(nums)) + "="
 
     def answer(self, reversed_answer):
