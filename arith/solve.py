@@ -11,7 +11,7 @@
 Problems are written the natural way (most significant digit first); the tool reverses them for the model and
 reverses the answer back. With `--file` (`-`: stdin) every non-blank line is a problem; the answers are
 written as CSV (`problem,answer,error`, in the file's order; `--out`, default stdout) with a progress bar on
-stderr: problems of one prompt length are decoded together (`--batch-size` at a time, `Run.solve_many`), and a
+stderr: problems of like prompt lengths are decoded together (`--batch-size` at a time, `Run.solve_many`), and a
 line it cannot read or answer gets its error in the `error` column while the others are answered (exit 0).
 Sorting problems are comma-separated numbers ("305,7,41"); the answer is the labels in ascending order of
 value ("b,c,a"). `--verbose` names the checkpoint and settings used on stderr; a problem

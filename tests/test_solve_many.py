@@ -8,12 +8,14 @@ import random
 import warnings
 
 import pytest
+import torch
 
 import arith
 from arith.data.tasks import task_for
 from arith.errors import ArithError, ConfigError, DataError
 from arith.eval import answer as answer_mod
 from arith.eval.reach import UntrainedPositionsWarning
+from arith.model import ABS_POS, REL_POS
 from arith.solve import main as solve_main
 from tests import test_task_main_jobs
 
@@ -86,6 +88,7 @@ def test_solve_many_on_a_scratchpad_subtraction_with_negative_differences(subtra
             expected = one_by_one(run, todo, show_work=show_work)
             assert batched(run, todo, show_work=show_work) == expected
     assert batched(run, todo[:4]) == ["-5", "-9", "5", "0"]
+    assert len(prefills(run, todo, batch_size=64)) < len(prompt_lengths(run, todo))  # mixed batches
     assert run.solve_many(["3-8"], show_work=True) == [
         "(a - b) mod 10^1 = 5 (borrows from the right); sign -; answer -5"
     ]
@@ -231,3 +234,202 @@ def test_file_command_names_a_missing_file(tiny_adder, tmp_path, capsys):
     assert solve_main([str(tiny_adder), "--file", str(tmp_path / "none.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read") and "none.txt" in err
+
+
+# ------------------------------------------------------------------ mixed prompt lengths: left padding
+def _tiny_run(name: str, model: list[str], root, steps: int = 600):
+    """The session's tiny adder (tests/conftest.py) with other model keys, on 1-2 digits: no checkpoints, EMA or
+    selection (5-8 s)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from arith import schema
+    from arith.train import train
+    from tests.conftest import CONFIG_DIR, TINY_ADDER
+
+    schema.register()
+    keys = {o.split("=")[0] for o in model} | {"name", "train.steps", "data.max_len"}
+    drop = ("train.save_every_steps=", "train.ema=", "train.select_")
+    kept = [o for o in TINY_ADDER if o.split("=")[0] not in keys and not o.startswith(drop)]
+    overrides = [*kept, *model, "data.max_len=2", f"train.steps={steps}", f"name={name}", f"runs_root={root}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return train(hydra_compose("pretrain", overrides=overrides))
+
+
+# the addition main job's model (+experiment=quickstart) shrunk: Abacus, a row window, cyclic rows, looped
+MAIN_JOB = [
+    "model.block=post_ln",
+    "model.layers=1",
+    "model.recurrences=2",
+    "model.input_injection=add",
+    "model.abs_pos=abacus",
+    "model.row_window=2",
+    "model.row_period=8",
+    "model.max_k=7",
+    "model.eval_k=2",
+]
+# positions by absolute token index: learned rows, and FIRE (its bias normalizes by the query's position)
+ABSOLUTE = ["model.abs_pos=learned", "model.rel_pos=fire"]
+
+
+@pytest.fixture(scope="module")
+def main_job_adder(tmp_path_factory):
+    return _tiny_run("tiny_main_job", MAIN_JOB, tmp_path_factory.mktemp("main_job_runs"))
+
+
+@pytest.fixture(scope="module")
+def absolute_adder(tmp_path_factory):
+    return _tiny_run("tiny_absolute", ABSOLUTE, tmp_path_factory.mktemp("absolute_runs"))
+
+
+def prefills(run, todo: list[str], **kwargs) -> list[tuple[int, int, list[int]]]:
+    """solve_many's batches as the model saw them: (rows, width, left PADs per row) of every first forward of a
+    decode (a counter around the model's forward)."""
+    seen = []
+
+    def count(module, args, kwargs):
+        if kwargs.get("start", 0) == 0:
+            pad = kwargs.get("pad")
+            seen.append((*args[0].shape, [0] * len(args[0]) if pad is None else pad.tolist()))
+
+    hook = run.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        batched(run, todo, **kwargs)
+    finally:
+        hook.remove()
+    return seen
+
+
+def prompt_lengths(run, todo: list[str]) -> set[int]:
+    spec = task_for(run.cfg.data)
+    return {len(run.tok.encode(spec.prompt(p))) for p in todo}
+
+
+MIXED = [{}, {"vote_ks": [0, 2, 5]}, {"vote_ks": [1, 2, 3], "vote_mode": "logits"}, {"row_window": 1}]
+
+
+@pytest.mark.parametrize("settings", MIXED, ids=["greedy", "vote", "logits-vote", "window1"])
+def test_mixed_length_batches_of_the_main_job_model_equal_solve(main_job_adder, settings):
+    run = arith.load(main_job_adder)
+    assert run.model.pads_left
+    todo = problems("+", 60, longest=9, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo, **settings)
+    assert batched(run, todo, batch_size=64, **settings) == expected
+    assert batched(run, todo, batch_size=9, **settings) == expected
+    assert len({a for a in expected if "Error" not in a}) > 10  # the model answers, and not all alike
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"attn_scale": 1.3, "attn_scale_mode": "log"}, {"row_window": 1}],
+    ids=["greedy", "log-temperature", "window1"],
+)
+def test_mixed_length_batches_of_absolute_positions_equal_solve(absolute_adder, settings):
+    """Learned rows and FIRE count each row's positions from its first real token (per-row offsets)."""
+    run = arith.load(absolute_adder)
+    assert run.model.pads_left
+    todo = problems("+", 50, longest=7, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo, **settings)
+    assert batched(run, todo, batch_size=64, **settings) == expected
+    assert len({a for a in expected if "Error" not in a}) > 10
+    assert len(prefills(run, todo, batch_size=64, **settings)) < len(prompt_lengths(run, todo))
+
+
+def test_batches_really_mix_prompt_lengths(main_job_adder):
+    run = arith.load(main_job_adder)
+    todo = problems("+", 60, longest=9, seed=4)
+    lengths = prompt_lengths(run, todo)
+    seen = prefills(run, todo, batch_size=64)
+    assert len(lengths) >= 10 and len(seen) < len(lengths)
+    assert sum(rows for rows, _, _ in seen) == len(todo)
+    assert any(len(set(pads)) > 2 for _, _, pads in seen)  # rows of 3+ prompt lengths in one forward
+    assert all(min(pads) == 0 for _, _, pads in seen)  # left-padded to the batch's longest, no wider
+    assert all(max(pads) <= max(answer_mod.SPREAD, width // 2) for _, width, pads in seen)
+    assert max(rows for rows, _, _ in prefills(run, todo, batch_size=16)) == 16  # batch_size still caps
+
+
+def test_a_model_without_left_padding_is_batched_one_prompt_length_at_a_time(tiny_adder, monkeypatch):
+    run = arith.load(tiny_adder)
+    todo = problems("+", 40, longest=5, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo)
+    monkeypatch.setattr(run.model, "pads_left", False)
+    seen = prefills(run, todo, batch_size=64)
+    assert len(seen) == len(prompt_lengths(run, todo)) and all(not any(p) for _, _, p in seen)
+    assert batched(run, todo, batch_size=64) == expected
+
+
+def test_sas_p_blocks_do_not_allow_left_padding():
+    from tests.test_decode import TOK, make
+
+    model = make(block="sas_p").eval()
+    assert not model.pads_left and make().pads_left
+    with pytest.raises(ValueError, match="pads_left"):
+        model(torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]]), pad=torch.tensor([1]))
+
+
+# every pair of an absolute and a relative scheme that claim left_pad (all of today's), and the model's extras
+ABS = [name for name, cls in ABS_POS.items() if cls.left_pad]
+REL = [name for name, cls in REL_POS.items() if cls.left_pad]
+PADDED_KINDS = [dict(abs_pos=a, rel_pos=r) for a in ABS for r in REL] + [
+    dict(abs_pos="abacus", layers=1, recurrences=3, injection="add", row_window=2, row_period=8, max_k=7,
+         block="post_ln"),
+    dict(abs_pos="abacus", opener_embedding=True, number_window=1, row_window=1, block="parallel"),
+    dict(abs_pos="learned", rel_pos="fire", fire_max_length=48, layers=1, recurrences=2, injection="add"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("log_temperature", [False, True], ids=["plain", "log-temperature"])
+@pytest.mark.parametrize("kind", PADDED_KINDS, ids=lambda k: "-".join(map(str, k.values())))
+def test_a_left_padded_row_gives_the_logits_of_the_row_alone(kind, log_temperature):
+    """Full forward and KV-cached decoding (a prompt chunk, then one token at a time), for every scheme that
+    claims `left_pad`; the same rows without `pad` (PADs seen, positions from the first PAD) differ."""
+    from arith.model.attention import Temperature, set_attn_temperature
+    from tests.test_decode import TOK, make
+
+    model = make(**kind).eval()
+    assert model.pads_left
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # away from the init's near-uniform attention
+    set_attn_temperature(model, Temperature(1.5, "log", "all", 5) if log_temperature else None)
+    rows = [TOK.encode(t) for t in ("21+543=7", "9+9=", "12345+6789=1", "0+12=2")]
+    width = max(map(len, rows))
+    pad = torch.tensor([width - len(r) for r in rows])
+    ids = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
+    with torch.no_grad():
+        full = model(ids, k=1, pad=pad)
+        cache, pieces = model.new_cache(), []
+        for start, end in ((0, width - 2), (width - 2, width - 1), (width - 1, width)):
+            pieces.append(model(ids[:, start:end], k=1, cache=cache, start=start, pad=pad))
+        cached = torch.cat(pieces, dim=1)
+        blind = model(ids, k=1)
+        for b, row in enumerate(rows):
+            alone = model(torch.tensor([row]), k=1)[0]
+            torch.testing.assert_close(full[b, pad[b] :], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(cached[b, pad[b] :], alone, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(blind[1, pad[1] :], model(torch.tensor([rows[1]]), k=1)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
+def test_generate_decodes_each_left_padded_row_as_alone(use_cache):
+    from arith.eval.decode import generate
+    from tests.test_decode import TOK, make
+
+    model = make(abs_pos="learned", rel_pos="fire", layers=1, recurrences=2, injection="add").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    rows = [TOK.encode(t) for t in ("21+543=", "9+9=", "12345+6789=", "0+12=")]
+    width = max(map(len, rows))
+    ids = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
+    pad = torch.tensor([width - len(r) for r in rows])
+    together = generate(model, ids, 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache, pad=pad)
+    for row, got in zip(rows, together.tolist()):
+        alone = generate(model, torch.tensor([row]), 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache)
+        assert got == alone[0].tolist()

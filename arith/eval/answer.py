@@ -5,9 +5,15 @@
     run.solve_many(["12345+678", "9+9", "12a+3"], errors="return")
     # ['13023', '18', DataError("cannot read '12a+3': ...")]
 
-`solve_many` reads every problem first, then decodes the problems of one prompt length together (a batch of up
-to batch_size rows, one KV cache), each row stopped at its own answer length: the same answers as `solve` one by
-one, at a fraction of the time (one forward pass per token for a whole batch instead of one per problem).
+`solve_many` reads every problem first, sorts them by prompt length and decodes batches of up to batch_size
+consecutive ones together (one KV cache), each row stopped at its own answer length: the same answers as `solve`
+one by one, at a fraction of the time (one forward pass per token for a whole batch instead of one per problem).
+A batch mixes prompt lengths when the model allows left padding (`ArithModel.pads_left`: Abacus, coupling, NoPE
+and learned absolute positions; no relative positions, RoPE, ReRoPE and FIRE; pre-LN, post-LN and parallel
+blocks): the shorter prompts get PAD tokens at their left, which no real token sees and from which no position
+counts, and a batch's shortest prompt is at least half its longest (or within `SPREAD` tokens of it), so no row
+is more than half padding (or SPREAD PADs). Any other model (SAS-P blocks, a scheme added without `left_pad`) gets
+batches of one prompt length.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ SETTINGS = tuple(
     "recurrences k vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window".split()
 )
 ERRORS = ("raise", "return")
+# a mixed batch: its shortest prompt at least half its longest, or at most this many tokens shorter
+SPREAD = 16
 
 
 def solve(
@@ -74,7 +82,8 @@ def solve_many(
     **settings,
 ) -> list:
     """The answers of `run` to `problems`, in order: exactly what `solve` gives each one, decoded in batches of up
-    to batch_size problems of one prompt length. settings: the eval.* keywords of `solve` (recurrences, k,
+    to batch_size problems of like prompt lengths, left-padded (of one prompt length when the model does not allow
+    left padding; the module docstring). settings: the eval.* keywords of `solve` (recurrences, k,
     vote_ks, vote_mode, attn_scale, attn_scale_mode, attn_scale_where, row_window); an invalid one raises
     ConfigError for the whole call.
 
@@ -133,15 +142,7 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
                 return answers, None
     cells = sorted({r.cell for r in reads.values()})
     warning = untrained_rows(run.cfg, run.tok, cells, max(s.offsets), run_dir=run.run_dir) if cells else None
-    # one prompt length a batch; within it the rows of like answer lengths together
-    order = sorted(reads, key=lambda i: (len(reads[i].ids), reads[i].max_new, i))
-    batches, batch = [], []
-    for i in order:
-        if batch and (len(batch) == batch_size or len(reads[batch[0]].ids) != len(reads[i].ids)):
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    batches += [batch] if batch else []
+    batches = _batches(reads, batch_size, mixed=bool(getattr(run.model, "pads_left", False)))
     with (
         tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=not progress) as bar,
         eval_settings.applied(run, s),
@@ -154,6 +155,23 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
                 )
             bar.update(len(batch))
     return answers, warning
+
+
+def _batches(reads: dict[int, _Read], batch_size: int, mixed: bool) -> list[list[int]]:
+    """The problems (keys of `reads`) in batches of up to batch_size: sorted by prompt length (then answer length),
+    cut into runs of consecutive ones; mixed: a run spans prompt lengths while its shortest prompt is at least half
+    its longest or at most SPREAD tokens shorter, else one prompt length a batch."""
+    order = sorted(reads, key=lambda i: (len(reads[i].ids), reads[i].max_new, i))
+    batches, batch = [], []
+    for i in order:
+        if batch:
+            shortest, n = len(reads[batch[0]].ids), len(reads[i].ids)
+            fits = n - shortest <= max(SPREAD, n // 2) if mixed else n == shortest
+            if len(batch) == batch_size or not fits:
+                batches.append(batch)
+                batch = []
+        batch.append(i)
+    return batches + [batch] if batch else batches
 
 
 def _read(run, spec, problem, k: int, checked: dict) -> _Read:
@@ -193,12 +211,17 @@ def _rows(run, s, reads: list[_Read]) -> list:
 
 
 def _decode(run, s, reads: list[_Read]) -> list[list[int]]:
-    """The decoded rows of problems of one prompt length, each cut at its own max_new."""
+    """The decoded rows of a batch, each cut at its own max_new; shorter prompts left-padded with PAD (`pad`)."""
     device = next(run.model.parameters()).device
     limits = [r.max_new for r in reads]
+    width = max(len(r.ids) for r in reads)
+    pads = [width - len(r.ids) for r in reads]
+    ids = np.full((len(reads), width), run.tok.pad_id, dtype=np.int64)
+    for row, r, p in zip(ids, reads, pads):
+        row[p:] = r.ids
     out = decode(
         run.model,
-        torch.as_tensor(np.stack([r.ids for r in reads]), device=device),
+        torch.as_tensor(ids, device=device),
         max_new=max(limits),
         eos_id=run.tok.eos_id,
         pad_id=run.tok.pad_id,
@@ -207,6 +230,7 @@ def _decode(run, s, reads: list[_Read]) -> list[list[int]]:
         vote_ks=s.vote_ks,
         vote_mode=s.vote_mode or "answer",
         limits=limits if len(set(limits)) > 1 else None,
+        pad=torch.as_tensor(pads, device=device) if any(pads) else None,
     )
     return [row[:n] for row, n in zip(out.tolist(), limits)]
 

@@ -28,8 +28,11 @@ def generate(
     k: int | None = None,
     use_cache: bool = True,
     ks: Sequence[int] | None = None,
+    pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """prompts (B, P), all of length P -> (B, max_new) greedy tokens; after a row's EOS its tokens are pad_id.
+    pad (B,) long: prompts of different lengths, each left-padded with pad[b] PAD tokens to P (a model with
+    `pads_left`; see `ArithModel.forward`): every row decodes as it would alone.
 
     Decoding runs in eval mode (no dropout, fixed positions; k None -> model.eval_k, recurrences None ->
     the model's eval recurrences) and restores the previous mode afterwards. Stops once every row has
@@ -37,7 +40,7 @@ def generate(
     offset in ks is plain greedy at that offset).
     """
     with _attention_kernels(prompts.device):
-        return _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks)
+        return _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks, pad)
 
 
 def _attention_kernels(device: torch.device):
@@ -52,7 +55,7 @@ def _attention_kernels(device: torch.device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks) -> torch.Tensor:
+def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks, pad) -> torch.Tensor:
     was_training = model.training
     model.eval()
     # the position table's range check deferred to the one host read per token below (`positions.RowWatch`)
@@ -65,15 +68,17 @@ def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache
         out = torch.full((B, max_new), pad_id, dtype=prompts.dtype, device=prompts.device)
         finished = torch.zeros(B, dtype=torch.bool, device=prompts.device)
         caches = [model.new_cache() for _ in offsets] if use_cache else None
+        padded = {} if pad is None else {"pad": pad}  # only then: a model may not take `pad` at all
 
         def scores(ids: torch.Tensor, start: int) -> torch.Tensor:
             """(B, vocab) next-token scores: the logits for one offset, the mean probabilities for several."""
             if use_cache:
                 logits = [
-                    model(ids, recurrences, k=o, cache=c, start=start)[:, -1] for o, c in zip(offsets, caches)
+                    model(ids, recurrences, k=o, cache=c, start=start, **padded)[:, -1]
+                    for o, c in zip(offsets, caches)
                 ]
             else:
-                logits = [model(ids, recurrences, k=o)[:, -1] for o in offsets]
+                logits = [model(ids, recurrences, k=o, **padded)[:, -1] for o in offsets]
             if len(logits) == 1:
                 return logits[0]
             return torch.stack([x.softmax(dim=-1) for x in logits]).mean(dim=0)

@@ -57,11 +57,12 @@ def decode(
     vote_mode: str = "answer",
     use_cache: bool = True,
     limits: Sequence[int] | None = None,
+    pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks.
-    limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of one prompt
-    length but different answer lengths): its tokens past that are pad_id, and the vote sees the row as if it
-    had been decoded alone with max_new = its limit."""
+    limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of different
+    answer lengths): its tokens past that are pad_id, and the vote sees the row as if it had been decoded alone
+    with max_new = its limit. pad (B,): each prompt's left PADs (`generate`'s; prompts of different lengths)."""
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
@@ -69,6 +70,8 @@ def decode(
     if limits is not None:
         limits = torch.as_tensor(list(limits), dtype=torch.long, device=prompts.device)
     args = dict(recurrences=recurrences, use_cache=use_cache)
+    if pad is not None:
+        args["pad"] = pad
     if not ks:
         return clip(generate(model, prompts, max_new, eos_id, pad_id, k=k, **args), limits, pad_id)
     if vote_mode == "logits":
@@ -107,7 +110,8 @@ def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limit
     todo = list(range(B))
     for m, i in enumerate(order, 1):
         idx = torch.as_tensor(todo, device=prompts.device)
-        dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **args)
+        sub = args if "pad" not in args else args | {"pad": args["pad"][idx]}  # the rows still voting
+        dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **sub)
         dec = clip(dec, None if limits is None else limits[idx], pad_id)
         for j, (b, row) in enumerate(zip(todo, dec.tolist())):  # one host copy per decode
             got[b][i], rows[b][i] = whole_answer(row, eos_id), dec[j]

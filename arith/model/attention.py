@@ -65,8 +65,9 @@ class AttnInputs:
     scores: Callable | None = (
         None  # (q, k unrotated) -> raw (B, H, Tq, Tk) q.k of the scheme; mask is then bool
     )
-    q_scale: torch.Tensor | None = None  # (Tq,) test-time factor of each query's logits (see `Temperature`)
-    # (B, 1, Tq, Tk) bool, True where query i may see key j: the row window (`row_window_mask`), causal included
+    q_scale: torch.Tensor | None = None  # (Tq,) or (B, Tq): each query's logit factor (`Temperature`)
+    # (B, 1, Tq, Tk) bool, True where query i may see key j: the row and number windows and the left PADs
+    # (`ArithModel.masks`), causal included
     allow: torch.Tensor | None = None
 
 
@@ -108,11 +109,14 @@ class Temperature:
     def is_identity(self) -> bool:
         return self.mode == "const" and self.scale == 1
 
-    def factors(self, start: int, length: int, device) -> torch.Tensor:
-        """(length,) float32 factors of the queries at positions start..start + length - 1."""
+    def factors(self, start: int, length: int, device, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """(length,) float32 factors of the queries at positions start..start + length - 1; pad (B,): the left PADs
+        of each row, whose queries then count only the real tokens -> (B, length) (mode log)."""
         if self.mode == "const":
             return torch.full((length,), float(self.scale), device=device)
         keys = torch.arange(start + 1, start + length + 1, device=device, dtype=torch.float32)
+        if pad is not None:
+            keys = (keys[None] - pad[:, None]).clamp(min=1)  # a PAD query: 1, so that log() stays finite
         return self.scale * (keys.log() / math.log(self.train_len)).clamp(min=1.0)
 
 
@@ -170,8 +174,9 @@ class Attention(nn.Module):
         self.attn_impl = "auto"  # auto | sdpa | flex: how a bias is applied (flex.set_attention_impl)
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
-        """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first."""
-        t_q, t_k = q_pos.numel(), k_pos.numel()
+        """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first; (B, Tq) and
+        (B, Tk) for left-padded rows (each row's own, `positions.RelSlot.left_pad`: the decoder then sets `allow`)."""
+        t_q, t_k = q_pos.shape[-1], k_pos.shape[-1]
         scores = self.rel.scores(q_pos, k_pos)
         if scores is not None:  # the scheme computes q.k itself
             return AttnInputs(None, causal_mask(t_q, t_k, q_pos.device), False, scores=scores)
@@ -183,7 +188,7 @@ class Attention(nn.Module):
             if t_q == 1:  # one new token sees every cached one
                 return AttnInputs(rot, None, False)
             return AttnInputs(rot, causal_mask(t_q, t_k, q_pos.device), False)
-        if flex.wanted(self.attn_impl, q_pos.device, t_q, t_k, self.head_dim):
+        if q_pos.dim() == 1 and flex.wanted(self.attn_impl, q_pos.device, t_q, t_k, self.head_dim):
             return AttnInputs(rot, None, False, bias, flex.causal_block_mask(t_q, q_pos.device))
         allowed = causal_mask(t_q, t_k, q_pos.device)
         return AttnInputs(rot, bias.masked_fill(~allowed, float("-inf")), False)
@@ -202,14 +207,15 @@ class Attention(nn.Module):
         `inp.q_scale`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
         Blocks with their own projections (`blocks.ShapedAttention`) call it."""
         if inp.q_scale is not None:  # scaling query i scales row i of the logits, whatever the kernel
-            q = q * inp.q_scale.to(q.dtype)[:, None]
+            scale = inp.q_scale.to(q.dtype)
+            q = q * (scale[:, None] if scale.dim() == 1 else scale[:, None, :, None])
         if inp.scores is not None:
             return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
-        if inp.allow is not None:  # the row window: one (B, 1, Tq, Tk) mask, a bias (FIRE) masked with it
+        if inp.allow is not None:  # windows, left PADs: one (B, 1, Tq, Tk) mask, a bias (FIRE) masked with it
             bias = inp.mask if inp.mask is not None and inp.mask.dtype != torch.bool else inp.flex_bias
             mask = inp.allow if bias is None else bias.to(q.dtype).masked_fill(~inp.allow, float("-inf"))
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.sdpa_scale)

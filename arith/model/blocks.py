@@ -4,6 +4,8 @@ Every layer takes `(x, inp=None, cache=None)`: `inp` is the `AttnInputs` its `pr
 this forward pass (None: a fresh causal sequence at positions 0..T-1), `cache` its `KVCache`. The decoder
 first gives every matrix its normal(0.02) init and `out_projections()` the depth-scaled one; a layer with its
 own prescription adds `init_weights(depth)`, depth being the unrolled training depth (layers x recurrences).
+`left_pad = True`: a left-padded row (PADs masked in `inp.allow`) gives what the row alone gives (opt-in; the
+decoder allows left padding only then, `ArithModel.pads_left`).
 
     pre_ln    x + attn(ln(x)), then + ffn(ln(x))                 the default
     post_ln   ln(x + attn(x)), then ln(x + ffn(x))               the original's, with DeepNet's init
@@ -41,6 +43,8 @@ class GeluGLU(nn.Module):
 class PreLNBlock(nn.Module):
     """x + attn(ln(x)), then x + ffn(ln(x)). Pre-LN instead of the paper's post-LN: it trains without warm-up
     tricks at any depth, which matters for looped models whose effective depth changes at evaluation."""
+
+    left_pad = True  # every token on its own but in attention, which masks the PADs
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()
@@ -100,6 +104,8 @@ class ParallelBlock(nn.Module):
     """x + attn(ln(x)) + ffn(ln(x)): both sub-blocks read one norm of the same input (GPT-J; PaLM, Chowdhery
     et al. 2022). GPT-NeoX-20B (Black et al. 2022) is parallel too, with two norms. Half the sequential depth per
     layer; on accelerators the two input matmuls could also fuse into one (not done here)."""
+
+    left_pad = True
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()
@@ -174,6 +180,8 @@ class SASPBlock(nn.Module):
     Their trainable gain on the attention branch is left out: alpha, beta and gamma absorb it exactly. Their
     code also keeps a value matrix in the first layer; we drop it with the others. Dropout (if any) acts on
     the FFN branch only: the attention branch carries the identity."""
+
+    left_pad = False  # the uniform causal average C would count the left PADs
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from arith.errors import ConfigError
-from arith.model.attention import KVCache, number_window_mask, row_window_mask
+from arith.model.attention import KVCache, causal_mask, number_window_mask, row_window_mask
 from arith.model.blocks import BLOCKS
 from arith.model.positions import (
     ABS_POS,
@@ -100,13 +100,14 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
     return ks
 
 
-def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int) -> torch.Tensor:
+def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int, pad=None) -> torch.Tensor:
     """(B, T) ids -> (B, T) the opener row of `ArithModel.opener_emb` for every token: a digit's is the id of the
     last non-digit before it (`none`, the vocabulary size, for a run at the start of the row); a non-digit's is its
-    own id."""
+    own id. pad (B,): the left PADs of each row, which open nothing (the row starts after them)."""
     digit = is_digit(digit_lut, tokens)
     at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    last = torch.where(digit, torch.full_like(at, -1), at).cummax(dim=1).values  # last non-digit at or before
+    skip = digit if pad is None else digit | (at < pad[:, None])
+    last = torch.where(skip, torch.full_like(at, -1), at).cummax(dim=1).values  # last non-digit at or before
     opener = tokens.gather(1, last.clamp(min=0))
     return torch.where(last < 0, torch.full_like(opener, none), opener)
 
@@ -114,14 +115,15 @@ def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int) -> torch.T
 class DecoderCache:
     """State of KV-cached decoding.
 
-    Holds the token history (a token's Abacus position depends on the digits before it), the offset k and
-    the recurrence count fixed by the first call, and one `KVCache` per (recurrence, layer) pair.
+    Holds the token history (a token's Abacus position depends on the digits before it), the offset k, the
+    recurrence count and the left padding fixed by the first call, and one `KVCache` per (recurrence, layer) pair.
     """
 
     def __init__(self):
         self.tokens: torch.Tensor | None = None  # (B, tokens so far)
         self.k: int | None = None
         self.recurrences: int | None = None
+        self.pad: torch.Tensor | None = None  # (B,) the left PADs of each row (None: none)
         self.kv: dict[tuple[int, int], KVCache] = {}
 
     @property
@@ -156,6 +158,12 @@ class ArithModel(nn.Module):
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
+        # forward's `pad` (left PADs) allowed: every part opts in (the position slots' and blocks' `left_pad`)
+        self.pads_left = bool(
+            self.abs_pos.left_pad
+            and REL_POS[cfg.rel_pos].left_pad
+            and all(getattr(layer, "left_pad", False) for layer in self.layers)
+        )
         self.ln_f = nn.LayerNorm(cfg.width, bias=False)
         self.head = nn.Linear(cfg.width, tok.vocab_size, bias=False)
         if cfg.tie_embeddings:  # one (vocab, width) matrix reads tokens in and scores them out
@@ -217,34 +225,64 @@ class ArithModel(nn.Module):
         return self.eval_recurrences
 
     # ------------------------------------------------------------------ forward
-    def windows(self, ids: torch.Tensor, cache: DecoderCache | None, T: int) -> torch.Tensor | None:
-        """(B, 1, T, S + T) bool: what the row window and the number window let each query see; None when both
-        are off."""
-        if not (self.row_window or self.number_window):
+    def windows(
+        self, ids: torch.Tensor, cache: DecoderCache | None, T: int, pad: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """(B, 1, T, S + T) bool: what the row window, the number window and the left padding (`pad`, (B,): a real
+        query sees no PAD, a PAD query the PADs before it) let each query see; None when all are off."""
+        if not (self.row_window or self.number_window or pad is not None):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-        index = abacus_positions(is_digit(self.digit_lut, tokens))  # (B, S + T), 0 for non-digits
         allow = None
+        if self.row_window or self.number_window:  # (B, S + T), 0 for non-digits (and PADs)
+            index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
         if self.number_window:
             eq = (tokens == self.eq_id).long()
             mask = number_window_mask(index, eq.cumsum(dim=1) - eq > 0, T, self.number_window)
             allow = mask if allow is None else allow & mask
+        if pad is not None:
+            t_k = tokens.shape[1]
+            real = torch.arange(t_k, device=ids.device)[None] >= pad[:, None]  # (B, S + T)
+            visible = real[:, None, :] | ~real[:, t_k - T :, None]  # (B, T, S + T)
+            mask = (visible & causal_mask(T, t_k, ids.device))[:, None]
+            allow = mask if allow is None else allow & mask
         return allow
 
-    def embed(self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None) -> torch.Tensor:
-        """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them."""
+    def embed(
+        self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token + absolute position embedding of `ids` (B, T); `history` (B, S): the tokens before them; `pad`
+        (B,): the left PADs of each row."""
         tokens = ids if history is None else torch.cat([history, ids], dim=1)  # (B, S + T)
-        pos = self.abs_pos.positions(tokens, k)[:, tokens.shape[1] - ids.shape[1] :]  # (B, T)
-        emb = self.tok_emb(ids) + self.abs_pos.embed(pos)
+        new = tokens.shape[1] - ids.shape[1]
+        pos = self.abs_pos.positions(tokens, k) if pad is None else self.abs_pos.positions(tokens, k, pad=pad)
+        emb = self.tok_emb(ids) + self.abs_pos.embed(pos[:, new:])  # (B, T)
         if self.opener_emb is not None:
-            emb = emb + self.opener_emb(
-                openers(tokens, self.digit_lut, self.tok_emb.num_embeddings)[
-                    :, tokens.shape[1] - ids.shape[1] :
-                ]
-            )
+            none = self.tok_emb.num_embeddings
+            emb = emb + self.opener_emb(openers(tokens, self.digit_lut, none, pad)[:, new:])
         return self.drop(emb)  # (B, T, width)
+
+    def _call(self, B: int, R: int, k, cache: DecoderCache | None, start: int, pad):
+        """forward's offset and left padding, checked against the cache: (k, pad)."""
+        if pad is not None and not self.pads_left:
+            raise ValueError("left padding (pad) needs a model whose every part allows it (model.pads_left)")
+        if cache is None:
+            if start != 0:
+                raise ValueError("start > 0 needs the cache that holds the earlier tokens")
+            return self.resolve_k(k, B), pad
+        if torch.is_tensor(k) and k.numel() > 1:
+            raise ValueError("per-example offsets are for training: decode with one int k")
+        if start != cache.length:
+            raise ValueError(f"start={start} but the cache holds {cache.length} tokens")
+        if cache.k is None:
+            cache.k, cache.recurrences, cache.pad = self.resolve_k(k), R, pad
+        elif (k is not None and int(k) != cache.k) or R != cache.recurrences:
+            raise ValueError("k and recurrences must stay those of the cache's first call")
+        elif pad is not None and pad is not cache.pad:
+            raise ValueError("pad must stay that of the cache's first call")
+        return cache.k, cache.pad
 
     def forward(
         self,
@@ -254,44 +292,37 @@ class ArithModel(nn.Module):
         k: int | None = None,
         cache: DecoderCache | None = None,
         start: int = 0,
+        pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, vocab) in float32.
 
         no_grad_recurrences: the first n block applications run without autograd (truncated backprop for the
         progressive loss); cache/start: incremental decoding, `ids` being the tokens at start..start+T-1 and
-        `start` the number of tokens the cache already holds (k and recurrences stay those of its first call).
+        `start` the number of tokens the cache already holds (k, recurrences and pad stay those of its first call).
+        pad (B,) long: row b starts with pad[b] PAD tokens (left padding, for decoding prompts of different lengths
+        together; `pads_left` models only): no real token sees them and every position counts from the row's
+        first real token, so each row's logits are those of the row alone (up to float rounding).
         """
         B, T = ids.shape
         R = self.resolve_recurrences(recurrences)
-        if cache is None:
-            if start != 0:
-                raise ValueError("start > 0 needs the cache that holds the earlier tokens")
-            k = self.resolve_k(k, B)
-        else:
-            if torch.is_tensor(k) and k.numel() > 1:
-                raise ValueError("per-example offsets are for training: decode with one int k")
-            if start != cache.length:
-                raise ValueError(f"start={start} but the cache holds {cache.length} tokens")
-            if cache.k is None:
-                cache.k, cache.recurrences = self.resolve_k(k), R
-            elif (k is not None and int(k) != cache.k) or R != cache.recurrences:
-                raise ValueError("k and recurrences must stay those of the cache's first call")
-            k = cache.k
+        k, pad = self._call(B, R, k, cache, start, pad)
         if not 0 <= no_grad_recurrences <= R:
             raise ValueError(f"no_grad_recurrences={no_grad_recurrences} must be in 0..{R}")
 
         if torch.is_tensor(k):  # per-example offsets, drawn on the host: an asynchronous copy, no host sync
             k = k.to(ids.device, non_blocking=True)
-        emb = self.embed(ids, k, None if cache is None else cache.tokens)  # (B, T, width)
+        emb = self.embed(ids, k, None if cache is None else cache.tokens, pad)  # (B, T, width)
         q_pos, k_pos = self.rel_positions(T, start, cache is not None, self.training, ids.device)
+        if pad is not None:  # each row's own positions, counted from its first real token
+            q_pos, k_pos = q_pos[None] - pad[:, None], k_pos[None] - pad[:, None]
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
-        allow = self.windows(ids, cache, T)
+        allow = self.windows(ids, cache, T, pad)
         if allow is not None:
             inputs = [dataclasses.replace(inp, allow=allow) for inp in inputs]
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature
         if temp is not None:
-            q_scale = temp.factors(start, T, ids.device)  # (T,) by absolute position: cached == uncached
+            q_scale = temp.factors(start, T, ids.device, pad)  # (T,) by absolute position: cached == uncached
             first = dataclasses.replace(first, q_scale=q_scale)
             if temp.where == "all":
                 inputs = [dataclasses.replace(inp, q_scale=q_scale) for inp in inputs]

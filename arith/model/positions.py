@@ -7,6 +7,8 @@ its name (the schema's `AbsPos` / `RelPos`); the model, attention and the run ch
 * ``REL_POS``: `RelSlot` subclasses, built as ``cls(model_cfg)``, that act inside attention on integer query and
   key positions (``position_fn``: so KV-cached decoding can pass the absolute position of new tokens), giving it a
   q/k rotation (``rotary``), an additive ``(H, Tq, Tk)`` bias (``bias``) or their own ``scores`` (ReRoPE).
+* ``left_pad`` (opt-in): given each row's PADs at its left (``positions(ids, k, pad)``; relative: (B, T) positions
+  shifted by them), a left-padded row gets what it gets alone, so `solve_many` batches prompts of many lengths.
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
 docs/EXTENDING.md shows how to add one."""
@@ -35,6 +37,7 @@ class AbsSlot(nn.Module):
 
     takes_offset = False  # the offset k moves the rows read
     per_example = False  # training draws one offset per example, not one per batch
+    left_pad = False  # positions(ids, k, pad) gives a left-padded row its rows alone (module docstring)
 
     def __init__(self, cfg, tok=None):
         super().__init__()
@@ -46,7 +49,7 @@ class AbsSlot(nn.Module):
         """(highest row read, what needs it) by sequences of these lengths at offset k; None without a table."""
         return None
 
-    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
+    def positions(self, ids: torch.Tensor, k=0, pad=None) -> torch.Tensor:
         return torch.zeros_like(ids)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
@@ -74,8 +77,17 @@ class AbsSlot(nn.Module):
         table.weight.requires_grad_(pos_table != "fixed")
 
 
+class NoPE(AbsSlot):
+    """No absolute positions (the slot's default): nothing to shift under left padding."""
+
+    left_pad = True
+
+
 class LearnedPos(AbsSlot):
-    """GPT-style learned absolute positions: token t (0-based) reads row t. The offset k is ignored."""
+    """GPT-style learned absolute positions: token t (0-based) reads row t. The offset k is ignored. pad (B,): row
+    b's token t reads row t - pad[b] (PADs row 0); the table check, on the whole width, assumes a row without PAD."""
+
+    left_pad = True
 
     def __init__(self, cfg, tok=None):
         super().__init__(cfg)
@@ -85,10 +97,11 @@ class LearnedPos(AbsSlot):
     def top_row(cls, cfg, max_tokens, max_digits, k):
         return max_tokens - 1, f"sequences of {max_tokens} tokens"
 
-    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
+    def positions(self, ids: torch.Tensor, k=0, pad=None) -> torch.Tensor:
         B, T = ids.shape
         fits(self.max_pos, T - 1, f"sequence length {T}")
-        return torch.arange(T, device=ids.device).expand(B, T)
+        pos = torch.arange(T, device=ids.device).expand(B, T)
+        return pos if pad is None else (pos - pad[:, None]).clamp(min=0)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         return self.table(pos)
@@ -188,7 +201,8 @@ class AbacusPos(LearnedPos):
     """Abacus embedding (McLeish et al. 2024, arXiv 2405.17399, SPEC "Abacus embedding").
 
     Row 0 is the non-digit row; a digit at 1-based index i in its number reads row i + k, where k is one
-    offset shared by the batch (random in training, fixed at evaluation; the caller picks it).
+    offset shared by the batch (random in training, fixed at evaluation; the caller picks it). PAD is not a
+    digit, so left padding moves no row (`pad` is not needed).
     """
 
     takes_offset = True
@@ -209,7 +223,7 @@ class AbacusPos(LearnedPos):
     def is_digit(self, ids: torch.Tensor) -> torch.Tensor:
         return is_digit(self.digit_lut, ids)
 
-    def positions(self, ids: torch.Tensor, k=0) -> torch.Tensor:
+    def positions(self, ids: torch.Tensor, k=0, pad=None) -> torch.Tensor:
         pos = abacus_positions(self.is_digit(ids))
         pos = pos + k * (pos > 0)  # the offset moves digits only; non-digits keep row 0
         if self.period:  # cyclic rows: every number length reads rows 1..period only
@@ -244,7 +258,7 @@ class CouplingPos(AbacusPos):
 
 
 ABS_POS: dict[str, type[AbsSlot]] = {
-    "none": AbsSlot,  # NoPE
+    "none": NoPE,
     "learned": LearnedPos,
     "abacus": AbacusPos,
     "coupling": CouplingPos,
@@ -274,6 +288,7 @@ class RelSlot(nn.Module):
     """The relative slot's interface (see the module docstring); the default gives attention nothing."""
 
     keeps_init = False  # its parameters keep their own init instead of the model's normal(0, 0.02)
+    left_pad = False  # takes (B, T) positions shifted by each row's left PADs (module docstring)
 
     def __init__(self, cfg=None):
         super().__init__()
@@ -298,8 +313,14 @@ class RelSlot(nn.Module):
         return None
 
 
+class NoRel(RelSlot):
+    """No relative positions (the slot's default): attention's key padding mask is all left padding needs."""
+
+    left_pad = True
+
+
 def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Apply a rotary (cos, sin) of shape (T, D) to x (B, H, T, D); computed in float32, returned in x's dtype."""
+    """Apply a rotary (cos, sin) of shape (T, D) or (B, 1, T, D) to x (B, H, T, D); in float32, returned as x's dtype."""
     cos, sin = rot
     if cos.shape[-1] < x.shape[-1]:  # partial rotary: only the first dims of each head turn, the rest pass
         d = cos.shape[-1]
@@ -317,6 +338,8 @@ class RoPE(RelSlot):
     used 0.25), with frequencies spread over the rotated dims; the others carry content only. Built from the
     model config by the registry, or as ``RoPE(head_dim, base, fraction)``.
     """
+
+    left_pad = True
 
     def __init__(self, head_dim, base: float = 10000.0, fraction: float = 1.0):
         super().__init__()
@@ -337,8 +360,10 @@ class RoPE(RelSlot):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotary(self, pos: torch.Tensor):
-        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, R/2)
+        angles = pos.float()[..., None] * self.inv_freq  # (T, R/2), or (B, T, R/2)
         angles = torch.cat((angles, angles), dim=-1)  # (T, R), R = rotated dims (D unless partial)
+        if angles.dim() == 3:
+            angles = angles[:, None]  # (B, 1, T, R): one rotation per row, for every head
         return angles.cos(), angles.sin()
 
 
@@ -374,8 +399,8 @@ class ReRoPE(RoPE):
         near = (RoPE.rotary(self, q_pos), RoPE.rotary(self, k_pos))
         far_q = q_pos * self.slope + self.window * (1.0 - self.slope)
         far = (RoPE.rotary(self, far_q), RoPE.rotary(self, k_pos * self.slope))
-        in_window = (q_pos[:, None] - k_pos[None, :]) < self.window  # (Tq, Tk)
-        return near, far, in_window
+        in_window = (q_pos[..., :, None] - k_pos[..., None, :]) < self.window  # (Tq, Tk) or (B, Tq, Tk)
+        return near, far, in_window if in_window.dim() == 2 else in_window[:, None]
 
     def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
         (q_near, k_near), (q_far, k_far), in_window = self.windows(q_pos, k_pos)
@@ -395,9 +420,11 @@ class FIRE(RelSlot):
     L = 512 and the 32-unit hidden layer are the paper's defaults. c and L are used through abs() so they stay
     positive whatever the optimizer does. The MLP keeps its biases (and its default init): without them a ReLU
     net of a non-negative scalar could only scale its input. model.fire_max_length > 0: randomized positions.
+    Positions of shape (B, T) (left padding: each row's own query positions) give a (B, H, Tq, Tk) bias.
     """
 
     keeps_init = True
+    left_pad = True
 
     def __init__(self, cfg, hidden: int = 32, c: float = 0.1, threshold: float = 512.0):
         super().__init__()
@@ -439,15 +466,15 @@ class FIRE(RelSlot):
         of ~5 distances would share one bias exactly where length generalization is measured."""
         with torch.autocast(q_pos.device.type, enabled=False):
             c = self.c.abs()
-            i = q_pos.float()[:, None]  # (Tq, 1)
-            # future keys get masked by the caller; clamp so log() stays finite there
-            dist = (i - k_pos.float()[None, :]).clamp(min=0)  # (Tq, Tk)
-            scale = torch.log1p(c * torch.maximum(self.threshold.abs(), i))  # (Tq, 1)
+            i = q_pos.float()[..., :, None]  # (Tq, 1), or (B, Tq, 1)
+            # future keys get masked by the caller; clamp so log() stays finite there (and at PADs, i < 0)
+            dist = (i - k_pos.float()[..., None, :]).clamp(min=0)  # (Tq, Tk)
+            scale = torch.log1p(c * torch.maximum(self.threshold.abs(), i.clamp(min=0)))  # (Tq, 1)
             x = torch.log1p(c * dist) / scale  # (Tq, Tk) in [0, 1] while i <= L
-            return self.mlp(x.unsqueeze(-1)).permute(2, 0, 1)  # (Tq, Tk, H) -> (H, Tq, Tk)
+            return self.mlp(x.unsqueeze(-1)).movedim(-1, -3)  # (Tq, Tk, H) -> (H, Tq, Tk)
 
 
-REL_POS: dict[str, type[RelSlot]] = {"none": RelSlot, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
+REL_POS: dict[str, type[RelSlot]] = {"none": NoRel, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
 
 
 def build_rel_pos(cfg) -> RelSlot:
