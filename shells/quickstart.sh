@@ -8,7 +8,7 @@
 #
 # TASK: addition (default; preset +experiment=quickstart, run runs/quickstart), or subtraction, bitwise_or,
 # sorting, multiplication (preset +experiment=quickstart_TASK, run runs/quickstart_TASK). The grid reaches 3x
-# the training length: 24 digits (+ - OR, trained to 8), 15 (x, trained to 7 x 5), 15 max digits x 15 numbers
+# the training length: 24 digits (+ - OR, trained to 8), 15 (x, trained to 10 x 5), 15 max digits x 15 numbers
 # (sorting, trained to 5 x 5). OVERRIDEs go to pretrain.py (e.g. name=x train.seed=1); a name= or runs_root=
 # among them moves the run directory the evaluation reads. ARITH_RUNS: the runs root (default runs).
 # ARITH_DRY_RUN=1 prints the commands instead of running them.

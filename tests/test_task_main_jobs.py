@@ -64,7 +64,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     cfg = compose(["+experiment=quickstart_multiplication"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window == 2
     assert (cfg.data.max_len, cfg.data.max_len_b) == (
-        7,
+        10,
         5,
     )  # long a, short b: T's middle digits see neither end
     assert cfg.model.opener_embedding is True and cfg.model.number_window == 2
