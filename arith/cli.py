@@ -135,3 +135,13 @@ def eval_app(sorting: bool):
         return main
 
     return wrap
+
+
+def append_section(out, text: str, title: str = "# Benchmarks") -> Path:
+    """Append a benchmark's markdown section to the file `out` (created with `title` when missing, its folder too),
+    one blank line before it: what every `scripts/bench_*.py --out FILE` writes."""
+    out = Path(out)
+    old = out.read_text() if out.exists() else title + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(old.rstrip("\n") + "\n\n" + text)
+    return out

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from arith.cli import user_errors
+from arith.cli import append_section, user_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print("loss after the last step (a sanity check, not a comparison):")
     print(", ".join(f"{b} {run['loss']:.3f}" for b, run in runs.items()))
     if args.out:
-        out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
-        old = out.read_text() if out.exists() else "# Benchmarks\n"
-        out.write_text(old.rstrip("\n") + "\n\n" + text)
+        append_section(ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out), text)
     return 0
 
 

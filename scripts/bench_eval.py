@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from arith.cli import user_errors
+from arith.cli import append_section, user_errors
 
 
 @user_errors
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        out = Path(args.out)
-        old = out.read_text() if out.exists() else "# Benchmarks\n"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(old.rstrip("\n") + "\n\n" + text)
+        append_section(args.out, text)
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's arith, not an installed one
-from arith.cli import user_errors  # noqa: E402
+from arith.cli import append_section, user_errors  # noqa: E402
 
 
 def additions(n: int, lo: int, hi: int, seed: int) -> list[str]:
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        out = Path(args.out)
-        old = out.read_text() if out.exists() else "# Benchmarks\n"
-        out.write_text(old.rstrip("\n") + "\n\n" + text)
+        append_section(args.out, text)
     return 0 if same == len(solo) else 1
 
 

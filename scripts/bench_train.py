@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arith import schema  # noqa: E402
-from arith.cli import user_errors  # noqa: E402
+from arith.cli import append_section, user_errors  # noqa: E402
 from arith.data.datasets import make_batches  # noqa: E402
 from arith.model import build_model  # noqa: E402
 from arith.model.flex import set_attention_impl  # noqa: E402
@@ -400,10 +400,7 @@ def main() -> None:
         if args.note:
             section.append(f"- {args.note}")
         text = "\n".join([*section, "", *lines]) + "\n"
-        out = Path(args.out)
-        prior = out.read_text() if out.exists() else "# Benchmarks\n"
-        out.write_text(prior.rstrip("\n") + "\n\n" + text)
-        print(f"appended to {out}")
+        print(f"appended to {append_section(args.out, text)}")
 
 
 if __name__ == "__main__":

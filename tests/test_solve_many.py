@@ -308,17 +308,22 @@ def prompt_lengths(run, todo: list[str]) -> set[int]:
 MIXED = [{}, {"vote_ks": [0, 2, 5]}, {"vote_ks": [1, 2, 3], "vote_mode": "logits"}, {"row_window": 1}]
 
 
-@pytest.mark.parametrize("settings", MIXED, ids=["greedy", "vote", "logits-vote", "window1"])
-def test_mixed_length_batches_of_the_main_job_model_equal_solve(main_job_adder, settings):
-    run = arith.load(main_job_adder)
+def mixed_equals_solve(run, todo: list[str], settings: dict, batch_sizes) -> None:
+    """solve_many's answers in mixed-length batches of each size == solve's one by one; the model answers, and
+    not all alike."""
     assert run.model.pads_left
-    todo = problems("+", 60, longest=9, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedPositionsWarning)
         expected = one_by_one(run, todo, **settings)
-    assert batched(run, todo, batch_size=64, **settings) == expected
-    assert batched(run, todo, batch_size=9, **settings) == expected
-    assert len({a for a in expected if "Error" not in a}) > 10  # the model answers, and not all alike
+    for size in batch_sizes:
+        assert batched(run, todo, batch_size=size, **settings) == expected
+    assert len({a for a in expected if "Error" not in a}) > 10
+
+
+@pytest.mark.parametrize("settings", MIXED, ids=["greedy", "vote", "logits-vote", "window1"])
+def test_mixed_length_batches_of_the_main_job_model_equal_solve(main_job_adder, settings):
+    run = arith.load(main_job_adder)
+    mixed_equals_solve(run, problems("+", 60, longest=9, seed=4), settings, batch_sizes=(64, 9))
 
 
 @pytest.mark.parametrize(
@@ -329,13 +334,8 @@ def test_mixed_length_batches_of_the_main_job_model_equal_solve(main_job_adder, 
 def test_mixed_length_batches_of_absolute_positions_equal_solve(absolute_adder, settings):
     """Learned rows and FIRE count each row's positions from its first real token (per-row offsets)."""
     run = arith.load(absolute_adder)
-    assert run.model.pads_left
     todo = problems("+", 50, longest=7, seed=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedPositionsWarning)
-        expected = one_by_one(run, todo, **settings)
-    assert batched(run, todo, batch_size=64, **settings) == expected
-    assert len({a for a in expected if "Error" not in a}) > 10
+    mixed_equals_solve(run, todo, settings, batch_sizes=(64,))
     assert len(prefills(run, todo, batch_size=64, **settings)) < len(prompt_lengths(run, todo))
 
 
