@@ -373,6 +373,35 @@ def test_sas_p_blocks_do_not_allow_left_padding():
         model(torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]]), pad=torch.tensor([1]))
 
 
+def test_pad_is_checked_one_line_errors():
+    from tests.test_decode import TOK, make
+
+    model = make().eval()
+    ids = torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]] * 2)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        model(ids, pad=torch.tensor([1]))
+    with pytest.raises(ValueError, match="training mode"):
+        model.train()(ids, pad=torch.tensor([1, 1]))
+    assert model.eval()(ids, pad=[1, 1]).shape[:2] == (2, 5)  # a list is read as long counts
+
+
+def test_mixed_batches_of_a_learned_table_stay_inside_it():
+    """A learned position table: a batch of the longest prompt and the longest answer together would read rows
+    past the table, so `_batches` cuts it there (each row alone fits); Abacus-like tables are not cut."""
+    import numpy as np
+
+    from arith.data.spec import Cell
+
+    def read(n_prompt, n_new):
+        return answer_mod._Read(np.zeros(n_prompt, dtype=np.int64), Cell(1, 1), n_new)
+
+    reads = {0: read(30, 40), 1: read(40, 5), 2: read(42, 30)}
+    assert answer_mod._batches(reads, 64, mixed=True) == [[0, 1, 2]]
+    assert answer_mod._batches(reads, 64, mixed=True, max_tokens=64) == [[0], [1], [2]]
+    assert answer_mod._batches(reads, 64, mixed=True, max_tokens=72) == [[0], [1, 2]]
+    assert answer_mod._batches(reads, 64, mixed=False, max_tokens=64) == [[0], [1], [2]]
+
+
 # every pair of an absolute and a relative scheme that claim left_pad (all of today's), and the model's extras
 ABS = [name for name, cls in ABS_POS.items() if cls.left_pad]
 REL = [name for name, cls in REL_POS.items() if cls.left_pad]

@@ -33,6 +33,7 @@ from arith.errors import ArithError, DataError
 from arith.eval import settings as eval_settings
 from arith.eval.reach import UntrainedPositionsWarning, position_needs, untrained_rows
 from arith.eval.vote import decode
+from arith.model.positions import AbacusPos, LearnedPos
 
 __all__ = ["SETTINGS", "solve", "solve_many"]
 
@@ -142,7 +143,12 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
                 return answers, None
     cells = sorted({r.cell for r in reads.values()})
     warning = untrained_rows(run.cfg, run.tok, cells, max(s.offsets), run_dir=run.run_dir) if cells else None
-    batches = _batches(reads, batch_size, mixed=bool(getattr(run.model, "pads_left", False)))
+    batches = _batches(
+        reads,
+        batch_size,
+        mixed=bool(getattr(run.model, "pads_left", False)),
+        max_tokens=_table_rows(run.model),
+    )
     with (
         tqdm(total=len(problems), unit="problem", file=sys.stderr, disable=not progress) as bar,
         eval_settings.applied(run, s),
@@ -157,21 +163,35 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
     return answers, warning
 
 
-def _batches(reads: dict[int, _Read], batch_size: int, mixed: bool) -> list[list[int]]:
+def _batches(
+    reads: dict[int, _Read], batch_size: int, mixed: bool, max_tokens: int | None = None
+) -> list[list[int]]:
     """The problems (keys of `reads`) in batches of up to batch_size: sorted by prompt length (then answer length),
     cut into runs of consecutive ones; mixed: a run spans prompt lengths while its shortest prompt is at least half
-    its longest or at most SPREAD tokens shorter, else one prompt length a batch."""
+    its longest or at most SPREAD tokens shorter, else one prompt length a batch. max_tokens (a learned position
+    table's rows): a mixed batch also stays within it, its longest prompt and longest answer together (each row
+    alone fits; a batch of both would read rows past the table and be redone one by one)."""
     order = sorted(reads, key=lambda i: (len(reads[i].ids), reads[i].max_new, i))
-    batches, batch = [], []
+    batches, batch, most_new = [], [], 0
     for i in order:
         if batch:
             shortest, n = len(reads[batch[0]].ids), len(reads[i].ids)
             fits = n - shortest <= max(SPREAD, n // 2) if mixed else n == shortest
+            if max_tokens is not None and mixed:
+                fits = fits and n + max(most_new, reads[i].max_new) - 1 <= max_tokens
             if len(batch) == batch_size or not fits:
                 batches.append(batch)
-                batch = []
+                batch, most_new = [], 0
         batch.append(i)
+        most_new = max(most_new, reads[i].max_new)
     return batches + [batch] if batch else batches
+
+
+def _table_rows(model) -> int | None:
+    """The rows of a learned absolute position table, read by token index (None for Abacus, coupling and NoPE,
+    whose rows do not grow with the padded width)."""
+    slot = getattr(model, "abs_pos", None)
+    return slot.max_pos if isinstance(slot, LearnedPos) and not isinstance(slot, AbacusPos) else None
 
 
 def _read(run, spec, problem, k: int, checked: dict) -> _Read:

@@ -57,8 +57,10 @@ class KVCache:
 class AttnInputs:
     """Everything attention needs from positions, shared by every call of one layer in a forward pass."""
 
-    rot: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (Tq, D), for the new tokens
-    mask: torch.Tensor | None  # float (H, Tq, Tk) bias with -inf above the diagonal, or bool (Tq, Tk)
+    # (cos, sin), each (Tq, D) for the new tokens; (B, 1, Tq, D) with per-row (left-padded) positions
+    rot: tuple[torch.Tensor, torch.Tensor] | None
+    # float (H, Tq, Tk) bias with -inf above the diagonal ((B, H, Tq, Tk) per row), or bool (Tq, Tk)
+    mask: torch.Tensor | None
     is_causal: bool
     flex_bias: torch.Tensor | None = None  # (H, T, T) FIRE bias for the FlexAttention path (see flex.py)
     block_mask: object | None = None  # its causal BlockMask
@@ -67,7 +69,7 @@ class AttnInputs:
     )
     q_scale: torch.Tensor | None = None  # (Tq,) or (B, Tq): each query's logit factor (`Temperature`)
     # (B, 1, Tq, Tk) bool, True where query i may see key j: the row and number windows and the left PADs
-    # (`ArithModel.masks`), causal included
+    # (`ArithModel.windows`), causal included
     allow: torch.Tensor | None = None
 
 

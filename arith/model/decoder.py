@@ -266,8 +266,16 @@ class ArithModel(nn.Module):
 
     def _call(self, B: int, R: int, k, cache: DecoderCache | None, start: int, pad):
         """forward's offset and left padding, checked against the cache: (k, pad)."""
-        if pad is not None and not self.pads_left:
-            raise ValueError("left padding (pad) needs a model whose every part allows it (model.pads_left)")
+        if pad is not None:
+            if not self.pads_left:
+                raise ValueError(
+                    "left padding (pad) needs a model whose every part allows it (model.pads_left)"
+                )
+            if self.training:
+                raise ValueError("left padding (pad) is for decoding: the model is in training mode")
+            pad = torch.as_tensor(pad, dtype=torch.long, device=self.tok_emb.weight.device)
+            if pad.shape != (B,):
+                raise ValueError(f"pad must hold one count per row, shape ({B},), got {tuple(pad.shape)}")
         if cache is None:
             if start != 0:
                 raise ValueError("start > 0 needs the cache that holds the earlier tokens")
@@ -280,7 +288,7 @@ class ArithModel(nn.Module):
             cache.k, cache.recurrences, cache.pad = self.resolve_k(k), R, pad
         elif (k is not None and int(k) != cache.k) or R != cache.recurrences:
             raise ValueError("k and recurrences must stay those of the cache's first call")
-        elif pad is not None and pad is not cache.pad:
+        elif pad is not None and pad is not cache.pad:  # the same tensor (no device sync to compare)
             raise ValueError("pad must stay that of the cache's first call")
         return cache.k, cache.pad
 
@@ -322,7 +330,7 @@ class ArithModel(nn.Module):
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature
         if temp is not None:
-            q_scale = temp.factors(start, T, ids.device, pad)  # (T,) by absolute position: cached == uncached
+            q_scale = temp.factors(start, T, ids.device, pad)  # (T,), (B, T) with pad: cached == uncached
             first = dataclasses.replace(first, q_scale=q_scale)
             if temp.where == "all":
                 inputs = [dataclasses.replace(inp, q_scale=q_scale) for inp in inputs]
