@@ -464,6 +464,11 @@ class FIRE(RelSlot):
         """(H, Tq, Tk) float32, also under bf16 autocast: the MLP's input x moves by less than bf16's spacing
         between neighbouring long distances (about 8e-4 per token at 300 tokens against 3.9e-3), so in bf16 runs
         of ~5 distances would share one bias exactly where length generalization is measured."""
+        if q_pos.dim() == 2 and bool(q_pos.max() <= self.threshold.abs()):
+            # left-padded rows: q - k is every row's own, and max(L, q) = L for every query, so each row's bias is
+            # that of the row with the most positions (the unpadded one), computed once: (H, Tq, Tk)
+            row = q_pos[:, -1].argmax()
+            return self.bias(q_pos[row], k_pos[row])
         with torch.autocast(q_pos.device.type, enabled=False):
             c = self.c.abs()
             i = q_pos.float()[..., :, None]  # (Tq, 1), or (B, Tq, 1)
