@@ -60,6 +60,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     cfg = compose(["+experiment=quickstart_sorting"])
     assert cfg.model.row_window == 0 and (cfg.data.max_len, cfg.data.max_len_b) == (5, 5)
     assert str(cfg.model.rel_pos) == "fire" and cfg.data.bucket == 8
+    assert str(cfg.data.format) == "label_last" and cfg.data.name.endswith("_ll")
     assert cfg.train.budget_minutes <= 15
     cfg = compose(["+experiment=quickstart_multiplication"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window == 2
