@@ -128,10 +128,10 @@ def test_multiplication_scratchpad_round_trips_through_solve(tmp_path, capsys):
 
 
 def test_sorting_label_last_round_trips_through_solve(tmp_path):
-    """A tiny run with each label after its number (200 steps, not enough to learn the order): `solve` takes the
+    """A tiny run with each label after its number (600 steps, not enough to learn the order): `solve` takes the
     natural problem, prompts the model in the label-last form and returns its labels as written, one per number,
     from the problem's own labels. (The format's order and checking: tests/test_data.py.)"""
-    run_dir = _tiny_scratchpad_run("sorting", 200, tmp_path, "label_last", ["data.max_len_b=3"])
+    run_dir = _tiny_scratchpad_run("sorting", 600, tmp_path, "label_last", ["data.max_len_b=3"])
     run = arith.load(run_dir)
     assert run.cfg.data.name.endswith("_ll")
     assert task_for(run.cfg.data).prompt("7, 3, 5") == "7:a,3:b,5:c="
