@@ -49,7 +49,8 @@ class Task(_Choice):
 
 
 class AnswerFormat(_Choice):
-    """What the model writes after '=' (data.format): the answer alone, or worked steps then the answer."""
+    """What the model writes after '=' (data.format): the answer alone, or worked steps then the answer; sorting's
+    label_last moves each label after its number in the prompt instead."""
 
     direct = "direct"
     scratchpad = "scratchpad"  # subtraction, multiplication: docs/FORMATS.md
