@@ -4,11 +4,15 @@
     python scripts/bench_self_improve.py runs/a_si runs/b_si --n 200 --votes 4,5,6,7,8 --json docs/si.json
     python scripts/bench_self_improve.py runs/quickstart_bitwise_or --lens 8,16,24,32
     python scripts/bench_self_improve.py runs/quickstart_sorting --cells 5x5,10x5,5x10,10x10,15x15
+    python scripts/bench_self_improve.py runs/quickstart --lens 24,100,1000 --carry 0.9   # long carry chains
 
 Problems are drawn with Python's `random.Random(seed)` (no numpy generator, no hash split) and checked with
 Python's integers; the task is the run's own (data.task):
   + - x: a cell AxB is an A-digit and a B-digit operand (--lens L: the diagonal cell L x L); the answer is the
     integer (a negative difference as "-333").
+  --carry P (addition, diagonal cells): carry-heavy sums. The lowest digit pair sums to >= 10, so a carry enters;
+    each pair above it, the top one excepted, sums to exactly 9 (the carry passes on) with probability P, else
+    is uniform; P = 1 carries through every digit (999...9 + 000...1 shaped, in random digits).
   bitwise_or: two 0/1 strings of A and B bits written most significant bit first, leading zeros kept; the
     shorter (either, chosen at random, when A == B) has one 1 at a uniformly random index, the other is all
     zeros, as the framework's generator makes them; the answer is the OR, max(A, B) bits, natural order.
@@ -59,6 +63,30 @@ def problems(length: int, n: int, seed: int, b_len: int | None = None) -> list[t
     return [(_number(rng, length), _number(rng, b_len)) for _ in range(n)]
 
 
+def carry_problems(length: int, n: int, seed: int, p: float) -> list[tuple[int, int]]:
+    """n pairs of `length`-digit numbers whose sum carries from the lowest digit through runs of 9-sums
+    (probability p a digit pair below the top one)."""
+    if not 0.0 <= p <= 1.0:
+        raise SystemExit(f"bench_self_improve: --carry {p} is not a probability in [0, 1]")
+    rng = random.Random(f"{seed}-carry{p}-{length}")
+    out = []
+    for _ in range(n):
+        if length == 1:
+            a = rng.randint(1, 9)
+            out.append((a, rng.randint(10 - a, 9)))
+            continue
+        a0 = rng.randint(1, 9)
+        da, db = [a0], [rng.randint(10 - a0, 9)]  # least significant first: the lowest pair carries
+        for _ in range(1, length - 1):
+            x = rng.randint(0, 9)
+            da.append(x)
+            db.append(9 - x if rng.random() < p else rng.randint(0, 9))
+        da.append(rng.randint(1, 9))
+        db.append(rng.randint(1, 9))
+        out.append(tuple(int("".join(map(str, reversed(d)))) for d in (da, db)))
+    return out
+
+
 def or_problems(a_len: int, b_len: int, n: int, seed: int) -> list[tuple[str, str]]:
     """n (a, b) bit strings, most significant bit first: the shorter one-hot (either when equal), the other 0."""
     rng = random.Random(f"{seed}-or-{a_len}x{b_len}")
@@ -90,10 +118,15 @@ def sorted_labels(nums: list[int]) -> str:
     return ",".join(LABELS[i] for i in sorted(range(len(nums)), key=lambda i: (nums[i], i)))
 
 
-def problems_for(task, cell, n: int, seed: int) -> list[tuple[str, str]]:
+def problems_for(task, cell, n: int, seed: int, carry: float | None = None) -> list[tuple[str, str]]:
     """n (problem, expected answer) pairs of a cell: the problem as `task.prompt` reads it (natural order), the
-    answer as `task.answer` returns it for a right model output."""
+    answer as `task.answer` returns it for a right model output; carry: carry-heavy sums (`carry_problems`)."""
     a_len, b_len = _cell(cell)
+    if carry is not None:
+        if task.name != "addition" or a_len != b_len:
+            raise SystemExit(f"bench_self_improve: --carry needs addition and diagonal cells, got {task.name} "
+                             f"{a_len}x{b_len}")
+        return [(f"{a}+{b}", str(a + b)) for a, b in carry_problems(a_len, n, seed, carry)]
     if task.name == "bitwise_or":
         width = max(a_len, b_len)
         return [
@@ -113,12 +146,12 @@ def problems_for(task, cell, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def accuracy(run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None) -> float:
-    """Exact match on n problems of a cell (an int L: L x L)."""
+def accuracy(run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None, carry=None) -> float:
+    """Exact match on n problems of a cell (an int L: L x L); carry: carry-heavy sums (`carry_problems`)."""
     task = task_for(run.cfg.data)
     a_len, b_len = _cell(cell)
     tok, right = run.tok, 0
-    pairs = problems_for(task, (a_len, b_len), n, seed)
+    pairs = problems_for(task, (a_len, b_len), n, seed, carry)
     by_len: dict[int, list[tuple[list[int], str]]] = {}  # prompt length -> (prompt ids, expected), in order
     for problem, want in pairs:
         ids = tok.encode(task.prompt(problem))
@@ -179,6 +212,12 @@ def main(argv=None) -> None:
         help="digit keys within this many indices (0 = off; default: the run's)",
     )
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument(
+        "--carry",
+        type=float,
+        default=None,
+        help="addition: carry-heavy sums, each digit pair summing to 9 with this probability (0..1)",
+    )
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     if args.cells is None:
@@ -196,7 +235,7 @@ def main(argv=None) -> None:
         run = arith.load(path, checkpoint=args.checkpoint)
         t0 = time.perf_counter()
         results[path] = {
-            k: accuracy(run, cell, args.n, args.seed, vote_ks, args.batch, args.row_window)
+            k: accuracy(run, cell, args.n, args.seed, vote_ks, args.batch, args.row_window, args.carry)
             for k, cell in zip(keys, cells)
         }
         print(f"{path} (step {run.step}): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -208,7 +247,9 @@ def main(argv=None) -> None:
         print(f"| median | {' | '.join(f'{100 * med[k]:.0f}' for k in keys)} |")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"n": args.n, "seed": args.seed, "votes": vote_ks, "results": results}, indent=1)
+            json.dumps(
+                {"n": args.n, "seed": args.seed, "votes": vote_ks, "carry": args.carry, "results": results}, indent=1
+            )
         )
 
 

@@ -117,3 +117,41 @@ def test_cells_parse():
     for bad in ("5", "5x", "0x3", "ax3"):
         with pytest.raises(ValueError, match="--cells"):
             bench.parse_cells(bad)
+
+
+def _carries(a: int, b: int, length: int) -> list[bool]:
+    """Whether the sum of the low i + 1 digits carries out, for i = 0 .. length - 2."""
+    return [a % 10 ** (i + 1) + b % 10 ** (i + 1) >= 10 ** (i + 1) for i in range(length - 1)]
+
+
+@pytest.mark.parametrize("length", [1, 2, 8, 40])
+def test_carry_heavy_sums_carry_through_every_digit_at_p_1(length):
+    task = get_task("addition")
+    pairs = bench.problems_for(task, length, 40, 3, carry=1.0)
+    assert pairs == bench.problems_for(task, length, 40, 3, carry=1.0)
+    for problem, want in pairs:
+        a, b = map(int, problem.split("+"))
+        assert len(str(a)) == len(str(b)) == length and want == str(a + b)
+        assert all(_carries(a, b, length)) and task.check(task.prompt(problem) + want[::-1])
+        if length == 1:
+            assert a + b >= 10
+
+
+def test_carry_heavy_sums_at_p_0_carry_from_the_lowest_digit_only_by_force():
+    pairs = bench.carry_problems(30, 200, 5, 0.0)
+    assert all(_carries(a, b, 30)[0] for a, b in pairs)
+    chains = [_carries(a, b, 30).index(False) if not all(_carries(a, b, 30)) else 29 for a, b in pairs]
+    assert sum(chains) / len(chains) < 3  # random digits above: short chains
+    half = bench.carry_problems(30, 200, 5, 0.5)
+    assert sum(c.count(True) for c in (_carries(a, b, 30) for a, b in half)) > sum(
+        c.count(True) for c in (_carries(a, b, 30) for a, b in pairs)
+    )
+
+
+def test_carry_heavy_needs_addition_on_the_diagonal_and_a_probability():
+    with pytest.raises(SystemExit, match="--carry needs addition"):
+        bench.problems_for(get_task("subtraction"), 8, 5, 1, carry=0.5)
+    with pytest.raises(SystemExit, match="--carry needs addition"):
+        bench.problems_for(get_task("addition"), (8, 5), 5, 1, carry=0.5)
+    with pytest.raises(SystemExit, match="probability"):
+        bench.carry_problems(8, 5, 1, 1.5)
