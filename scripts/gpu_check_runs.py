@@ -28,24 +28,8 @@ def compose(overrides: list[str]):
 
 
 # ---------------------------------------------------------------------------------------------- d: dist
-TINY = [
-    "model.width=32",
-    "model.heads=2",
-    "model.ffn=64",
-    "model.layers=1",
-    "model.recurrences=2",
-    "model.max_pos=32",
-    "model.max_k=5",
-    "data.max_len=3",
-    "data.streaming=true",
-    "train.batch_size=16",
-    "train.lr=3e-3",
-    "train.warmup=0",
-    "train.cooldown=0",
-    "train.progress=false",
-    "train.log_every=5",
-    "name=dist_check",
-]
+# the run trained inside the group: arith.tiny's, with these on top
+DIST_RUN = ("train.warmup=0", "train.cooldown=0", "train.log_every=5", "name=dist_check")
 
 
 def cmd_dist(a) -> int:
@@ -55,6 +39,7 @@ def cmd_dist(a) -> int:
     import torch.distributed as tdist
 
     from arith import checkpoint, dist
+    from arith.tiny import tiny_overrides
     from arith.train import train
 
     cuda = torch.cuda.is_available() and not a.dry_run
@@ -90,15 +75,15 @@ def cmd_dist(a) -> int:
         ok &= out["ddp_grad_ok"]
 
         runs = Path(a.work) / "dist_runs"
-        extra = [f"runs_root={runs}", "train.compile=false"]
+        extra = [*tiny_overrides(*DIST_RUN), f"runs_root={runs}", "train.compile=false"]
         if a.dry_run:
             extra.append("train.threads=1")
         t1 = time.perf_counter()
-        run_dir = train(compose([*TINY, *extra, f"train.steps={a.steps}"]))
+        run_dir = train(compose([*extra, f"train.steps={a.steps}"]))
         out["train_s"] = round(time.perf_counter() - t1, 2)
         first = checkpoint.latest(run_dir)
         t2 = time.perf_counter()
-        train(compose([*TINY, *extra, f"train.steps={2 * a.steps}"]))  # the same run: resumes
+        train(compose([*extra, f"train.steps={2 * a.steps}"]))  # the same run: resumes
         out["resume_s"] = round(time.perf_counter() - t2, 2)
         last = checkpoint.latest(run_dir)
         logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]

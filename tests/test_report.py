@@ -15,25 +15,11 @@ from arith import checkpoint
 from arith.eval.runner import run_grid
 from arith.metrics import read_metrics
 from arith.plots import CURVES, curves_figure
+from arith.tiny import tiny_overrides
 from arith.train import train
 from tests.conftest import ROOT
 
-TINY = [
-    "model.width=32",
-    "model.heads=2",
-    "model.ffn=64",
-    "model.layers=1",
-    "model.recurrences=2",
-    "model.max_pos=32",
-    "model.max_k=3",
-    "data.max_len=2",
-    "data.streaming=true",
-    "train.batch_size=16",
-    "train.lr=3e-3",
-    "train.progress=false",
-    "train.threads=1",
-    "train.log_every=5",
-]
+TINY = tiny_overrides("model.max_k=3", "data.max_len=2", "train.threads=1", "train.log_every=5")
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 

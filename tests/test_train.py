@@ -16,24 +16,11 @@ from safetensors.torch import load_file
 import arith
 from arith import checkpoint
 from arith.errors import CheckpointError, ConfigError, DataError
+from arith.tiny import tiny_overrides
 from arith.train import lm_loss, progressive_depths, train
 from tests.conftest import ROOT
 
-TINY = [
-    "model.width=32",
-    "model.heads=2",
-    "model.ffn=64",
-    "model.layers=1",
-    "model.recurrences=2",
-    "model.max_pos=32",
-    "model.max_k=5",
-    "data.max_len=3",
-    "data.streaming=true",
-    "train.batch_size=16",
-    "train.lr=3e-3",
-    "train.progress=false",
-    "train.threads=1",
-]
+TINY = tiny_overrides("train.threads=1")
 
 
 def tiny(compose, tmp_path, *extra):

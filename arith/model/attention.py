@@ -1,6 +1,6 @@
 """The one attention path: causal self-attention through `F.scaled_dot_product_attention`.
 
-A relative-position module (`positions.RelSlot`) contributes an optional q/k rotation (RoPE), an optional
+A relative-position module (`relative.RelSlot`) contributes an optional q/k rotation (RoPE), an optional
 additive bias (FIRE) or its own score function (ReRoPE, whose clipped distances are not a rotation of q and k
 alone: `explicit_attention`). They depend only on positions, so `Attention.prepare` builds them (and the causal
 mask) once per forward pass and layer; the looped decoder reuses them across recurrences.
@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from arith.model import flex
-from arith.model.positions import build_rel_pos, rotate
+from arith.model.positions import build_rel_pos
+from arith.model.rotary import rotate
 
 
 class KVCache:
@@ -177,7 +178,7 @@ class Attention(nn.Module):
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first; (B, Tq) and
-        (B, Tk) for left-padded rows (each row's own, `positions.RelSlot.left_pad`: the decoder then sets `allow`)."""
+        (B, Tk) for left-padded rows (each row's own, `relative.RelSlot.left_pad`: the decoder then sets `allow`)."""
         t_q, t_k = q_pos.shape[-1], k_pos.shape[-1]
         scores = self.rel.scores(q_pos, k_pos)
         if scores is not None:  # the scheme computes q.k itself
@@ -234,7 +235,7 @@ class Attention(nn.Module):
 def explicit_attention(
     q, k, v, inp: AttnInputs, cache: KVCache | None, scale: float | None = None
 ) -> torch.Tensor:
-    """Attention on the scores of the position scheme (`inp.scores`, e.g. `positions.ReRoPE`), one softmax.
+    """Attention on the scores of the position scheme (`inp.scores`, e.g. `rotary.ReRoPE`), one softmax.
 
     Explicit scores instead of SDPA: (B, H, Tq, Tk), fine for the small models and short sequences here.
     """

@@ -11,7 +11,8 @@ its name (the schema's `AbsPos` / `RelPos`); the model, attention and the run ch
   shifted by them), a left-padded row gets what it gets alone, so `solve_many` batches prompts of many lengths.
 
 Unknown names raise `ConfigError` listing the valid ones, so a typo never silently means "no positions".
-docs/EXTENDING.md shows how to add one."""
+docs/EXTENDING.md shows how to add one. The absolute schemes live here; the relative slot's interface is in
+relative.py, its schemes in rotary.py (RoPE, ReRoPE, `rotate`) and fire.py (FIRE), all re-exported here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import torch
 import torch.nn as nn
 
 from arith.errors import ConfigError
+from arith.model.fire import FIRE
+from arith.model.relative import NoRel, RelSlot
+from arith.model.rotary import ReRoPE, RoPE, rotate  # noqa: F401  (rotate: re-exported)
 
 POS_TABLES = ("learned", "orthogonal", "fixed")  # model.pos_table: how a position table starts, if it trains
 
@@ -279,205 +283,7 @@ def build_abs_pos(cfg, tok) -> AbsSlot:
 
 
 # ============================================================================ relative slot
-def _counted(length: int, start: int, cached: bool, training: bool, device):
-    k_pos = torch.arange(start + length, device=device)
-    return k_pos[start:], k_pos
-
-
-class RelSlot(nn.Module):
-    """The relative slot's interface (see the module docstring); the default gives attention nothing."""
-
-    keeps_init = False  # its parameters keep their own init instead of the model's normal(0, 0.02)
-    left_pad = False  # takes (B, T) positions shifted by each row's left PADs (module docstring)
-
-    def __init__(self, cfg=None):
-        super().__init__()
-
-    @classmethod
-    def check(cls, cfg, max_tokens: int, training: bool) -> None:
-        """Raise ConfigError before any work when sequences of max_tokens tokens cannot be positioned."""
-
-    @classmethod
-    def position_fn(cls, cfg):
-        """(length, start, cached, training, device) -> (query positions (T,), key positions (start + T,)) of a
-        forward pass, shared by every layer; built once per model, so that forward reads no config."""
-        return _counted
-
-    def rotary(self, pos: torch.Tensor):
-        return None
-
-    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        return None
-
-    def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        return None
-
-
-class NoRel(RelSlot):
-    """No relative positions (the slot's default): attention's key padding mask is all left padding needs."""
-
-    left_pad = True
-
-
-def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Apply a rotary (cos, sin) of shape (T, D) or (B, 1, T, D) to x (B, H, T, D); in float32, returned as x's dtype."""
-    cos, sin = rot
-    if cos.shape[-1] < x.shape[-1]:  # partial rotary: only the first dims of each head turn, the rest pass
-        d = cos.shape[-1]
-        return torch.cat((rotate(x[..., :d], rot), x[..., d:]), dim=-1)
-    xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)  # (B, H, T, D/2) each: rotate-half pairing (i, i + D/2)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
-
-
-class RoPE(RelSlot):
-    """Rotary position embedding (Su et al. 2021, arXiv 2104.09864): q and k rotated by their absolute index.
-
-    `fraction` < 1 rotates only the first `fraction` of each head's dims (GPT-NeoX-20B, Black et al. 2022,
-    used 0.25), with frequencies spread over the rotated dims; the others carry content only. Built from the
-    model config by the registry, or as ``RoPE(head_dim, base, fraction)``.
-    """
-
-    left_pad = True
-
-    def __init__(self, head_dim, base: float = 10000.0, fraction: float = 1.0):
-        super().__init__()
-        if not isinstance(head_dim, int):  # the model config
-            cfg = head_dim
-            head_dim, base, fraction = cfg.width // cfg.heads, cfg.rope_base, cfg.rope_fraction
-        if head_dim % 2:
-            raise ConfigError(
-                f"model.rel_pos=rope needs an even head dim (model.width / model.heads), got {head_dim}"
-            )
-        rot_dim = int(head_dim * fraction) // 2 * 2  # even: dims turn in pairs
-        if not 0 < fraction <= 1 or rot_dim < 2:
-            raise ConfigError(
-                f"model.rope_fraction={fraction!r} must be in (0, 1] and rotate at least 2 of the "
-                f"{head_dim} dims of a head"
-            )
-        inv_freq = base ** (-torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim)  # (R/2,)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def rotary(self, pos: torch.Tensor):
-        angles = pos.float()[..., None] * self.inv_freq  # (T, R/2), or (B, T, R/2)
-        angles = torch.cat((angles, angles), dim=-1)  # (T, R), R = rotated dims (D unless partial)
-        if angles.dim() == 3:
-            angles = angles[:, None]  # (B, 1, T, R): one rotation per row, for every head
-        return angles.cos(), angles.sin()
-
-
-class ReRoPE(RoPE):
-    """ReRoPE (Su 2023, "Rectified Rotary Position Embeddings"): RoPE whose relative distance stops growing.
-
-    The score of query i and key j uses the rotation of distance d = i - j while d < window, and of
-    window + (d - window) / k beyond it ("leaky ReRoPE"; k = 0 means slope 0: every distance >= window
-    reads as window). So a model meets no distance it was not trained on, however long the sequence; with
-    window >= the training length, training is exactly RoPE. A clipped distance is not a difference of two
-    absolute rotations, so `scores` computes two score matrices, both as rotated q . rotated k:
-        near: q at i,                         k at j        -> distance i - j
-        far:  q at i/k + window (1 - 1/k),    k at j/k      -> distance window + (i - j - window) / k
-    and keeps `near` inside the window, `far` outside (with 1/k read as 0 when k = 0). The KV cache keeps
-    unrotated keys for this, since each key is rotated twice.
-    """
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        window, leaky_k = cfg.rerope_window, cfg.rerope_leaky_k
-        if window < 1 or leaky_k < 0:
-            raise ConfigError(
-                f"model.rerope_window={window!r} must be >= 1 and model.rerope_leaky_k={leaky_k!r} >= 0"
-            )
-        self.window, self.slope = window, (1.0 / leaky_k if leaky_k > 0 else 0.0)
-
-    def rotary(self, pos: torch.Tensor):
-        return None  # the rotations depend on the (query, key) pair: see `scores`
-
-    def windows(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> tuple:
-        """((q rot, k rot) near, (q rot, k rot) far, in_window (Tq, Tk) bool), rots as `RoPE.rotary`."""
-        q_pos, k_pos = q_pos.float(), k_pos.float()
-        near = (RoPE.rotary(self, q_pos), RoPE.rotary(self, k_pos))
-        far_q = q_pos * self.slope + self.window * (1.0 - self.slope)
-        far = (RoPE.rotary(self, far_q), RoPE.rotary(self, k_pos * self.slope))
-        in_window = (q_pos[..., :, None] - k_pos[..., None, :]) < self.window  # (Tq, Tk) or (B, Tq, Tk)
-        return near, far, in_window if in_window.dim() == 2 else in_window[:, None]
-
-    def scores(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        (q_near, k_near), (q_far, k_far), in_window = self.windows(q_pos, k_pos)
-
-        def score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # (B, H, Tq, D), (B, H, Tk, D) unrotated
-            near = rotate(q, q_near) @ rotate(k, k_near).transpose(-2, -1)  # (B, H, Tq, Tk)
-            far = rotate(q, q_far) @ rotate(k, k_far).transpose(-2, -1)  # (B, H, Tq, Tk)
-            return torch.where(in_window, near, far)
-
-        return score
-
-
-class FIRE(RelSlot):
-    """Functional Interpolation for Relative Positions (Li et al. 2023, arXiv 2310.04418).
-
-    b(i, j) = MLP(psi(i - j) / psi(max(L, i))) per head, psi(x) = log(c x + 1). The constants c = 0.1,
-    L = 512 and the 32-unit hidden layer are the paper's defaults. c and L are used through abs() so they stay
-    positive whatever the optimizer does. The MLP keeps its biases (and its default init): without them a ReLU
-    net of a non-negative scalar could only scale its input. model.fire_max_length > 0: randomized positions.
-    Positions of shape (B, T) (left padding: each row's own query positions) give a (B, H, Tq, Tk) bias.
-    """
-
-    keeps_init = True
-    left_pad = True
-
-    def __init__(self, cfg, hidden: int = 32, c: float = 0.1, threshold: float = 512.0):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, cfg.heads))
-        self.c = nn.Parameter(torch.tensor(c))
-        self.threshold = nn.Parameter(torch.tensor(threshold))
-
-    @staticmethod
-    def check(cfg, max_tokens, training, max_length=None):
-        max_length = cfg.fire_max_length if max_length is None else max_length
-        if training and 0 < max_length < max_tokens:
-            raise ConfigError(
-                f"model.fire_max_length={max_length} too small: training sequences reach {max_tokens} tokens"
-            )
-
-    @classmethod
-    def position_fn(cls, cfg):
-        # randomized positions in training (Ruoss et al. 2023, arXiv 2305.16843; with FIRE: Zhou et al. 2024): a
-        # sorted random subset of [0, fire_max_length) instead of 0..length-1, from torch's global RNG
-        max_length = int(cfg.fire_max_length)
-
-        def draw(length, start, cached, training, device):
-            if not (training and max_length > 0):
-                return _counted(length, start, cached, training, device)
-            if cached:
-                raise ValueError(
-                    "randomized FIRE draws new positions per call: decode with the model in eval mode"
-                )
-            cls.check(None, length, training, max_length)
-            # drawn on the host (the checkpointed CPU RNG stream); copied without a host sync
-            pos = torch.randperm(max_length)[:length].sort().values.to(device, non_blocking=True)
-            return pos, pos
-
-        return draw
-
-    def bias(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        """(H, Tq, Tk) float32, also under bf16 autocast: the MLP's input x moves by less than bf16's spacing
-        between neighbouring long distances (about 8e-4 per token at 300 tokens against 3.9e-3), so in bf16 runs
-        of ~5 distances would share one bias exactly where length generalization is measured."""
-        if q_pos.dim() == 2 and bool(q_pos.max() <= self.threshold.abs()):
-            # left-padded rows: q - k is every row's own, and max(L, q) = L for every query, so each row's bias is
-            # that of the row with the most positions (the unpadded one), computed once: (H, Tq, Tk)
-            row = q_pos[:, -1].argmax()
-            return self.bias(q_pos[row], k_pos[row])
-        with torch.autocast(q_pos.device.type, enabled=False):
-            c = self.c.abs()
-            i = q_pos.float()[..., :, None]  # (Tq, 1), or (B, Tq, 1)
-            # future keys get masked by the caller; clamp so log() stays finite there (and at PADs, i < 0)
-            dist = (i - k_pos.float()[..., None, :]).clamp(min=0)  # (Tq, Tk)
-            scale = torch.log1p(c * torch.maximum(self.threshold.abs(), i.clamp(min=0)))  # (Tq, 1)
-            x = torch.log1p(c * dist) / scale  # (Tq, Tk) in [0, 1] while i <= L
-            return self.mlp(x.unsqueeze(-1)).movedim(-1, -3)  # (Tq, Tk, H) -> (H, Tq, Tk)
-
+# the interface in relative.py, the schemes in rotary.py and fire.py; imported here for REL_POS and re-exported
 
 REL_POS: dict[str, type[RelSlot]] = {"none": NoRel, "rope": RoPE, "fire": FIRE, "rerope": ReRoPE}
 

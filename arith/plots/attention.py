@@ -40,7 +40,7 @@ from arith.eval import settings as eval_settings
 from arith.eval.settings import EvalSettings
 from arith.model.attention import Attention, AttnInputs, causal_mask
 from arith.model.blocks import ShapedAttention, identity_minus_mean
-from arith.model.positions import rotate
+from arith.model.rotary import rotate
 from arith.plots.common import save_figure
 
 __all__ = [
