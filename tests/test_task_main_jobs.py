@@ -69,6 +69,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
         5,
     )  # long a, short b: T's middle digits see neither end
     assert cfg.model.opener_embedding is True and cfg.model.number_window == 2
+    assert list(cfg.model.eval_vote_ks) == [5, 3, 7]  # answers by a majority of three offsets
     assert cfg.train.budget_minutes <= 30
 
 
