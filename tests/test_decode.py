@@ -1,10 +1,11 @@
-"""Decoding tests: KV-cached == full recompute (logits and tokens), EOS/pad handling, mode restore."""
+"""Decoding tests: KV-cached == full recompute (logits and tokens), EOS/pad handling, mode restore, left-padded
+rows, rows that leave the batch as they finish."""
 
 import pytest
 import torch
 
 from arith.data.tokenizer import ArithTokenizer
-from arith.eval.decode import generate
+from arith.eval.decode import generate, prefill_groups
 from arith.model import build_model
 from arith.schema import AbsPos, Injection, ModelConfig, RelPos
 
@@ -128,3 +129,72 @@ def test_cache_guards():
         model(encode("4", eos=False), k=2, cache=cache, start=4)
     model(encode("4", eos=False), cache=cache, start=4)  # k None -> the cache's k
     assert cache.length == 5 and cache.k == 1
+
+
+# ------------------------------------------------------------------ left-padded rows, rows that finish
+def test_sas_p_blocks_do_not_allow_left_padding():
+    model = make(block="sas_p").eval()
+    assert not model.pads_left and make().pads_left
+    with pytest.raises(ValueError, match="pads_left"):
+        model(torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]]), pad=torch.tensor([1]))
+
+
+def test_pad_is_checked_one_line_errors():
+    model = make().eval()
+    ids = torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]] * 2)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        model(ids, pad=torch.tensor([1]))
+    with pytest.raises(ValueError, match="training mode"):
+        model.train()(ids, pad=torch.tensor([1, 1]))
+    assert model.eval()(ids, pad=[1, 1]).shape[:2] == (2, 5)  # a list is read as long counts
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
+def test_generate_decodes_each_left_padded_row_as_alone(use_cache):
+    model = make(abs_pos="learned", rel_pos="fire", layers=1, recurrences=2, injection="add").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    rows = [TOK.encode(t) for t in ("21+543=", "9+9=", "12345+6789=", "0+12=")]
+    width = max(map(len, rows))
+    ids = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
+    pad = torch.tensor([width - len(r) for r in rows])
+    together = generate(model, ids, 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache, pad=pad)
+    for row, got in zip(rows, together.tolist()):
+        alone = generate(model, torch.tensor([row]), 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache)
+        assert got == alone[0].tolist()
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["one-length", "left-padded"])
+def test_finished_rows_leave_the_batch_and_the_others_decode_as_alone(padded):
+    """Rows that finish early (here at their limits: after 1, 2 and 3 of 12 tokens) leave the batch and its
+    caches, the decoding forwards see fewer rows, and every row keeps its place and its tokens."""
+    model = make(abs_pos="abacus", row_window=2).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    texts = ["21+543=", "9+9=", "12345+6789=", "0+12=", "7+7=", "123+45="] if padded else ["21+54="] * 6
+    rows = [TOK.encode(t) for t in texts]
+    rows = rows if padded else [[TOK.digit_ids[i], *row[1:]] for i, row in enumerate(rows)]  # 6 problems
+    width = max(map(len, rows))
+    ids = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
+    pad = torch.tensor([width - len(r) for r in rows]) if padded else None
+    limits = [12, 1, 12, 3, 12, 2]
+    sizes = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kw: sizes.append(len(args[0])) if kw.get("start", 0) else None, with_kwargs=True
+    )
+    try:
+        together = generate(model, ids, 12, eos_id=-1, pad_id=TOK.pad_id, pad=pad, limits=limits)  # no EOS
+    finally:
+        hook.remove()
+    assert sizes[:3] == [6, 4, 3] and len(sizes) == 11  # 2 of 6 finished, then 1 of 4: they leave
+    for row, got, n in zip(rows, together.tolist(), limits):
+        alone = generate(model, torch.tensor([row]), n, eos_id=-1, pad_id=TOK.pad_id)[0].tolist()
+        assert got == alone + [TOK.pad_id] * (12 - n)
+
+
+def test_prefill_groups_take_rows_of_like_lengths():
+    # width 16: lengths 14, 16, 8, 15, 13, 8; a group's shortest >= PREFILL_SPREAD (15/16) of its longest
+    assert prefill_groups([2, 0, 8, 1, 3, 8], 16) == [([1, 3], 0), ([0], 2), ([4], 3), ([2, 5], 8)]
+    assert prefill_groups([0, 0], 5) == [([0, 1], 0)]

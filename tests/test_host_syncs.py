@@ -267,6 +267,19 @@ def test_cached_decoding_reads_once_per_token(monkeypatch, abs_pos, kw):
     assert {where.split()[-1] for _, where, _ in counter.reads} == {"stop_here"}
 
 
+def test_rows_leave_a_decoding_batch_without_a_host_read(monkeypatch):
+    """Rows that finish (here at their limits) leave the batch and its caches, their indices found on the device:
+    still one read per token, the stop test's."""
+    model = small_model("abacus", row_window=2)
+    ids = prompt("12345+54321=", 4)
+    counter = HostReads()
+    with counter.patched(monkeypatch):
+        out = generate(model, ids, 8, eos_id=-1, pad_id=TOK.pad_id, limits=[8, 1, 2, 8])
+    assert out[1, 1:].eq(TOK.pad_id).all() and out[2, 2:].eq(TOK.pad_id).all()
+    assert len(counter.reads) == 8, counter.reads
+    assert {where.split()[-1] for _, where, _ in counter.reads} == {"stop_here"}
+
+
 def test_decoding_past_the_table_raises(monkeypatch):
     model = small_model("abacus")
     ids = prompt("1" * 60 + "+1=")

@@ -88,7 +88,7 @@ def test_solve_many_on_a_scratchpad_subtraction_with_negative_differences(subtra
             expected = one_by_one(run, todo, show_work=show_work)
             assert batched(run, todo, show_work=show_work) == expected
     assert batched(run, todo[:4]) == ["-5", "-9", "5", "0"]
-    assert len(prefills(run, todo, batch_size=64)) < len(prompt_lengths(run, todo))  # mixed batches
+    assert len(batches_seen(run, todo, batch_size=64)) < len(prompt_lengths(run, todo))  # mixed batches
     assert run.solve_many(["3-8"], show_work=True) == [
         "(a - b) mod 10^1 = 5 (borrows from the right); sign -; answer -5"
     ]
@@ -282,13 +282,29 @@ def absolute_adder(tmp_path_factory):
     return _tiny_run("tiny_absolute", ABSOLUTE, tmp_path_factory.mktemp("absolute_runs"))
 
 
-def prefills(run, todo: list[str], **kwargs) -> list[tuple[int, int, list[int]]]:
-    """solve_many's batches as the model saw them: (rows, width, left PADs per row) of every first forward of a
-    decode (a counter around the model's forward)."""
+def batches_seen(run, todo: list[str], **kwargs) -> list[tuple[int, int, list[int]]]:
+    """solve_many's batches as decoded: (rows, width, left PADs per row) of every `decode` call (a wrapper)."""
+    seen, real = [], answer_mod.decode
+
+    def decode(model, ids, *args, pad=None, **kw):
+        seen.append((*ids.shape, [0] * len(ids) if pad is None else pad.tolist()))
+        return real(model, ids, *args, pad=pad, **kw)
+
+    answer_mod.decode = decode
+    try:
+        batched(run, todo, **kwargs)
+    finally:
+        answer_mod.decode = real
+    return seen
+
+
+def forwards(run, todo: list[str], steps: bool = False, **kwargs) -> list[tuple[int, int, list[int]]]:
+    """solve_many's forward passes: (rows, width, left PADs per row) of every prefill (start 0), or of every
+    decoding step (steps=True) (a counter around the model's forward)."""
     seen = []
 
     def count(module, args, kwargs):
-        if kwargs.get("start", 0) == 0:
+        if bool(kwargs.get("start", 0)) == steps:
             pad = kwargs.get("pad")
             seen.append((*args[0].shape, [0] * len(args[0]) if pad is None else pad.tolist()))
 
@@ -336,20 +352,36 @@ def test_mixed_length_batches_of_absolute_positions_equal_solve(absolute_adder, 
     run = arith.load(absolute_adder)
     todo = problems("+", 50, longest=7, seed=5)
     mixed_equals_solve(run, todo, settings, batch_sizes=(64,))
-    assert len(prefills(run, todo, batch_size=64, **settings)) < len(prompt_lengths(run, todo))
+    assert len(batches_seen(run, todo, batch_size=64, **settings)) < len(prompt_lengths(run, todo))
 
 
 def test_batches_really_mix_prompt_lengths(main_job_adder):
     run = arith.load(main_job_adder)
     todo = problems("+", 60, longest=9, seed=4)
     lengths = prompt_lengths(run, todo)
-    seen = prefills(run, todo, batch_size=64)
+    seen = batches_seen(run, todo, batch_size=64)
     assert len(lengths) >= 10 and len(seen) < len(lengths)
     assert sum(rows for rows, _, _ in seen) == len(todo)
-    assert any(len(set(pads)) > 2 for _, _, pads in seen)  # rows of 3+ prompt lengths in one forward
+    assert any(len(set(pads)) > 2 for _, _, pads in seen)  # rows of 3+ prompt lengths in one batch
     assert all(min(pads) == 0 for _, _, pads in seen)  # left-padded to the batch's longest, no wider
     assert all(max(pads) <= max(answer_mod.SPREAD, width // 2) for _, width, pads in seen)
-    assert max(rows for rows, _, _ in prefills(run, todo, batch_size=16)) == 16  # batch_size still caps
+    assert max(rows for rows, _, _ in batches_seen(run, todo, batch_size=16)) == 16  # batch_size still caps
+
+
+def test_a_mixed_batch_prefills_its_prompts_in_groups_of_like_lengths(main_job_adder):
+    """Each group of a batch is prefilled without the PADs all its rows have: its longest prompt unpadded, its
+    shortest at least PREFILL_SPREAD of it; the answers stay solve's (`mixed_equals_solve`)."""
+    from arith.eval.decode import PREFILL_SPREAD
+
+    run = arith.load(main_job_adder)
+    todo = problems("+", 60, longest=9, seed=4)
+    (batch,) = batches_seen(run, todo, batch_size=64)
+    groups = forwards(run, todo, batch_size=64)
+    assert len(groups) > 1 and sum(rows for rows, _, _ in groups) == batch[0] == len(todo)
+    assert all(min(pads) == 0 and width - max(pads) >= PREFILL_SPREAD * width for _, width, pads in groups)
+    assert sorted(width - p for _, width, pads in groups for p in pads) == sorted(
+        batch[1] - p for p in batch[2]
+    )
 
 
 def test_a_model_without_left_padding_is_batched_one_prompt_length_at_a_time(tiny_adder, monkeypatch):
@@ -359,30 +391,9 @@ def test_a_model_without_left_padding_is_batched_one_prompt_length_at_a_time(tin
         warnings.simplefilter("ignore", UntrainedPositionsWarning)
         expected = one_by_one(run, todo)
     monkeypatch.setattr(run.model, "pads_left", False)
-    seen = prefills(run, todo, batch_size=64)
+    seen = batches_seen(run, todo, batch_size=64)
     assert len(seen) == len(prompt_lengths(run, todo)) and all(not any(p) for _, _, p in seen)
     assert batched(run, todo, batch_size=64) == expected
-
-
-def test_sas_p_blocks_do_not_allow_left_padding():
-    from tests.test_decode import TOK, make
-
-    model = make(block="sas_p").eval()
-    assert not model.pads_left and make().pads_left
-    with pytest.raises(ValueError, match="pads_left"):
-        model(torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]]), pad=torch.tensor([1]))
-
-
-def test_pad_is_checked_one_line_errors():
-    from tests.test_decode import TOK, make
-
-    model = make().eval()
-    ids = torch.tensor([[TOK.pad_id, *TOK.encode("3+4=")]] * 2)
-    with pytest.raises(ValueError, match=r"shape \(2,\)"):
-        model(ids, pad=torch.tensor([1]))
-    with pytest.raises(ValueError, match="training mode"):
-        model.train()(ids, pad=torch.tensor([1, 1]))
-    assert model.eval()(ids, pad=[1, 1]).shape[:2] == (2, 5)  # a list is read as long counts
 
 
 def test_mixed_batches_of_a_learned_table_stay_inside_it():
@@ -445,20 +456,24 @@ def test_a_left_padded_row_gives_the_logits_of_the_row_alone(kind, log_temperatu
         assert not torch.allclose(blind[1, pad[1] :], model(torch.tensor([rows[1]]), k=1)[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
-def test_generate_decodes_each_left_padded_row_as_alone(use_cache):
-    from arith.eval.decode import generate
-    from tests.test_decode import TOK, make
+def test_a_row_that_finishes_far_earlier_than_its_batch_keeps_solves_answer(main_job_adder):
+    """'3+4' and '1+1' (a digit and EOS) in a batch of problems of up to 9 digits: they leave it early."""
+    run = arith.load(main_job_adder)
+    todo = ["3+4", *problems("+", 12, longest=9, seed=7), "1+1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPositionsWarning)
+        expected = one_by_one(run, todo)
+    assert batched(run, todo, batch_size=64) == expected and expected[0] == "7"
+    steps = forwards(run, todo, steps=True, batch_size=64)
+    assert steps[0][0] == len(todo) and min(rows for rows, _, _ in steps) < len(todo)  # rows left
 
-    model = make(abs_pos="learned", rel_pos="fire", layers=1, recurrences=2, injection="add").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    rows = [TOK.encode(t) for t in ("21+543=", "9+9=", "12345+6789=", "0+12=")]
-    width = max(map(len, rows))
-    ids = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
-    pad = torch.tensor([width - len(r) for r in rows])
-    together = generate(model, ids, 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache, pad=pad)
-    for row, got in zip(rows, together.tolist()):
-        alone = generate(model, torch.tensor([row]), 8, TOK.eos_id, TOK.pad_id, use_cache=use_cache)
-        assert got == alone[0].tolist()
+
+def test_cells_are_probed_only_where_a_problem_could_pass_the_table():
+    """Cyclic Abacus rows (model.row_period) and NoPE hold any length: no cell needs its problems sampled."""
+    from arith.schema import ModelConfig
+
+    sizes = dict(width=32, heads=4, ffn=64, layers=1, max_pos=16, max_k=4)
+    assert not answer_mod._may_overflow(ModelConfig(abs_pos="abacus", row_period=8, **sizes), 4)
+    assert not answer_mod._may_overflow(ModelConfig(abs_pos="none", **sizes), 0)
+    assert answer_mod._may_overflow(ModelConfig(abs_pos="abacus", **sizes), 4)
+    assert answer_mod._may_overflow(ModelConfig(abs_pos="learned", **sizes), 0)

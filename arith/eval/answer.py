@@ -7,7 +7,9 @@
 
 `solve_many` reads every problem first, sorts them by prompt length and decodes batches of up to batch_size
 consecutive ones together (one KV cache), each row stopped at its own answer length: the same answers as `solve`
-one by one, at a fraction of the time (one forward pass per token for a whole batch instead of one per problem).
+one by one, at a fraction of the time (one forward pass per token for a whole batch instead of one per problem;
+the rows that finished leave the batch, and on a CPU its prompts are prefilled in groups of like lengths:
+`arith.eval.decode.generate`).
 A batch mixes prompt lengths when the model allows left padding (`ArithModel.pads_left`: Abacus, coupling, NoPE
 and learned absolute positions; no relative positions, RoPE, ReRoPE and FIRE; pre-LN, post-LN and parallel
 blocks): the shorter prompts get PAD tokens at their left, which no real token sees and from which no position
@@ -29,11 +31,11 @@ from tqdm import tqdm
 
 from arith.data.spec import Cell
 from arith.data.tasks import task_for
-from arith.errors import ArithError, DataError
+from arith.errors import ArithError, ConfigError, DataError
 from arith.eval import settings as eval_settings
 from arith.eval.reach import UntrainedPositionsWarning, position_needs, untrained_rows
 from arith.eval.vote import decode
-from arith.model.positions import AbacusPos, LearnedPos
+from arith.model.positions import AbacusPos, LearnedPos, check_positions
 
 __all__ = ["SETTINGS", "solve", "solve_many"]
 
@@ -134,9 +136,10 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
     answers: list = [None] * len(problems)
     reads: dict[int, _Read] = {}
     checked: dict[Cell, ArithError | None] = {}  # position_needs once per cell
+    probe = _may_overflow(run.cfg.model, max(s.offsets))
     for i, problem in enumerate(problems):
         try:
-            reads[i] = _read(run, spec, problem, max(s.offsets), checked)
+            reads[i] = _read(run, spec, problem, max(s.offsets), checked, probe)
         except ArithError as e:
             answers[i] = e
             if stop_early:
@@ -194,8 +197,9 @@ def _table_rows(model) -> int | None:
     return slot.max_pos if isinstance(slot, LearnedPos) and not isinstance(slot, AbacusPos) else None
 
 
-def _read(run, spec, problem, k: int, checked: dict) -> _Read:
-    """A problem's prompt and cell; DataError when it cannot be read, ConfigError past the position table."""
+def _read(run, spec, problem, k: int, checked: dict, probe: bool = True) -> _Read:
+    """A problem's prompt and cell; DataError when it cannot be read, ConfigError past the position table (the
+    cell's problems probed once, `checked`; probe False: its lengths only, `_may_overflow`)."""
     if not isinstance(problem, str):
         raise DataError(f"cannot read {problem!r}: a problem is a string, e.g. {spec.example!r}")
     try:
@@ -205,11 +209,13 @@ def _read(run, spec, problem, k: int, checked: dict) -> _Read:
     ids = np.asarray(run.tok.encode(prompt), dtype=np.int64)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], run.tok.is_digit(ids).astype(np.int64), [0]])))
     cell = Cell(*spec.problem_cell((edges[1::2] - edges[::2]).tolist()))  # runs of digits: even to odd edges
-    if (
-        cell not in checked
-    ):  # a clear error past the position table (a warning past the rows training reached)
+    # a clear error past the position table (a warning past the rows training reached)
+    if cell not in checked:
         try:
-            position_needs(run.cfg, run.tok, cell.a_len, cell.b_len, training=False, k=k)
+            if probe:
+                position_needs(run.cfg, run.tok, cell.a_len, cell.b_len, training=False, k=k)
+            else:
+                spec.validate_lengths(cell.a_len, cell.b_len)  # what the probe would raise besides
             checked[cell] = None
         except ArithError as e:
             checked[cell] = e
@@ -217,6 +223,17 @@ def _read(run, spec, problem, k: int, checked: dict) -> _Read:
         raise type(checked[cell])(*checked[cell].args)
     # answer tokens and EOS (a scratchpad's steps too)
     return _Read(ids, cell, spec.max_answer_len(cell.a_len, cell.b_len))
+
+
+def _may_overflow(model_cfg, k: int) -> bool:
+    """Whether some problem could read past the position table at offset k, so that `_read` probes each cell
+    (`position_needs` samples its problems, about a millisecond a cell): not with NoPE, nor with an Abacus or
+    coupling table whose rows wrap within it (model.row_period), whose check passes at any length."""
+    try:
+        check_positions(model_cfg, max_tokens=sys.maxsize, max_digits=sys.maxsize, training=False, k=k)
+    except ConfigError:
+        return True
+    return False
 
 
 def _rows(run, s, reads: list[_Read]) -> list:

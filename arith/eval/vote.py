@@ -67,27 +67,19 @@ def decode(
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
         raise ValueError(f"vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
-    if limits is not None:
-        limits = torch.as_tensor(list(limits), dtype=torch.long, device=prompts.device)
     args = dict(recurrences=recurrences, use_cache=use_cache)
     if pad is not None:
         args["pad"] = pad
+    if limits is not None:  # each row stops at its limit (`generate`), as alone with max_new = its limit
+        args["limits"] = torch.as_tensor(list(limits), dtype=torch.long, device=prompts.device)
     if not ks:
-        return clip(generate(model, prompts, max_new, eos_id, pad_id, k=k, **args), limits, pad_id)
+        return generate(model, prompts, max_new, eos_id, pad_id, k=k, **args)
     if vote_mode == "logits":
-        return clip(generate(model, prompts, max_new, eos_id, pad_id, ks=ks, **args), limits, pad_id)
+        return generate(model, prompts, max_new, eos_id, pad_id, ks=ks, **args)
     if len(ks) == 1:
-        return clip(generate(model, prompts, max_new, eos_id, pad_id, k=ks[0], **args), limits, pad_id)
+        return generate(model, prompts, max_new, eos_id, pad_id, k=ks[0], **args)
     tie_k = model.eval_k if k is None else int(k)
-    return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limits)
-
-
-def clip(rows: torch.Tensor, limits: torch.Tensor | None, pad_id: int) -> torch.Tensor:
-    """(B, T) decoded rows with the tokens at and past each row's limit (B,) set to pad_id (None: as they are)."""
-    if limits is None:
-        return rows
-    past = torch.arange(rows.shape[1], device=rows.device)[None] >= limits[:, None]
-    return rows.masked_fill(past, pad_id)
+    return _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args)
 
 
 def decided(answers: Sequence[tuple], remaining: int) -> tuple | None:
@@ -98,7 +90,7 @@ def decided(answers: Sequence[tuple], remaining: int) -> tuple | None:
     return top[0][0] if top[0][1] > second + remaining else None
 
 
-def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limits=None) -> torch.Tensor:
+def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args) -> torch.Tensor:
     """The answer vote, offset by offset: a problem stops decoding once its winner is settled (e.g. after 3 of 5
     offsets that agree), so a grid cell the model gets right costs 3 decodes, not 5. The same answers as decoding
     every offset: a settled winner is the strict majority of the full vote, and the undecided rows get all."""
@@ -110,9 +102,8 @@ def _answer_vote(model, prompts, max_new, eos_id, pad_id, ks, tie_k, args, limit
     todo = list(range(B))
     for m, i in enumerate(order, 1):
         idx = torch.as_tensor(todo, device=prompts.device)
-        sub = args if "pad" not in args else args | {"pad": args["pad"][idx]}  # the rows still voting
+        sub = {name: x[idx] if torch.is_tensor(x) else x for name, x in args.items()}  # the rows still voting
         dec = generate(model, prompts[idx], max_new, eos_id, pad_id, k=ks[i], **sub)
-        dec = clip(dec, None if limits is None else limits[idx], pad_id)
         for j, (b, row) in enumerate(zip(todo, dec.tolist())):  # one host copy per decode
             got[b][i], rows[b][i] = whole_answer(row, eos_id), dec[j]
         left = []

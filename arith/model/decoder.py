@@ -117,21 +117,45 @@ class DecoderCache:
 
     Holds the token history (a token's Abacus position depends on the digits before it), the offset k, the
     recurrence count and the left padding fixed by the first call, and one `KVCache` per (recurrence, layer) pair.
+    reserve: the tokens it will hold in all, when known (prompt + answer), so that each KV storage is sized once.
     """
 
-    def __init__(self):
+    def __init__(self, reserve: int = 0):
         self.tokens: torch.Tensor | None = None  # (B, tokens so far)
         self.k: int | None = None
         self.recurrences: int | None = None
         self.pad: torch.Tensor | None = None  # (B,) the left PADs of each row (None: none)
         self.kv: dict[tuple[int, int], KVCache] = {}
+        self.reserve = reserve
 
     @property
     def length(self) -> int:
         return 0 if self.tokens is None else self.tokens.shape[1]
 
     def layer(self, recurrence: int, layer: int) -> KVCache:
-        return self.kv.setdefault((recurrence, layer), KVCache())
+        return self.kv.setdefault((recurrence, layer), KVCache(self.reserve))
+
+    @classmethod
+    def gather(cls, parts: list, tokens: torch.Tensor, pad: torch.Tensor, reserve: int = 0) -> DecoderCache:
+        """The cache of a left-padded batch, tokens (B, S) and pad (B,) (the tensor the next calls pass), whose rows
+        were prefilled in groups: parts, [(rows (n,) long, the cache of those rows without some of their left
+        PADs)]. Each group's keys and values go to the right end of its rows; the PADs cut get zeros (no token that
+        reads the cache sees them)."""
+        out, first = cls(reserve), parts[0][1]
+        out.tokens, out.k, out.recurrences, out.pad = tokens, first.k, first.recurrences, pad
+        for key in first.kv:
+            for rows, part in parts:
+                out.layer(*key).place(rows, part.kv[key], tokens.shape[0], tokens.shape[1])
+        return out
+
+    def select(self, rows: torch.Tensor, pad: torch.Tensor | None = None) -> None:
+        """Keep only these rows (B',) long of the batch, in this order (decoding drops the finished ones); pad: their
+        left PADs, the tensor the next calls pass (None: no padding)."""
+        if self.tokens is not None:
+            self.tokens = self.tokens.index_select(0, rows)
+        self.pad = pad
+        for kv in self.kv.values():
+            kv.select(rows)
 
 
 class ArithModel(nn.Module):
