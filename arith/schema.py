@@ -148,6 +148,13 @@ class Weights(_Choice):
     raw = "raw"  # the trained weights themselves
 
 
+class SelectTies(_Choice):
+    """Which checkpoint a selection tie names best (train.select_ties)."""
+
+    earlier = "earlier"  # the first step to reach the best mean (OOD accuracy can erode later, SPEC Part 5)
+    later = "later"  # the last step to reach it: once the selection lengths read 100%, later steps are better trained
+
+
 class Reduction(_Choice):
     mean = "mean"  # mean over every target token in the batch
     per_sample = "per_sample"  # mean over tokens within a sample, then mean over samples
@@ -261,6 +268,7 @@ class TrainConfig:
     select_lens: list[int] = field(default_factory=list)
     select_n: int = 100
     select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
+    select_ties: SelectTies = SelectTies.earlier  # a tie with the best mean: keep the earlier or take the later step
     ema: float = 0.0  # decay of a moving average of the weights (0 = off); saved as ema.safetensors
     log_every: int = 25
     wandb: bool = False

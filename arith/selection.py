@@ -55,8 +55,9 @@ def make_ema(model: torch.nn.Module, decay: float) -> EMA:
 
 @dataclass
 class Selection:
-    """Scores every `every` steps; remembers the best mean (ties keep the earlier step). Select on lengths the
-    model can score above 0 (a run whose selection lengths all read 0 keeps its first checkpoint as `best`)."""
+    """Scores every `every` steps; remembers the best mean (ties keep the earlier step, or take the later one with
+    ties="later"). Select on lengths the model can score above 0 (a run whose selection lengths all read 0 keeps
+    its first checkpoint as `best`)."""
 
     every: int
     lens: tuple[int, ...]
@@ -65,6 +66,12 @@ class Selection:
     best_score: float = -1.0
     best_step: int | None = None
     last_step: int | None = None
+    ties: str = "earlier"
+
+    def __post_init__(self):
+        self.ties = str(self.ties)
+        if self.ties not in ("earlier", "later"):
+            raise ValueError(f"selection ties={self.ties!r} must be 'earlier' or 'later'")
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -73,7 +80,7 @@ class Selection:
         """Record one evaluation; True when its mean is a new best."""
         mean = sum(scores.values()) / len(scores)
         self.last_step = step
-        if mean > self.best_score:
+        if mean > self.best_score or (self.ties == "later" and mean == self.best_score):
             self.best_score, self.best_step = mean, step
             return True
         return False

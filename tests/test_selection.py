@@ -38,6 +38,30 @@ def test_selection_keeps_the_best_mean_and_the_earlier_of_ties():
     assert sel.due(30) and not sel.due(35) and not Selection(0, (4,), 8, 0).due(10)
 
 
+def test_selection_ties_later_takes_the_last_step_to_reach_the_best_mean(compose):
+    sel = Selection(every=10, lens=(4, 5), n=8, seed=0, ties="later")
+    scores = [(10, 0.5, 0.5), (20, 1.0, 1.0), (30, 1.0, 0.5), (40, 1.0, 1.0), (50, 1.0, 1.0), (60, 0.9, 1.0)]
+    improved = [sel.offer(step, {"4": a, "5": b}) for step, a, b in scores]
+    assert improved == [True, True, False, True, True, False]  # 40 and 50 tie 20's 1.0 and take its place
+    assert (sel.best_step, sel.best_score) == (50, 1.0)
+    with pytest.raises(ValueError, match="'earlier' or 'later'"):
+        Selection(every=10, lens=(4,), n=8, seed=0, ties="middle")
+    assert str(compose([]).train.select_ties) == "earlier"  # today's rule stays the default
+    assert str(compose(["+experiment=quickstart"]).train.select_ties) == "later"
+    with pytest.raises(Exception) as err:
+        compose(["train.select_ties=middle"])
+    assert "later" in f"{err.value} {err.value.__cause__}"
+
+
+def test_tiny_run_with_ties_later_names_the_last_tied_step_best(compose, tmp_path):
+    """Selection on lengths inside training, which a tiny run reads at 100% from early on: `best` moves on."""
+    extra = ["train.steps=60", "train.select_every=10", "train.select_lens=[1]", "train.select_n=4"]
+    run_dir = train(tiny(compose, tmp_path, *extra, "train.select_ties=later", "train.save_every_steps=10"))
+    rows = [r for r in metrics(run_dir) if "select" in r]
+    top = max(r["select_mean"] for r in rows)
+    assert checkpoint.best(run_dir).name == str(max(r["step"] for r in rows if r["select_mean"] == top))
+
+
 def test_ema_with_decay_zero_is_the_raw_weights():
     model = torch.nn.Linear(4, 3)
     ema = make_ema(model, 0.0)
