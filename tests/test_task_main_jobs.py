@@ -54,6 +54,19 @@ def test_each_task_main_job_end_to_end(task, compose, tmp_path, capsys):
     assert "accuracy (%) by" in capsys.readouterr().out  # the summary table
 
 
+def test_addition_preset_buckets_votes_and_takes_later_ties_and_the_other_tasks_keep_their_measured_settings(
+    compose,
+):
+    cfg = compose(["+experiment=quickstart"])
+    assert cfg.data.bucket == 8 and list(cfg.model.eval_vote_ks) == [5, 3, 7]
+    assert str(cfg.train.select_ties) == "later"
+    for task in ("subtraction", "bitwise_or"):  # their README rows were measured before these levers
+        cfg = compose([f"+experiment=quickstart_{task}"])
+        assert cfg.data.bucket == 1 and cfg.model.eval_vote_ks is None
+        assert str(cfg.train.select_ties) == "earlier"
+    assert compose(["+experiment=quickstart_sorting"]).model.eval_vote_ks is None  # the vote did not help
+
+
 def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     cfg = compose(["+experiment=quickstart_subtraction"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window > 0 and cfg.data.max_len == 8
