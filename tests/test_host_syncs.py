@@ -193,6 +193,7 @@ def counted_run(compose, tmp_path, monkeypatch, *extra) -> HostReads:
         pytest.param(
             [
                 "model.abs_pos=none",
+                "model.eval_vote_ks=null",  # the quick start votes over Abacus offsets
                 "model.rel_pos=fire",
                 "model.fire_max_length=64",
                 "model.row_window=0",

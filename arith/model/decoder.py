@@ -96,7 +96,9 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
         )
     if ks and not ABS_POS[abs_pos].takes_offset:
         offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
-        raise ConfigError(f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets}")
+        raise ConfigError(
+            f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets} (or {key}=null)"
+        )
     return ks
 
 
