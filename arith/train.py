@@ -178,7 +178,11 @@ def _build(cfg: PretrainConfig, info: dist.DistInfo, tok):
     opt = build_optimizer(raw_model, tcfg)
     ema = make_ema(raw_model, tcfg.ema) if tcfg.ema > 0 else None
     selection = Selection(
-        tcfg.select_every, tuple(tcfg.select_lens), tcfg.select_n, tcfg.select_seed, ties=str(tcfg.select_ties)
+        tcfg.select_every,
+        tuple(tcfg.select_lens),
+        tcfg.select_n,
+        tcfg.select_seed,
+        ties=str(tcfg.select_ties),
     )
     return raw_model, opt, ema, selection
 

@@ -124,8 +124,10 @@ def problems_for(task, cell, n: int, seed: int, carry: float | None = None) -> l
     a_len, b_len = _cell(cell)
     if carry is not None:
         if task.name != "addition" or a_len != b_len:
-            raise SystemExit(f"bench_self_improve: --carry needs addition and diagonal cells, got {task.name} "
-                             f"{a_len}x{b_len}")
+            raise SystemExit(
+                f"bench_self_improve: --carry needs addition and diagonal cells, got {task.name} "
+                f"{a_len}x{b_len}"
+            )
         return [(f"{a}+{b}", str(a + b)) for a, b in carry_problems(a_len, n, seed, carry)]
     if task.name == "bitwise_or":
         width = max(a_len, b_len)
@@ -248,7 +250,8 @@ def main(argv=None) -> None:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"n": args.n, "seed": args.seed, "votes": vote_ks, "carry": args.carry, "results": results}, indent=1
+                {"n": args.n, "seed": args.seed, "votes": vote_ks, "carry": args.carry, "results": results},
+                indent=1,
             )
         )
 
