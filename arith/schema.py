@@ -268,9 +268,8 @@ class TrainConfig:
     select_lens: list[int] = field(default_factory=list)
     select_n: int = 100
     select_seed: int = 9001  # problems of their own: neither the training data nor the grid's (eval.seed)
-    select_ties: SelectTies = (
-        SelectTies.earlier
-    )  # a tie with the best mean: keep the earlier or take the later step
+    # a tie with the best mean: keep the earlier step (best) or take the later one
+    select_ties: SelectTies = SelectTies.earlier
     ema: float = 0.0  # decay of a moving average of the weights (0 = off); saved as ema.safetensors
     log_every: int = 25
     wandb: bool = False
