@@ -104,7 +104,11 @@ def sort_problems(max_digits: int, m: int, n: int, seed: int) -> list[list[int]]
     """n arrays of m numbers of 1..max_digits digits (uniform), one of exactly max_digits (Sorting._sample)."""
     if not 1 <= m <= len(LABELS):
         raise SystemExit(f"bench_self_improve: sorting array length {m} is not in 1..{len(LABELS)} (labels)")
-    rng = random.Random(f"{seed}-sort-{max_digits}x{m}")
+    return sort_arrays(random.Random(f"{seed}-sort-{max_digits}x{m}"), max_digits, m, n)
+
+
+def sort_arrays(rng: random.Random, max_digits: int, m: int, n: int) -> list[list[int]]:
+    """n arrays of m numbers drawn from rng: lengths 1..max_digits (uniform), one of exactly max_digits."""
     out = []
     for _ in range(n):
         lens = [rng.randint(1, max_digits) for _ in range(m)]

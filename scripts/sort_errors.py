@@ -17,18 +17,15 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's arith, not an installed one
+from bench_self_improve import sort_arrays  # noqa: E402  (beside this script)
+
 from arith.cli import user_errors  # noqa: E402
 from arith.data.tokenizer import LABELS  # noqa: E402
 
 
 def problems(digits: int, numbers: int, n: int, seed: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        lens = [rng.randint(1, digits) for _ in range(numbers)]
-        lens[rng.randrange(numbers)] = digits
-        out.append([rng.randint(10 ** (k - 1) if k > 1 else 0, 10**k - 1) for k in lens])
-    return out
+    """bench_self_improve's draw of sorting arrays, from random.Random(seed)."""
+    return sort_arrays(random.Random(seed), digits, numbers, n)
 
 
 def classify(nums: list[int], answer) -> str | None:
