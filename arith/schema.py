@@ -18,8 +18,8 @@ from omegaconf import MISSING, OmegaConf
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
 # ... and the answer format (data.format): direct names stay as they were, a scratchpad adds "_sp", sorting's
-# label_last "_ll"
-_FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll"}
+# label_last "_ll" and values "_sv"
+_FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll", "values": "_sv"}
 if not OmegaConf.has_resolver("arith_fmt"):
     OmegaConf.register_new_resolver("arith_fmt", lambda fmt: _FMT_SUFFIX.get(str(fmt), "_sp"))
 
@@ -50,11 +50,12 @@ class Task(_Choice):
 
 class AnswerFormat(_Choice):
     """What the model writes after '=' (data.format): the answer alone, or worked steps then the answer; sorting's
-    label_last moves each label after its number in the prompt instead."""
+    label_last moves each label after its number in the prompt instead, and values writes the sorted items whole."""
 
     direct = "direct"
     scratchpad = "scratchpad"  # subtraction, multiplication: docs/FORMATS.md
     label_last = "label_last"  # sorting: each label after its number (docs/FORMATS.md)
+    values = "values"  # sorting: the answer writes each label with its value (docs/FORMATS.md)
 
 
 class AbsPos(_Choice):

@@ -270,3 +270,32 @@ def test_sorting_label_last_format_is_the_direct_rows_with_each_label_moved_afte
     assert spec.problem_cell([3, 1, 2]) == (3, 3)
     with pytest.raises(ConfigError, match="not defined for addition"):
         T.get_task("addition", answer_format="label_last")
+
+
+def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order():
+    """data.format=values: the direct format's prompt, operands and labels for the same seed; the answer is the
+    prompt's items (label, ':', reversed digits) in the direct answer's label order; `answer` returns the labels,
+    `check` reads values, ties and malformed text, and a cell's rows fit `answer_lengths`."""
+    pairs = [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))]
+    a = np.repeat([p[0] for p in pairs], 30)
+    b = np.repeat([p[1] for p in pairs], 30)
+    spec = T.get_task("sorting", answer_format="values")
+    direct = T.get_task("sorting").make(TOK, np.random.default_rng(3), a, b)
+    vals = spec.make(TOK, np.random.default_rng(3), a, b)
+    assert np.array_equal(direct.prompt_len, vals.prompt_len)
+    for d, r, al, bl, p, n in zip(direct.ids, vals.ids, a, b, vals.prompt_len, vals.length):
+        dt, vt = TOK.decode(d), TOK.decode(r)
+        prompt, labels = dt.split("=")
+        item = dict((it[0], it) for it in prompt.split(","))
+        assert vt == f"{prompt}=" + ",".join(item[lab] for lab in labels.split(","))
+        assert spec.check(vt) and not T.get_task("sorting").check(vt)
+        assert spec.answer(vt.split("=")[1]) == labels
+        lo, hi = spec.answer_lengths(al, bl)
+        assert lo <= n - p - 1 <= hi and n - p <= spec.max_answer_len(al, bl)  # EOS counted by max_answer_len
+        assert r[n - 1] == TOK.eos_id
+    assert spec.prompt("305, 7,041") == "a:503,b:7,c:14="
+    assert spec.check("a:1,b:1,c:0=c:0,a:1,b:1") and not spec.check("a:1,b:1,c:0=c:0,b:1,a:1")  # ties in order
+    assert not spec.check("a:1,b:2=a:2,b:2")  # a value that is not its label's
+    assert not spec.check("a:1,b:2=a,b")
+    assert spec.answer("b:7,c:14,a:503") == "b,c,a" and spec.answer("b:7,c") == "?b:7,c"
+    assert spec.work("b:7,c:41") == "b=7, c=14; answer b,c"

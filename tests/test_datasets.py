@@ -135,6 +135,7 @@ def test_stream_batches(tmp_path, task):
         ("addition", "direct", 1),
         ("sorting", "direct", 1),
         ("sorting", "label_last", 2),
+        ("sorting", "values", 2),
         ("subtraction", "scratchpad", 3),
     ],
 )

@@ -4,7 +4,13 @@ array length. Registered in `arith.data.tasks.TASKS`.
 
 data.format=label_last writes each label after its number, ``305:a,7:b,41:c=b,c,a`` stored ``503:a,7:b,14:c=b,c,a``:
 the label then follows the number's top digit (reversed digits end in it) and its length (the Abacus index of that
-digit), the keys a comparison reads first, so a label token sees its own value; the answer is unchanged."""
+digit), the keys a comparison reads first, so a label token sees its own value; the answer is unchanged.
+
+data.format=values keeps the direct prompt and writes the sorted items whole, each label with its value:
+``a:503,b:7,c:14=b:7,c:14,a:503``. Each answer label then follows the value written before it (find the smallest
+number past it: a successor step, the same at every array length), and its digits are a copy of the prompt's
+digits under that label at the same digit index. `solve` returns the labels (``b,c,a``); the grid counts the
+whole answer, values included."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ class Sorting(TaskSpec):
     axis_labels, lengths_alike = ("max digits", "array length"), False
     extra_columns = ("first_correct", "first_acc")
     extra_panels = {"first_acc": "first label right"}
-    formats = ("direct", "label_last")
+    formats = ("direct", "label_last", "values")
 
     def validate_lengths(self, max_a, max_b):
         super().validate_lengths(max_a, max_b)
@@ -62,7 +68,7 @@ class Sorting(TaskSpec):
         dig_tok = digit_tokens(tok, dig, dtype)
         labels = id_array(tok.label_ids, dtype)
         rows = np.arange(n)
-        segs = []
+        segs, items, item_len = [], [], []
         for i in range(mmax):
             item = np.empty((n, w + 3), dtype=dtype)
             label = labels[(start + i) % len(LABELS)]
@@ -77,11 +83,20 @@ class Sorting(TaskSpec):
             item[rows, 2 + lens[:, i]] = tok.comma_id
             last = (i == m - 1) | (i >= m)
             segs.append((item, np.where(i < m, lens[:, i] + 3 - last, 0)))
+            items.append(item)
+            item_len.append(lens[:, i])
         segs.append((tok.eq_id, None))
         order = self._order(ops)
-        ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
-        ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
-        segs.append((ans, 2 * m - 1))
+        if self.answer_format == "values":  # the prompt's items (label, ':', digits) in ascending order
+            items, item_len = np.stack(items, axis=1), np.stack(item_len, axis=1)
+            for j in range(mmax):
+                last = (j == m - 1) | (j >= m)
+                k = order[:, j]
+                segs.append((items[rows, k], np.where(j < m, item_len[rows, k] + 3 - last, 0)))
+        else:
+            ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
+            ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
+            segs.append((ans, 2 * m - 1))
         segs.append((tok.eos_id, None))
         ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
         return ids, starts[mmax + 1], length
@@ -93,15 +108,18 @@ class Sorting(TaskSpec):
 
     def check(self, text):
         item = r"[0-9]+:[A-Za-z]" if self.answer_format == "label_last" else r"[A-Za-z]:[0-9]+"
-        m = re.fullmatch(rf"((?:{item},)*{item})=((?:[A-Za-z],)*[A-Za-z])", text)
+        ans = rf"(?:{item},)*{item}" if self.answer_format == "values" else r"(?:[A-Za-z],)*[A-Za-z]"
+        m = re.fullmatch(rf"((?:{item},)*{item})=({ans})", text)
         if m is None:
             return False
         pairs = [s.split(":") for s in m.group(1).split(",")]
         if self.answer_format == "label_last":
             pairs = [p[::-1] for p in pairs]
         items = [(lab, int(num[::-1])) for lab, num in pairs]
-        want = [lab for _, lab in sorted(((v, i), lab) for i, (lab, v) in enumerate(items))]
-        return m.group(2).split(",") == want
+        ranked = sorted(((v, i), lab) for i, (lab, v) in enumerate(items))
+        if self.answer_format == "values":  # each item as the prompt wrote it
+            return m.group(2).split(",") == [pairs[i][0] + ":" + pairs[i][1] for (_, i), _ in ranked]
+        return m.group(2).split(",") == [lab for _, lab in ranked]
 
     def prompt(self, problem):
         p = clean_problem(problem)
@@ -121,15 +139,31 @@ class Sorting(TaskSpec):
         return ",".join(f"{LABELS[i]}:{x[::-1]}" for i, x in enumerate(nums)) + "="
 
     def answer(self, reversed_answer):
-        return reversed_answer
+        if self.answer_format != "values":
+            return reversed_answer
+        # the labels of `b:7,c:14,a:503`; malformed: returned as written, so it never equals a list of labels
+        m = re.fullmatch(r"((?:[A-Za-z]:[0-9]+,)*[A-Za-z]:[0-9]+)", reversed_answer)
+        return ",".join(s[0] for s in m.group(1).split(",")) if m else f"?{reversed_answer}"
+
+    def work(self, reversed_answer):
+        if self.answer_format != "values" or not re.fullmatch(r"(?:[A-Za-z]:[0-9]+,?)*", reversed_answer):
+            return reversed_answer
+        items = [s.split(":") for s in reversed_answer.split(",") if s]
+        return ", ".join(f"{lab}={num[::-1]}" for lab, num in items) + f"; answer {self.answer(reversed_answer)}"
 
     def max_answer_len(self, a_len, b_len):
+        if self.answer_format == "values":
+            return b_len * (a_len + 3)  # b_len items of label, ':', up to a_len digits and ',' (EOS for the last)
         return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
 
     def answer_lengths(self, a_len, b_len):
+        if self.answer_format == "values":  # one number has a_len digits, the others 1..a_len
+            return 4 * b_len - 1 + a_len - 1, b_len * (a_len + 3) - 1
         return 2 * b_len - 1, 2 * b_len - 1
 
     def cell_cost(self, a_len, b_len):
+        if self.answer_format == "values":
+            return float(2 * b_len * (a_len + 3)) ** 2  # the items twice: the prompt, then sorted
         return float(b_len * (a_len + 2) + 2 * b_len) ** 2  # b_len numbers with a label and separators
 
     def problem_cell(self, digit_runs):
