@@ -87,6 +87,8 @@ def test_answer_lengths_hold_every_true_answer():
 
     rng = np.random.default_rng(0)
     specs = [*TASKS.values(), get_task("addition", True), get_task("multiplication", True)]
+    specs += [get_task(t, answer_format="scratchpad") for t in ("subtraction", "multiplication")]
+    specs += [get_task("sorting", answer_format=f) for f in ("label_last", "values")]
     for spec in specs:
         for a_len, b_len in [(1, 1), (1, 5), (4, 2), (6, 6)]:
             if spec.name == "sorting" and b_len > 5:
@@ -94,7 +96,8 @@ def test_answer_lengths_hold_every_true_answer():
             ex = spec.make(TOK, rng, np.full(64, a_len), np.full(64, b_len))
             lo, hi = spec.answer_lengths(a_len, b_len)
             got = ex.length - ex.prompt_len - 1  # answer tokens before EOS
-            assert lo <= got.min() and got.max() <= hi, (spec.name, spec.pad_operands, a_len, b_len)
+            where = (spec.name, spec.answer_format, spec.pad_operands, a_len, b_len)
+            assert lo <= got.min() and got.max() <= hi, where
 
 
 def test_frontier_moves_over_agreeing_lengths_only():
