@@ -294,7 +294,9 @@ def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order()
         assert lo <= n - p - 1 <= hi and n - p <= spec.max_answer_len(al, bl)  # EOS counted by max_answer_len
         assert r[n - 1] == TOK.eos_id
     assert spec.prompt("305, 7,041") == "a:503,b:7,c:14="
-    assert spec.check("a:1,b:1,c:0=c:0,a:1,b:1") and not spec.check("a:1,b:1,c:0=c:0,b:1,a:1")  # ties in order
+    assert spec.check("a:1,b:1,c:0=c:0,a:1,b:1") and not spec.check(
+        "a:1,b:1,c:0=c:0,b:1,a:1"
+    )  # ties in order
     assert not spec.check("a:1,b:2=a:2,b:2")  # a value that is not its label's
     assert not spec.check("a:1,b:2=a,b")
     assert spec.answer("b:7,c:14,a:503") == "b,c,a" and spec.answer("b:7,c") == "?b:7,c"

@@ -149,11 +149,15 @@ class Sorting(TaskSpec):
         if self.answer_format != "values" or not re.fullmatch(r"(?:[A-Za-z]:[0-9]+,?)*", reversed_answer):
             return reversed_answer
         items = [s.split(":") for s in reversed_answer.split(",") if s]
-        return ", ".join(f"{lab}={num[::-1]}" for lab, num in items) + f"; answer {self.answer(reversed_answer)}"
+        return (
+            ", ".join(f"{lab}={num[::-1]}" for lab, num in items) + f"; answer {self.answer(reversed_answer)}"
+        )
 
     def max_answer_len(self, a_len, b_len):
         if self.answer_format == "values":
-            return b_len * (a_len + 3)  # b_len items of label, ':', up to a_len digits and ',' (EOS for the last)
+            return b_len * (
+                a_len + 3
+            )  # b_len items of label, ':', up to a_len digits and ',' (EOS for the last)
         return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
 
     def answer_lengths(self, a_len, b_len):
