@@ -248,12 +248,16 @@ def test_eval_or_and_long_operands():
         assert all(T.TASKS[task].check(TOK.decode(r)) for r in big.ids)
 
 
+def _sorting_lengths():
+    """30 rows each of max digits x array length (1, 1), (1, 5), (3, 4), (10, 10) and (4, every label)."""
+    cells = [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))]
+    return np.repeat([c[0] for c in cells], 30), np.repeat([c[1] for c in cells], 30)
+
+
 def test_sorting_label_last_format_is_the_direct_rows_with_each_label_moved_after_its_number():
     """data.format=label_last: the same operands, labels and answer as the direct format for the same seed; each
     item `L:n` becomes `n:L`; `check`, `prompt` and the cell read it."""
-    pairs = [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))]
-    a = np.repeat([p[0] for p in pairs], 30)
-    b = np.repeat([p[1] for p in pairs], 30)
+    a, b = _sorting_lengths()
     spec = T.get_task("sorting", answer_format="label_last")
     direct = T.get_task("sorting").make(TOK, np.random.default_rng(3), a, b)
     last = spec.make(TOK, np.random.default_rng(3), a, b)
@@ -276,9 +280,7 @@ def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order()
     """data.format=values: the direct format's prompt, operands and labels for the same seed; the answer is the
     prompt's items (label, ':', reversed digits) in the direct answer's label order; `answer` returns the labels,
     `check` reads values, ties and malformed text, and a cell's rows fit `answer_lengths`."""
-    pairs = [(1, 1), (1, 5), (3, 4), (10, 10), (4, len(LABELS))]
-    a = np.repeat([p[0] for p in pairs], 30)
-    b = np.repeat([p[1] for p in pairs], 30)
+    a, b = _sorting_lengths()
     spec = T.get_task("sorting", answer_format="values")
     direct = T.get_task("sorting").make(TOK, np.random.default_rng(3), a, b)
     vals = spec.make(TOK, np.random.default_rng(3), a, b)
@@ -294,9 +296,8 @@ def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order()
         assert lo <= n - p - 1 <= hi and n - p <= spec.max_answer_len(al, bl)  # EOS counted by max_answer_len
         assert r[n - 1] == TOK.eos_id
     assert spec.prompt("305, 7,041") == "a:503,b:7,c:14="
-    assert spec.check("a:1,b:1,c:0=c:0,a:1,b:1") and not spec.check(
-        "a:1,b:1,c:0=c:0,b:1,a:1"
-    )  # ties in order
+    assert spec.check("a:1,b:1,c:0=c:0,a:1,b:1")
+    assert not spec.check("a:1,b:1,c:0=c:0,b:1,a:1")  # ties in the order given
     assert not spec.check("a:1,b:2=a:2,b:2")  # a value that is not its label's
     assert not spec.check("a:1,b:2=a,b")
     assert spec.answer("b:7,c:14,a:503") == "b,c,a" and spec.answer("b:7,c") == "?b:7,c"

@@ -68,7 +68,7 @@ class Sorting(TaskSpec):
         dig_tok = digit_tokens(tok, dig, dtype)
         labels = id_array(tok.label_ids, dtype)
         rows = np.arange(n)
-        segs, items, item_len = [], [], []
+        segs, items = [], []
         for i in range(mmax):
             item = np.empty((n, w + 3), dtype=dtype)
             label = labels[(start + i) % len(LABELS)]
@@ -84,15 +84,14 @@ class Sorting(TaskSpec):
             last = (i == m - 1) | (i >= m)
             segs.append((item, np.where(i < m, lens[:, i] + 3 - last, 0)))
             items.append(item)
-            item_len.append(lens[:, i])
         segs.append((tok.eq_id, None))
         order = self._order(ops)
         if self.answer_format == "values":  # the prompt's items (label, ':', digits) in ascending order
-            items, item_len = np.stack(items, axis=1), np.stack(item_len, axis=1)
+            items = np.stack(items, axis=1)
             for j in range(mmax):
                 last = (j == m - 1) | (j >= m)
                 k = order[:, j]
-                segs.append((items[rows, k], np.where(j < m, item_len[rows, k] + 3 - last, 0)))
+                segs.append((items[rows, k], np.where(j < m, lens[rows, k] + 3 - last, 0)))
         else:
             ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
             ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
@@ -155,9 +154,7 @@ class Sorting(TaskSpec):
 
     def max_answer_len(self, a_len, b_len):
         if self.answer_format == "values":
-            return b_len * (
-                a_len + 3
-            )  # b_len items of label, ':', up to a_len digits and ',' (EOS for the last)
+            return b_len * (a_len + 3)  # b_len items: label, ':', <= a_len digits, ',' (EOS for the last)
         return 2 * b_len  # b_len labels, b_len - 1 commas, EOS
 
     def answer_lengths(self, a_len, b_len):
