@@ -104,6 +104,15 @@ class Injection(_Choice):
     add = "add"
 
 
+class AuxLoss(_Choice):
+    """An auxiliary loss read by a linear probe on the model's last hidden state (model.aux_loss)."""
+
+    none = "none"
+    # multiplication, direct format: regress the running sum c^_k = sum_{i+j=k} a_i b_j + carry_{k-1} at the
+    # position that writes product digit k (Bai et al. 2025, arXiv 2510.00184)
+    running_sum = "running_sum"
+
+
 class InjectEvery(_Choice):
     recurrence = "recurrence"  # before each block call after the first
     layer = "layer"  # before every layer after the first (the paper: "a copy of the input to each layer")
@@ -211,6 +220,10 @@ class ModelConfig:
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)
     number_window: int = 0
+    # auxiliary loss (training only): a linear probe on the last hidden state regresses a per-token target the
+    # task defines (arith/aux_loss.py), weighted by aux_weight beside the LM loss; none = no probe, today's model
+    aux_loss: AuxLoss = AuxLoss.none
+    aux_weight: float = 1.0
     dropout: float = 0.0
 
 

@@ -46,6 +46,7 @@ IDENTITY_KEYS = (
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """The pretrain app's one check at the door, before any data or model is made: the train and data keys
     here, the model's and the task's own checks called from here (each component owns its rules)."""
+    from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
     from arith.model.decoder import validate as validate_model
 
@@ -89,6 +90,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"model.max_backprop={cfg.model.max_backprop} must be > 0 (or null)",
     )
     validate_model(cfg.model)
+    validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from arith import dist
+from arith.aux_loss import aux_loss
 from arith.data.tokenizer import ArithTokenizer
 from arith.schema import PretrainConfig, Reduction
 
@@ -53,13 +54,20 @@ def progressive_depths(recurrences: int, max_backprop: int | None, throttle: boo
 
 
 def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
+    """The step's loss: the LM loss at full depth (and the progressive loss's random-depth pass), plus
+    model.aux_weight x the auxiliary loss (model.aux_loss, arith/aux_loss.py) on every pass."""
     m = cfg.model
     x = ids[:, :-1]
     k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
+    aux = str(getattr(m, "aux_loss", "none"))
 
     def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
-        logits = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k)
-        return lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
+        out = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k, return_aux=aux != "none")
+        logits, probe = out if aux != "none" else (out, None)
+        loss = lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
+        if probe is not None:
+            loss = loss + m.aux_weight * aux_loss(probe, ids, tok, aux)
+        return loss
 
     if m.recurrences == 1 or m.alpha == 0:
         return loss_at(m.recurrences)

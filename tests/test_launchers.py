@@ -199,3 +199,39 @@ def test_quickstart_refuses_an_unknown_task():
     assert proc.stderr.strip() == (
         "error: unknown task 'division'; valid tasks: addition, subtraction, bitwise_or, sorting, multiplication"
     )
+
+
+def self_improve(*args, seeds="0 1"):
+    env = {**ENV, "ARITH_DRY_RUN": "1", "ARITH_RUNS": "runs_x", "SEEDS": seeds}
+    cmd = ["bash", str(ROOT / "shells" / "self_improve.sh"), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args, preset, rounds, lens",
+    [
+        ((), "quickstart", "rounds=9", "8,16,24,32,40,48,56,64"),
+        (("multiplication", "lr=3e-4"), "quickstart_multiplication", "rounds=1", "5,10,15,20,25,30"),
+    ],
+)
+def test_self_improve_shell_trains_each_seed_then_improves_and_benches(args, preset, rounds, lens):
+    proc = self_improve(*args)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 5
+    for s, (train_line, si_line) in enumerate(zip(lines[0:4:2], lines[1:4:2])):
+        name = f"{preset}_s{s}"
+        assert (
+            train_line
+            == f"python pretrain.py +experiment={preset} name={name} runs_root=runs_x train.seed={s}"
+        )
+        assert si_line.startswith(f"python scripts/self_improve.py run=runs_x/{name} {rounds} ")
+        assert si_line.endswith(" lr=3e-4") == (args[1:] == ("lr=3e-4",))
+    assert lines[4].startswith(
+        f"python scripts/bench_self_improve.py runs_x/{preset}_s0_si runs_x/{preset}_s1_si --lens {lens} --n 100"
+    )
+
+
+def test_self_improve_shell_rejects_an_unknown_task():
+    proc = self_improve("sorting")
+    assert proc.returncode == 2 and "unknown task 'sorting'" in proc.stderr

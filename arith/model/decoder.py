@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
+from arith.aux_loss import aux_spec
 from arith.errors import ConfigError
 from arith.model.attention import KVCache, causal_mask, number_window_mask, row_window_mask
 from arith.model.blocks import BLOCKS
@@ -74,6 +75,7 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
+    aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
     opener = getattr(cfg, "opener_embedding", False)
     if not isinstance(opener, bool):
         raise ConfigError(f"model.opener_embedding={opener!r} must be true or false")
@@ -195,6 +197,13 @@ class ArithModel(nn.Module):
         if cfg.tie_embeddings:  # one (vocab, width) matrix reads tokens in and scores them out
             self.head.weight = self.tok_emb.weight
         self._init_weights()
+        # model.aux_loss: a linear probe on the head's input regresses the auxiliary target (arith/aux_loss.py);
+        # made and initialised after every other module, whose weights are then the same as without it
+        self.aux_probe = None
+        if str(getattr(cfg, "aux_loss", "none")) != "none":
+            self.aux_probe = nn.Linear(cfg.width, 1)
+            nn.init.normal_(self.aux_probe.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(self.aux_probe.bias)
 
     def _init_weights(self) -> None:
         """normal(0, 0.02) everywhere (GPT-2, Radford et al. 2019); the projections that write into the residual
@@ -327,8 +336,10 @@ class ArithModel(nn.Module):
         cache: DecoderCache | None = None,
         start: int = 0,
         pad: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, vocab) in float32.
+        return_aux: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> logits (B, T, vocab) in float32; with return_aux (model.aux_loss set), also the probe's
+        (B, T) float32 reading of the same hidden states.
 
         no_grad_recurrences: the first n block applications run without autograd (truncated backprop for the
         progressive loss); cache/start: incremental decoding, `ids` being the tokens at start..start+T-1 and
@@ -371,4 +382,9 @@ class ArithModel(nn.Module):
                     h = layer(h, inp, None if cache is None else cache.layer(r, i))
         if cache is not None:
             cache.tokens = ids if cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-        return self.head(self.ln_f(h)).float()
+        z = self.ln_f(h)
+        if return_aux:
+            if self.aux_probe is None:
+                raise ValueError("return_aux needs a probe: set model.aux_loss")
+            return self.head(z).float(), self.aux_probe(z).squeeze(-1).float()
+        return self.head(z).float()
