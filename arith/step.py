@@ -60,9 +60,10 @@ def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tenso
     x = ids[:, :-1]
     k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
     aux = str(getattr(m, "aux_loss", "none"))
+    extra = {} if aux == "none" else {"return_aux": True}  # off: the call is today's (wrappers need not know)
 
     def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
-        out = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k, return_aux=aux != "none")
+        out = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k, **extra)
         logits, probe = out if aux != "none" else (out, None)
         loss = lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
         if probe is not None:

@@ -98,9 +98,9 @@ class CountingModel:
     def __init__(self, model):
         self.model, self.calls = model, []
 
-    def __call__(self, x, recurrences, no_grad_recurrences=0, k=None):
+    def __call__(self, x, recurrences, no_grad_recurrences=0, k=None, **kw):
         self.calls.append((x.shape[0] * x.shape[1], x.shape[1], recurrences, no_grad_recurrences))
-        return self.model(x, recurrences=recurrences, no_grad_recurrences=no_grad_recurrences, k=k)
+        return self.model(x, recurrences=recurrences, no_grad_recurrences=no_grad_recurrences, k=k, **kw)
 
 
 def step_flops(calls, layers: int, width: int, ffn: int, vocab: int) -> float:
