@@ -114,7 +114,4 @@ def aux_loss(pred: torch.Tensor, ids: torch.Tensor, tok, name) -> torch.Tensor:
     the global batch like the LM loss (DDP's averaging then gives the single-process gradient)."""
     spec = aux_spec(name)
     target, valid = spec.targets(ids, digit_values(ids, tok), tok)
-    sq = (pred.float() - target).square() * valid
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    count = dist.all_reduce_sum(valid.sum().to(sq.dtype)).clamp_min(1)
-    return sq.sum() * world / count
+    return dist.global_mean((pred.float() - target).square(), valid)

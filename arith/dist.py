@@ -118,6 +118,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def global_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `valid`, over the *global* batch: this rank's masked sum divided by the global count,
+    times the world size, so that DDP's gradient averaging yields the single-process gradient."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    count = all_reduce_sum(valid.sum().to(values.dtype)).clamp_min(1)
+    return (values * valid).sum() * world / count
+
+
 def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
     if tdist.is_initialized():
         t = t.clone()

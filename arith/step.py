@@ -29,11 +29,10 @@ def lm_loss(
     if answer_only:  # SPEC: mask every target up to and including '='
         valid &= torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1) > 0
     token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+    if reduction == Reduction.mean:
+        return dist.global_mean(token_loss, valid)
     token_loss = token_loss * valid
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    if reduction == Reduction.mean:
-        count = dist.all_reduce_sum(valid.sum().to(token_loss.dtype)).clamp_min(1)
-        return token_loss.sum() * world / count
     per_row = valid.sum(dim=1)
     row_mean = token_loss.sum(dim=1) / per_row.clamp_min(1)
     rows = dist.all_reduce_sum((per_row > 0).sum().to(token_loss.dtype)).clamp_min(1)
