@@ -18,8 +18,8 @@ from omegaconf import MISSING, OmegaConf
 if not OmegaConf.has_resolver("arith_pad"):
     OmegaConf.register_new_resolver("arith_pad", lambda pad: "_pad" if pad else "")
 # ... and the answer format (data.format): direct names stay as they were, a scratchpad adds "_sp", sorting's
-# label_last "_ll" and values "_sv"
-_FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll", "values": "_sv"}
+# label_last "_ll", values "_sv" and successor "_su"
+_FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll", "values": "_sv", "successor": "_su"}
 if not OmegaConf.has_resolver("arith_fmt"):
     OmegaConf.register_new_resolver("arith_fmt", lambda fmt: _FMT_SUFFIX.get(str(fmt), "_sp"))
 
@@ -56,6 +56,8 @@ class AnswerFormat(_Choice):
     scratchpad = "scratchpad"  # subtraction, multiplication: docs/FORMATS.md
     label_last = "label_last"  # sorting: each label after its number (docs/FORMATS.md)
     values = "values"  # sorting: the answer writes each label with its value (docs/FORMATS.md)
+    # sorting: label_last, and half of the training rows start the answer at a given item (docs/FORMATS.md)
+    successor = "successor"
 
 
 class AbsPos(_Choice):

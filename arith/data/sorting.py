@@ -10,7 +10,13 @@ data.format=values keeps the direct prompt and writes the sorted items whole, ea
 ``a:503,b:7,c:14=b:7,c:14,a:503``. Each answer label then follows the value written before it (find the smallest
 number past it: a successor step, the same at every array length), and its digits are a copy of the prompt's
 digits under that label at the same digit index. `solve` returns the labels (``b,c,a``); the grid counts the
-whole answer, values included."""
+whole answer, values included.
+
+data.format=successor is label_last with a task hint in training (Awasthi and Gupta 2023): half of the training
+rows of two or more numbers start the answer at a given item, a random one but the largest, written before a
+second '=': ``503:a,7:b,14:c=c=a`` (after 41 comes 305). The loss starts after the last '=' (`step.lm_loss`), so
+the given label is not a target, and no answer position can stand for a rank: the next label is the successor
+of the one before it, whatever the array's length. Evaluation, `solve` and the held-out split are label_last's."""
 
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ class Sorting(TaskSpec):
     axis_labels, lengths_alike = ("max digits", "array length"), False
     extra_columns = ("first_correct", "first_acc")
     extra_panels = {"first_acc": "first label right"}
-    formats = ("direct", "label_last", "values")
+    formats = ("direct", "label_last", "values", "successor")
+    HINT_FRAC = 0.5  # successor: the share of training rows (of >= 2 numbers) that start at a given item
 
     def validate_lengths(self, max_a, max_b):
         super().validate_lengths(max_a, max_b)
@@ -49,6 +56,18 @@ class Sorting(TaskSpec):
 
     def _hash(self, ops):
         return D.operand_hash(ops["dig"], ops["lens"], ops["m"])
+
+    def _draw(self, rng, a_len, b_len, split):
+        ops = super()._draw(rng, a_len, b_len, split)
+        if self.answer_format == "successor" and split == "train":  # the given item's rank, -1: none
+            m = ops["m"]
+            rank = (rng.random(len(m)) * np.maximum(m - 1, 1)).astype(np.int64)  # 0..m-2: never the largest
+            ops["hint"] = np.where((m >= 2) & (rng.random(len(m)) < self.HINT_FRAC), rank, -1)
+        return ops
+
+    @property
+    def _label_last(self) -> bool:
+        return self.answer_format in ("label_last", "successor")
 
     def _order(self, ops) -> np.ndarray:
         """(N, M) item indices in ascending value, ties by position, absent items last."""
@@ -72,7 +91,7 @@ class Sorting(TaskSpec):
         for i in range(mmax):
             item = np.empty((n, w + 3), dtype=dtype)
             label = labels[(start + i) % len(LABELS)]
-            if self.answer_format == "label_last":  # digits, ':', label, ','
+            if self._label_last:  # digits, ':', label, ','
                 item[:, :w] = dig_tok[:, i]
                 item[rows, lens[:, i]] = tok.colon_id
                 item[rows, lens[:, i] + 1] = label
@@ -93,12 +112,21 @@ class Sorting(TaskSpec):
                 k = order[:, j]
                 segs.append((items[rows, k], np.where(j < m, lens[rows, k] + 3 - last, 0)))
         else:
+            hint = ops.get("hint", np.full(n, -1))  # successor's training rows: the answer after a given item
+            if self.answer_format == "successor":
+                given = np.empty((n, 2), dtype=dtype)  # the given label, then a second '='
+                given[:, 0] = labels[(start + order[rows, np.maximum(hint, 0)]) % len(LABELS)]
+                given[:, 1] = tok.eq_id
+                segs.append((given, np.where(hint >= 0, 2, 0)))
+            skip = hint + 1  # the items before the answer's first: none, or the given one and those below it
+            shifted = np.take_along_axis(order, np.minimum(np.arange(mmax)[None] + skip[:, None], mmax - 1), 1)
             ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
-            ans[:, 0::2] = labels[(start[:, None] + order) % len(LABELS)]
-            segs.append((ans, 2 * m - 1))
+            ans[:, 0::2] = labels[(start[:, None] + shifted) % len(LABELS)]
+            segs.append((ans, 2 * (m - skip) - 1))
         segs.append((tok.eos_id, None))
         ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
-        return ids, starts[mmax + 1], length
+        first = mmax + 1 + (self.answer_format == "successor")  # the answer's first segment (after the given one)
+        return ids, starts[first], length
 
     def cell_size(self, a_len, b_len):
         if a_len == 1:
@@ -106,13 +134,13 @@ class Sorting(TaskSpec):
         return 10 ** (a_len * b_len) - 10 ** ((a_len - 1) * b_len)
 
     def check(self, text):
-        item = r"[0-9]+:[A-Za-z]" if self.answer_format == "label_last" else r"[A-Za-z]:[0-9]+"
+        item = r"[0-9]+:[A-Za-z]" if self._label_last else r"[A-Za-z]:[0-9]+"
         ans = rf"(?:{item},)*{item}" if self.answer_format == "values" else r"(?:[A-Za-z],)*[A-Za-z]"
         m = re.fullmatch(rf"((?:{item},)*{item})=({ans})", text)
         if m is None:
             return False
         pairs = [s.split(":") for s in m.group(1).split(",")]
-        if self.answer_format == "label_last":
+        if self._label_last:
             pairs = [p[::-1] for p in pairs]
         items = [(lab, int(num[::-1])) for lab, num in pairs]
         ranked = sorted(((v, i), lab) for i, (lab, v) in enumerate(items))
@@ -133,7 +161,7 @@ class Sorting(TaskSpec):
         if len(nums) > len(LABELS):
             raise ValueError(f"sorting: {len(nums)} numbers, at most {len(LABELS)} (one label each)")
         nums = [x.lstrip("0") or "0" for x in nums]
-        if self.answer_format == "label_last":
+        if self._label_last:
             return ",".join(f"{x[::-1]}:{LABELS[i]}" for i, x in enumerate(nums)) + "="
         return ",".join(f"{LABELS[i]}:{x[::-1]}" for i, x in enumerate(nums)) + "="
 
