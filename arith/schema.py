@@ -222,6 +222,10 @@ class ModelConfig:
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)
     number_window: int = 0
+    # item window: in the prompt (before '='), a query sees only its own number and the non-digits after it (an
+    # array item `503:a,`); from '=' on, everything. Each item then reads the same however many came before it
+    # (sorting's array axis); false = today's model
+    item_window: bool = False
     # auxiliary loss (training only): a linear probe on the last hidden state regresses a per-token target the
     # task defines (arith/aux_loss.py), weighted by aux_weight beside the LM loss; none = no probe, today's model
     aux_loss: AuxLoss = AuxLoss.none

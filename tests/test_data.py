@@ -276,6 +276,36 @@ def test_sorting_label_last_format_is_the_direct_rows_with_each_label_moved_afte
         T.get_task("addition", answer_format="label_last")
 
 
+def test_sorting_successor_format_hints_half_the_training_rows_and_evaluates_as_label_last():
+    """data.format=successor: label_last's rows, except that about half of the training rows of >= 2 numbers
+    give an item (never the largest) before a second '=' and the answer goes on from its successor; evaluation
+    rows, `check`, `prompt` and `answer_lengths` are label_last's."""
+    a, b = _sorting_lengths()
+    spec = T.get_task("sorting", answer_format="successor")
+    last = T.get_task("sorting", answer_format="label_last")
+    for i, j in ((3, 4), (1, 5), (10, 10)):  # evaluation cells: label_last's problems, token for token
+        assert np.array_equal(T.eval_cell(spec, TOK, i, j, 40, 0).ids, T.eval_cell(last, TOK, i, j, 40, 0).ids)
+    ex = spec.make(TOK, np.random.default_rng(3), a, b)
+    hinted = 0
+    for r, p, n, m in zip(ex.ids, ex.prompt_len, ex.length, b):
+        text = TOK.decode(r)
+        prompt, *given, ans = text.split("=")
+        items = [it.split(":") for it in prompt.split(",")]
+        ranked = [lab for _, (_, lab) in sorted((int(v[::-1]), i), lab) for i, (v, lab) in enumerate(items))]
+        assert TOK.decode(r[p:n]) == ans + TOK.decode([TOK.eos_id])  # prompt_len: where the targets start
+        if given:
+            hinted += 1
+            assert m >= 2 and given[0] in ranked[:-1]  # one label, never the largest
+            assert ans.split(",") == ranked[ranked.index(given[0]) + 1 :]
+        else:
+            assert spec.check(text) and ans.split(",") == ranked
+    assert 0.35 < hinted / (b >= 2).sum() < 0.65, hinted
+    assert spec.prompt("305, 7,041") == "503:a,7:b,14:c=" and spec.check("1:a,1:b,0:c=c,a,b")
+    assert not spec.check("1:a,1:b,0:c=a=b")  # a hinted training row is not an answer
+    for cell in ((1, 1), (3, 4), (5, 5)):
+        assert spec.answer_lengths(*cell) == last.answer_lengths(*cell)
+
+
 def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order():
     """data.format=values: the direct format's prompt, operands and labels for the same seed; the answer is the
     prompt's items (label, ':', reversed digits) in the direct answer's label order; `answer` returns the labels,

@@ -136,6 +136,7 @@ def test_stream_batches(tmp_path, task):
         ("sorting", "direct", 1),
         ("sorting", "label_last", 2),
         ("sorting", "values", 2),
+        ("sorting", "successor", 2),
         ("subtraction", "scratchpad", 3),
     ],
 )

@@ -97,6 +97,8 @@ def test_config_key_validated_named_and_in_the_resume_identity(compose):
     assert cfg.data.name.endswith("_ll") and T.task_for(cfg.data).answer_format == "label_last"
     cfg = compose(["data=sorting", "data.format=values", "data.max_len=5", "data.max_len_b=5"])
     assert cfg.data.name.endswith("_sv") and T.task_for(cfg.data).answer_format == "values"
+    cfg = compose(["data=sorting", "data.format=successor", "data.max_len=5", "data.max_len_b=5"])
+    assert cfg.data.name.endswith("_su") and T.task_for(cfg.data).answer_format == "successor"
     with pytest.raises(Exception, match="scratchpd"):
         compose(["data.format=scratchpd"])
 

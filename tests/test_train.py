@@ -114,6 +114,26 @@ def test_answer_only_loss_ignores_the_prompt(compose):
     assert not torch.equal(lm_loss(logits_changed, ids, tok, False, Reduction.mean), a)
 
 
+def test_answer_only_loss_starts_after_the_last_equals(compose):
+    """Sorting's successor hint (`503:a,7:b,14:c=c=a`): the given label and the second '=' are not targets, the
+    labels after it are; a row with one '=' keeps exactly the targets it had."""
+    from arith.data.tokenizer import ArithTokenizer
+    from arith.schema import Reduction
+
+    tok = ArithTokenizer.build()
+    hinted = tok.encode("3:a,1:b,2:c=b=c,a") + [tok.eos_id]
+    plain = tok.encode("3:a,1:b,2:c=b,c,a") + [tok.eos_id]
+    ids = torch.tensor([hinted, plain])
+    eq = hinted.index(tok.eq_id)
+    for row, first_target in ((0, eq + 3), (1, eq + 1)):  # target index t predicts ids[t + 1]
+        for t in range(ids.shape[1] - 1):
+            logits = torch.zeros(2, ids.shape[1] - 1, tok.vocab_size)
+            base = lm_loss(logits, ids, tok, True, Reduction.mean)
+            logits[row, t] = torch.randn(tok.vocab_size)
+            changed = not torch.equal(lm_loss(logits, ids, tok, True, Reduction.mean), base)
+            assert changed == (t + 1 >= first_target), (row, t)
+
+
 def test_per_sample_reduction_is_a_mean_of_row_means():
     from arith.data.tokenizer import ArithTokenizer
     from arith.schema import Reduction

@@ -178,6 +178,18 @@ def number_window_mask(
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
+def item_window_mask(digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: int) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and a query in the prompt (before '=') sees only its own item: its number and
+    the non-digits after it, up to the next number (model.item_window); from '=' on, every earlier token.
+    digit_index (B, Tk): as `row_window_mask`'s (1 opens a number); in_prompt (B, Tk) bool, True before '='; both
+    cover every token so far, the Tq queries last."""
+    t_k = digit_index.shape[1]
+    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
+    same = number[:, t_k - t_q :, None] == number[:, None, :]  # (B, Tq, Tk)
+    visible = same | ~in_prompt[:, t_k - t_q :, None]
+    return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
+
+
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     """(Tq, Tk) bool, True where key j may be seen by query i; the queries are the last Tq of the Tk tokens."""
     past = t_k - t_q

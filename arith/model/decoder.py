@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from arith.aux_loss import aux_spec
 from arith.errors import ConfigError
-from arith.model.attention import KVCache, causal_mask, number_window_mask, row_window_mask
+from arith.model.attention import KVCache, causal_mask, item_window_mask, number_window_mask, row_window_mask
 from arith.model.blocks import BLOCKS
 from arith.model.positions import (
     ABS_POS,
@@ -48,6 +48,9 @@ def validate(cfg) -> None:
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
+    item_window = getattr(cfg, "item_window", False)
+    if not isinstance(item_window, bool):
+        raise ConfigError(f"model.item_window={item_window!r} must be true or false")
     if cfg.eval_recurrences is not None and (
         not isinstance(cfg.eval_recurrences, int) or cfg.eval_recurrences <= 0
     ):
@@ -177,6 +180,7 @@ class ArithModel(nn.Module):
         # digit keys a query sees: those within this many digit indices of its own (0 = all); eval may change it
         self.row_window = int(getattr(cfg, "row_window", 0))
         self.number_window = int(getattr(cfg, "number_window", 0))
+        self.item_window = bool(getattr(cfg, "item_window", False))
         self.eq_id = tok.eq_id
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
@@ -265,17 +269,20 @@ class ArithModel(nn.Module):
     ) -> torch.Tensor | None:
         """(B, 1, T, S + T) bool: what the row window, the number window and the left padding (`pad`, (B,): a real
         query sees no PAD, a PAD query the PADs before it) let each query see; None when all are off."""
-        if not (self.row_window or self.number_window or pad is not None):
+        if not (self.row_window or self.number_window or self.item_window or pad is not None):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         allow = None
-        if self.row_window or self.number_window:  # (B, S + T), 0 for non-digits (and PADs)
+        if self.row_window or self.number_window or self.item_window:  # (B, S + T), 0 for non-digits (and PADs)
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
         if self.number_window:
             eq = (tokens == self.eq_id).long()
             mask = number_window_mask(index, eq.cumsum(dim=1) - eq > 0, T, self.number_window)
+            allow = mask if allow is None else allow & mask
+        if self.item_window:
+            mask = item_window_mask(index, torch.cumsum(tokens == self.eq_id, dim=1) == 0, T)
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
