@@ -226,6 +226,10 @@ class ModelConfig:
     # array item `503:a,`); from '=' on, everything. Each item then reads the same however many came before it
     # (sorting's array axis); false = today's model
     item_window: bool = False
+    # answer window: past the prompt, a query sees the prompt and only the W tokens before it (0 = off): each
+    # answer step reads the step before it and nothing that counts the steps (sorting: the next label after the
+    # last one written, whatever the array's length)
+    answer_window: int = 0
     # auxiliary loss (training only): a linear probe on the last hidden state regresses a per-token target the
     # task defines (arith/aux_loss.py), weighted by aux_weight beside the LM loss; none = no probe, today's model
     aux_loss: AuxLoss = AuxLoss.none

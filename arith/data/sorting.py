@@ -119,13 +119,17 @@ class Sorting(TaskSpec):
                 given[:, 1] = tok.eq_id
                 segs.append((given, np.where(hint >= 0, 2, 0)))
             skip = hint + 1  # the items before the answer's first: none, or the given one and those below it
-            shifted = np.take_along_axis(order, np.minimum(np.arange(mmax)[None] + skip[:, None], mmax - 1), 1)
+            shifted = np.take_along_axis(
+                order, np.minimum(np.arange(mmax)[None] + skip[:, None], mmax - 1), 1
+            )
             ans = np.full((n, 2 * mmax - 1), tok.comma_id, dtype=dtype)
             ans[:, 0::2] = labels[(start[:, None] + shifted) % len(LABELS)]
             segs.append((ans, 2 * (m - skip) - 1))
         segs.append((tok.eos_id, None))
         ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
-        first = mmax + 1 + (self.answer_format == "successor")  # the answer's first segment (after the given one)
+        first = (
+            mmax + 1 + (self.answer_format == "successor")
+        )  # the answer's first segment (after the given one)
         return ids, starts[first], length
 
     def cell_size(self, a_len, b_len):

@@ -190,6 +190,17 @@ def item_window_mask(digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: in
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
+def answer_window_mask(after_prompt: torch.Tensor, t_q: int, window: int) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and past the prompt a query sees the prompt (up to and including '=') and only
+    the `window` tokens before it (model.answer_window). after_prompt (B, Tk) bool, False up to and including
+    '='; it covers every token so far, the Tq queries last."""
+    t_k = after_prompt.shape[1]
+    causal = causal_mask(t_q, t_k, after_prompt.device)
+    q_idx = torch.arange(t_k - t_q, t_k, device=after_prompt.device)[:, None]
+    near = q_idx - torch.arange(t_k, device=after_prompt.device)[None, :] <= window  # (Tq, Tk)
+    return (causal & (near | ~after_prompt[:, None, :]))[:, None]
+
+
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     """(Tq, Tk) bool, True where key j may be seen by query i; the queries are the last Tq of the Tk tokens."""
     past = t_k - t_q

@@ -17,7 +17,14 @@ import torch.nn as nn
 
 from arith.aux_loss import aux_spec
 from arith.errors import ConfigError
-from arith.model.attention import KVCache, causal_mask, item_window_mask, number_window_mask, row_window_mask
+from arith.model.attention import (
+    KVCache,
+    answer_window_mask,
+    causal_mask,
+    item_window_mask,
+    number_window_mask,
+    row_window_mask,
+)
 from arith.model.blocks import BLOCKS
 from arith.model.positions import (
     ABS_POS,
@@ -44,7 +51,15 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.ffn={cfg.ffn} must be even: the GLU splits it into two halves")
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.width={cfg.width} must be divisible by model.heads={cfg.heads}")
-    for key in ("max_k", "eval_k", "fire_max_length", "row_window", "row_period", "number_window"):
+    for key in (
+        "max_k",
+        "eval_k",
+        "fire_max_length",
+        "row_window",
+        "row_period",
+        "number_window",
+        "answer_window",
+    ):
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
@@ -181,6 +196,7 @@ class ArithModel(nn.Module):
         self.row_window = int(getattr(cfg, "row_window", 0))
         self.number_window = int(getattr(cfg, "number_window", 0))
         self.item_window = bool(getattr(cfg, "item_window", False))
+        self.answer_window = int(getattr(cfg, "answer_window", 0))
         self.eq_id = tok.eq_id
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
@@ -269,11 +285,15 @@ class ArithModel(nn.Module):
     ) -> torch.Tensor | None:
         """(B, 1, T, S + T) bool: what the row window, the number window and the left padding (`pad`, (B,): a real
         query sees no PAD, a PAD query the PADs before it) let each query see; None when all are off."""
-        if not (self.row_window or self.number_window or self.item_window or pad is not None):
+        if not (
+            self.row_window or self.number_window or self.item_window or self.answer_window or pad is not None
+        ):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         allow = None
-        if self.row_window or self.number_window or self.item_window:  # (B, S + T), 0 for non-digits (and PADs)
+        if (
+            self.row_window or self.number_window or self.item_window
+        ):  # (B, S + T), 0 for non-digits (and PADs)
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
@@ -283,6 +303,10 @@ class ArithModel(nn.Module):
             allow = mask if allow is None else allow & mask
         if self.item_window:
             mask = item_window_mask(index, torch.cumsum(tokens == self.eq_id, dim=1) == 0, T)
+            allow = mask if allow is None else allow & mask
+        if self.answer_window:
+            eq = (tokens == self.eq_id).long()
+            mask = answer_window_mask(eq.cumsum(dim=1) - eq > 0, T, self.answer_window)
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
