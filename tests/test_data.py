@@ -284,14 +284,16 @@ def test_sorting_successor_format_hints_half_the_training_rows_and_evaluates_as_
     spec = T.get_task("sorting", answer_format="successor")
     last = T.get_task("sorting", answer_format="label_last")
     for i, j in ((3, 4), (1, 5), (10, 10)):  # evaluation cells: label_last's problems, token for token
-        assert np.array_equal(T.eval_cell(spec, TOK, i, j, 40, 0).ids, T.eval_cell(last, TOK, i, j, 40, 0).ids)
+        assert np.array_equal(
+            T.eval_cell(spec, TOK, i, j, 40, 0).ids, T.eval_cell(last, TOK, i, j, 40, 0).ids
+        )
     ex = spec.make(TOK, np.random.default_rng(3), a, b)
     hinted = 0
     for r, p, n, m in zip(ex.ids, ex.prompt_len, ex.length, b):
         text = TOK.decode(r)
         prompt, *given, ans = text.split("=")
         items = [it.split(":") for it in prompt.split(",")]
-        ranked = [lab for _, (_, lab) in sorted((int(v[::-1]), i), lab) for i, (v, lab) in enumerate(items))]
+        ranked = [lab for _, lab in sorted(((int(v[::-1]), i), lab) for i, (v, lab) in enumerate(items))]
         assert TOK.decode(r[p:n]) == ans + TOK.decode([TOK.eos_id])  # prompt_len: where the targets start
         if given:
             hinted += 1
