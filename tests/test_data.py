@@ -306,6 +306,8 @@ def test_sorting_successor_format_hints_half_the_training_rows_and_evaluates_as_
     assert not spec.check("1:a,1:b,0:c=a=b")  # a hinted training row is not an answer
     for cell in ((1, 1), (3, 4), (5, 5)):
         assert spec.answer_lengths(*cell) == last.answer_lengths(*cell)
+    with pytest.raises(ConfigError, match="data.format=successor is not defined for subtraction"):
+        T.get_task("subtraction", answer_format="successor")
 
 
 def test_sorting_values_format_writes_the_direct_prompts_items_in_sorted_order():
