@@ -127,9 +127,7 @@ class Sorting(TaskSpec):
             segs.append((ans, 2 * (m - skip) - 1))
         segs.append((tok.eos_id, None))
         ids, length, starts = D.assemble(segs, n, tok.pad_id, dtype)
-        first = (
-            mmax + 1 + (self.answer_format == "successor")
-        )  # the answer's first segment (after the given one)
+        first = mmax + 2 if self.answer_format == "successor" else mmax + 1  # after the given item, if any
         return ids, starts[first], length
 
     def cell_size(self, a_len, b_len):

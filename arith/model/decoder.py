@@ -283,17 +283,15 @@ class ArithModel(nn.Module):
     def windows(
         self, ids: torch.Tensor, cache: DecoderCache | None, T: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """(B, 1, T, S + T) bool: what the row window, the number window and the left padding (`pad`, (B,): a real
-        query sees no PAD, a PAD query the PADs before it) let each query see; None when all are off."""
-        if not (
-            self.row_window or self.number_window or self.item_window or self.answer_window or pad is not None
-        ):
+        """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window and
+        the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it) let each query see;
+        None when all are off."""
+        by_number = self.row_window or self.number_window or self.item_window  # masks that read digit indices
+        if not (by_number or self.answer_window or pad is not None):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         allow = None
-        if (
-            self.row_window or self.number_window or self.item_window
-        ):  # (B, S + T), 0 for non-digits (and PADs)
+        if by_number:  # (B, S + T), 0 for non-digits (and PADs)
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
