@@ -26,9 +26,8 @@ def lm_loss(
     """
     targets = ids[:, 1:]  # (B, T-1)
     valid = targets != tok.pad_id
-    if (
-        answer_only
-    ):  # SPEC: mask every target up to and including '=' (the last one: sorting's successor hint)
+    # SPEC: mask every target up to and including '=' (the last one: sorting's successor hint)
+    if answer_only:
         seen = torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1)
         valid &= (seen > 0) & (seen == seen[:, -1:])
     token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)

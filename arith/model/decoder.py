@@ -63,9 +63,6 @@ def validate(cfg) -> None:
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
             raise ConfigError(f"model.{key}={value!r} must be an integer >= 0")
-    item_window = getattr(cfg, "item_window", False)
-    if not isinstance(item_window, bool):
-        raise ConfigError(f"model.item_window={item_window!r} must be true or false")
     if cfg.eval_recurrences is not None and (
         not isinstance(cfg.eval_recurrences, int) or cfg.eval_recurrences <= 0
     ):
@@ -94,9 +91,10 @@ def validate(cfg) -> None:
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
     aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
-    opener = getattr(cfg, "opener_embedding", False)
-    if not isinstance(opener, bool):
-        raise ConfigError(f"model.opener_embedding={opener!r} must be true or false")
+    for key in ("opener_embedding", "item_window"):
+        value = getattr(cfg, key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.{key}={value!r} must be true or false")
     if period and period <= 2 * window:
         raise ConfigError(
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
@@ -295,16 +293,18 @@ class ArithModel(nn.Module):
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
+        if self.number_window or self.item_window or self.answer_window:
+            eq = (tokens == self.eq_id).long()  # where each token stands against '='
+            seen = eq.cumsum(dim=1)  # (B, S + T): '=' at or before each token
+            after_prompt = seen - eq > 0  # False up to and including the first '='
         if self.number_window:
-            eq = (tokens == self.eq_id).long()
-            mask = number_window_mask(index, eq.cumsum(dim=1) - eq > 0, T, self.number_window)
+            mask = number_window_mask(index, after_prompt, T, self.number_window)
             allow = mask if allow is None else allow & mask
         if self.item_window:
-            mask = item_window_mask(index, torch.cumsum(tokens == self.eq_id, dim=1) == 0, T)
+            mask = item_window_mask(index, seen == 0, T)  # seen == 0: before '='
             allow = mask if allow is None else allow & mask
         if self.answer_window:
-            eq = (tokens == self.eq_id).long()
-            mask = answer_window_mask(eq.cumsum(dim=1) - eq > 0, T, self.answer_window)
+            mask = answer_window_mask(after_prompt, T, self.answer_window)
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
