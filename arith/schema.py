@@ -22,6 +22,9 @@ if not OmegaConf.has_resolver("arith_pad"):
 _FMT_SUFFIX = {"direct": "", "scratchpad": "_sp", "label_last": "_ll", "values": "_sv", "successor": "_su"}
 if not OmegaConf.has_resolver("arith_fmt"):
     OmegaConf.register_new_resolver("arith_fmt", lambda fmt: _FMT_SUFFIX.get(str(fmt), "_sp"))
+# ... and a length distribution other than uniform (data.length_power): "_lp1" for power 1, nothing for 0
+if not OmegaConf.has_resolver("arith_lp"):
+    OmegaConf.register_new_resolver("arith_lp", lambda power: f"_lp{float(power):g}" if float(power) else "")
 
 
 def _either(value, default):
@@ -253,9 +256,12 @@ class DataConfig:
     # have one: subtraction; docs/FORMATS.md). solve, the grid and the API read and return the natural answer
     format: AnswerFormat = AnswerFormat.direct
     bucket: int = 1  # > 1: sort each group of this many batches by length, so batches carry little padding
+    # training lengths: P(l) proportional to l ** length_power on each axis (1..max_len, 1..max_len_b); 0 = uniform
+    # (the paper's), 1 = as many rows of each length as of tokens of it, more of the longest cells
+    length_power: float = 0.0
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
     # `either`, not oc.select, whose default applies only to a missing key: a null max_len_b read "None"
-    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}${arith_fmt:${data.format}}"
+    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}${arith_fmt:${data.format}}${arith_lp:${data.length_power}}"
 
 
 @dataclass

@@ -3,6 +3,7 @@ run lock is `arith/lock.py`, opening a finished run `arith/runs.py`)."""
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 
@@ -29,6 +30,7 @@ IDENTITY_KEYS = (
     "data.pad_operands",
     "data.format",
     "data.bucket",
+    "data.length_power",
     "train.batch_size",
     "train.seed",
     "train.lr",
@@ -73,6 +75,10 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"train.warmup={t.warmup} and train.cooldown={t.cooldown} must be >= 0 and sum to <= 1",
     )
     require(0 <= d.test_frac < 1, f"data.test_frac={d.test_frac} must be in [0, 1)")
+    require(
+        math.isfinite(d.length_power) and -8 <= d.length_power <= 8,
+        f"data.length_power={d.length_power} must be in [-8, 8] (0 = uniform lengths)",
+    )
     require(0 <= t.ema < 1, f"train.ema={t.ema} must be in [0, 1) (0 = off)")
     require(t.select_every >= 0, f"train.select_every={t.select_every} must be >= 0 (0 = off)")
     require(t.select_n > 0, f"train.select_n={t.select_n} must be > 0")

@@ -119,3 +119,55 @@ def test_plot_positions_script(compose, tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["row", "norm", "max|cos|"] and len(lines) >= 13
     assert "past training's reach" in out.stdout  # tiny: max_k 5 + 3 digits = row 8
+
+
+def _length_cfg(power):
+    class Cfg:
+        task, max_len, max_len_b, bucket, pad_operands, length_power = "sorting", 5, 4, 1, False, power
+
+    return Cfg
+
+
+def test_length_power_weights_each_axis_by_length_and_zero_keeps_the_uniform_rows():
+    spec = T.get_task("sorting")
+    a, b = spec.lengths(np.random.default_rng(7), 40_000, 5, 4, power=1.0)
+    for lens, top in [(a, 5), (b, 4)]:
+        share = np.bincount(lens, minlength=top + 1)[1:] / len(lens)
+        want = np.arange(1, top + 1) / np.arange(1, top + 1).sum()  # P(l) = l / sum
+        assert np.abs(share - want).max() < 0.01
+    a2, _ = spec.lengths(np.random.default_rng(7), 40_000, 5, 4, power=-1.0)  # toward short lengths
+    assert np.bincount(a2)[1] > 2 * np.bincount(a2)[5]
+    rng, ref = np.random.default_rng(3), np.random.default_rng(3)
+    a0, b0 = spec.lengths(rng, 100, 5, 4, power=0.0)  # 0: the uniform draw from the same generator, as before
+    assert np.array_equal(a0, ref.integers(1, 6, size=100)) and np.array_equal(
+        b0, ref.integers(1, 5, size=100)
+    )
+    # through the batches: power 0 gives the rows a config without the key gives; power 1 gives longer rows
+    no_key = type("NoKey", (), {k: v for k, v in vars(_length_cfg(0.0)).items() if k != "length_power"})
+    assert torch.equal(
+        StreamBatches(_length_cfg(0.0), TOK, 64, seed=5).batch(3), StreamBatches(no_key, TOK, 64, 5).batch(3)
+    )
+
+    def mean_len(cfg):
+        batches = StreamBatches(cfg, TOK, 256, seed=5)
+        return float(np.mean([(batches.batch(s) != TOK.pad_id).sum(1).float().mean() for s in range(4)]))
+
+    assert mean_len(_length_cfg(1.0)) > 1.15 * mean_len(_length_cfg(0.0))
+
+
+def test_length_power_named_validated_and_in_the_resume_identity(compose, tmp_path):
+    from arith.start import IDENTITY_KEYS
+
+    cfg = compose(["data=sorting", "data.max_len=5", "data.max_len_b=5", "data.length_power=1"])
+    assert cfg.data.name == "sorting_5x5_n20000000_s0_lp1"
+    assert compose(["data.length_power=0.5"]).data.name.endswith("_lp0.5")
+    assert not compose([]).data.name.endswith("_lp0")  # uniform: the name as before
+    assert "data.length_power" in IDENTITY_KEYS
+    for bad in ["nan", "9"]:
+        with pytest.raises(ConfigError, match=r"data.length_power=.* must be in \[-8, 8\]"):
+            train(tiny(compose, tmp_path, "train.steps=2", f"data.length_power={bad}"))
+    with pytest.raises(Exception, match="lots"):
+        compose(["data.length_power=lots"])
+    run_dir = train(tiny(compose, tmp_path, "train.steps=2", "data.length_power=1"))
+    with pytest.raises(ConfigError, match="data.length_power"):  # a resume must keep the run's lengths
+        train(tiny(compose, tmp_path, "train.steps=4", "data.length_power=2", f"name={run_dir.name}"))

@@ -103,7 +103,14 @@ def _generate(cfg, tok, stream: int, n: int, bar, timings: dict) -> list[pa.List
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, stream, c])
         ex = tasks.train_examples(
-            tasks.task_for(cfg), tok, rng, min(CHUNK, n - lo), max_a, max_b, dtype=_store_dtype(tok)
+            tasks.task_for(cfg),
+            tok,
+            rng,
+            min(CHUNK, n - lo),
+            max_a,
+            max_b,
+            dtype=_store_dtype(tok),
+            length_power=float(getattr(cfg, "length_power", 0.0)),
         )
         t1 = time.perf_counter()
         chunks.append(_to_arrow(ex))
@@ -413,10 +420,19 @@ class StreamBatches(Batches):
         self.max_a, self.max_b = _lens(cfg)
         self.task.validate_lengths(self.max_a, self.max_b)
         self.tok, self.pad_id = tok, tok.pad_id
+        self.length_power = float(getattr(cfg, "length_power", 0.0))
 
     def _global(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
-        ex = tasks.train_examples(self.task, self.tok, rng, self.global_batch, self.max_a, self.max_b)
+        ex = tasks.train_examples(
+            self.task,
+            self.tok,
+            rng,
+            self.global_batch,
+            self.max_a,
+            self.max_b,
+            length_power=self.length_power,
+        )
         return ex.ids, ex.length
 
 

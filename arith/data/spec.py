@@ -149,10 +149,15 @@ class TaskSpec:
         if max_a < 1 or max_b < 1:
             raise ConfigError(f"{self.name}: operand lengths must be >= 1, got {max_a}x{max_b}")
 
-    def lengths(self, rng, n: int, max_a: int, max_b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over every pair (1..max_a) x (1..max_b)."""
+    def lengths(
+        self, rng, n: int, max_a: int, max_b: int, power: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over every pair (1..max_a) x (1..max_b) (power 0), else each axis independently with P(l)
+        proportional to l ** power (data.length_power)."""
         self.validate_lengths(max_a, max_b)
-        return rng.integers(1, max_a + 1, size=n), rng.integers(1, max_b + 1, size=n)
+        if not power:  # the uniform draw, exactly as before the key existed
+            return rng.integers(1, max_a + 1, size=n), rng.integers(1, max_b + 1, size=n)
+        return _powered(rng, n, max_a, power), _powered(rng, n, max_b, power)
 
     def make(self, tok, rng, a_len, b_len, split: str = "train", *, dtype=np.int64) -> Examples:
         """Examples with exactly these lengths per row. `dtype` is for callers that store narrow ids."""
@@ -234,3 +239,9 @@ def _take(ops: dict, idx: np.ndarray) -> dict:
 def _put(ops: dict, idx: np.ndarray, new: dict) -> None:
     for k, v in ops.items():
         v[idx] = new[k]
+
+
+def _powered(rng, n: int, top: int, power: float) -> np.ndarray:
+    """n lengths in 1..top with P(l) proportional to l ** power."""
+    weight = np.arange(1, top + 1, dtype=np.float64) ** power
+    return rng.choice(np.arange(1, top + 1), size=n, p=weight / weight.sum())

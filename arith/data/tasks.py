@@ -431,10 +431,13 @@ def train_lengths(data_cfg) -> tuple[int, int]:
     return int(data_cfg.max_len), int(data_cfg.max_len if data_cfg.max_len_b is None else data_cfg.max_len_b)
 
 
-def train_examples(task, tok, rng, n: int, max_a: int, max_b: int, *, dtype=np.int64) -> Examples:
-    """n training examples, lengths uniform over (1..max_a) x (1..max_b); bitwise_or samples here too."""
+def train_examples(
+    task, tok, rng, n: int, max_a: int, max_b: int, *, dtype=np.int64, length_power: float = 0.0
+) -> Examples:
+    """n training examples, lengths uniform over (1..max_a) x (1..max_b) (or weighted by length **
+    length_power, data.length_power); bitwise_or samples here too."""
     spec = get_task(task)
-    a_len, b_len = spec.lengths(rng, n, max_a, max_b)
+    a_len, b_len = spec.lengths(rng, n, max_a, max_b, length_power)
     return spec.make(tok, rng, a_len, b_len, split="train", dtype=dtype)
 
 
