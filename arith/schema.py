@@ -221,6 +221,10 @@ class ModelConfig:
     # run of digits; a run at the start of the row has its own): which number a digit belongs to (an operand, a
     # scratchpad line and its multiplier letter) without an attention hop; off = no parameters, today's logits
     opener_embedding: bool = False
+    # every non-digit of the prompt (before '=') adds log(1 + L) x a learned vector, L the digit count of the number
+    # just before it (sorting's label_last: a label carries its number's length as a quantity that keeps growing
+    # past the trained lengths, where the Abacus rows it reads stop at them); digits and the answer add nothing
+    length_feature: bool = False
     # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)

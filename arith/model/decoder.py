@@ -91,7 +91,7 @@ def validate(cfg) -> None:
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
     aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
-    for key in ("opener_embedding", "item_window"):
+    for key in ("opener_embedding", "item_window", "length_feature"):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
@@ -130,6 +130,19 @@ def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int, pad=None) 
     last = torch.where(skip, torch.full_like(at, -1), at).cummax(dim=1).values  # last non-digit at or before
     opener = tokens.gather(1, last.clamp(min=0))
     return torch.where(last < 0, torch.full_like(opener, none), opener)
+
+
+def number_lengths(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int) -> torch.Tensor:
+    """(B, T) ids -> (B, T) long: at a non-digit before the first '=', the digit count of the number just before
+    it (the last run of digits at or before it; 0 where none); 0 at digits and from '=' on (model.length_feature).
+    Left PADs are non-digits before any number: 0."""
+    digit = is_digit(digit_lut, tokens)
+    index = abacus_positions(digit)  # a run's last digit holds the run's length
+    at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    last = torch.where(digit, at, torch.full_like(at, -1)).cummax(dim=1).values  # last digit at or before
+    length = torch.where(last >= 0, index.gather(1, last.clamp(min=0)), torch.zeros_like(index))
+    prompt = (tokens == eq_id).long().cumsum(dim=1) == 0
+    return torch.where(prompt & ~digit, length, torch.zeros_like(length))
 
 
 class DecoderCache:
@@ -201,6 +214,10 @@ class ArithModel(nn.Module):
         self.tok_emb = nn.Embedding(tok.vocab_size, cfg.width)
         # model.opener_embedding: row vocab_size is "no opener" (a run of digits at the start of the row)
         self.opener_emb = nn.Embedding(tok.vocab_size + 1, cfg.width) if cfg.opener_embedding else None
+        # model.length_feature: log(1 + L) times one learned vector (`number_lengths`)
+        self.length_emb = (
+            nn.Linear(1, cfg.width, bias=False) if getattr(cfg, "length_feature", False) else None
+        )
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
@@ -326,6 +343,9 @@ class ArithModel(nn.Module):
         if self.opener_emb is not None:
             none = self.tok_emb.num_embeddings
             emb = emb + self.opener_emb(openers(tokens, self.digit_lut, none, pad)[:, new:])
+        if self.length_emb is not None:
+            length = number_lengths(tokens, self.digit_lut, self.eq_id)[:, new:, None]
+            emb = emb + self.length_emb(torch.log1p(length.to(emb.dtype)))
         return self.drop(emb)  # (B, T, width)
 
     def _call(self, B: int, R: int, k, cache: DecoderCache | None, start: int, pad):

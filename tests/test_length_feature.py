@@ -1,0 +1,81 @@
+"""model.length_feature: every non-digit of the prompt adds log(1 + L) times one learned vector, L the digit count
+of the number just before it. Off is today's model exactly; the lengths are the ones the prompt holds (never the
+answer's, never a digit's); the feature is what changes between two numbers that differ only in length; cached and
+left-padded decoding equal the full forward; a bad value is a one-line error; the key composes."""
+
+import math
+
+import pytest
+import torch
+
+from arith.data.tokenizer import ArithTokenizer
+from arith.errors import ConfigError
+from arith.model import build_model
+from arith.model.decoder import number_lengths
+from tests.test_model import cfg_for
+from tests.test_opener_embedding import cached_logits
+
+TOK = ArithTokenizer.build()
+ROW = "503:a,7:b,14:c=b,c,a"  # sorting, label_last: 305, 7, 41
+
+
+def ids_of(text: str) -> torch.Tensor:
+    return torch.tensor([TOK.encode(text)])
+
+
+def test_each_prompt_non_digit_reads_the_length_of_the_number_before_it():
+    model = build_model(cfg_for(length_feature=True), TOK)
+    got = number_lengths(ids_of(ROW), model.digit_lut, TOK.eq_id)[0].tolist()
+    #       5  0  3  :  a  ,  7  :  b  ,  1  4  :  c  =  b  ,  c  ,  a
+    want = [0, 0, 0, 3, 3, 3, 0, 1, 1, 1, 0, 0, 2, 2, 0, 0, 0, 0, 0, 0]
+    assert got == want
+    # addition: '+' follows the first operand, '=' and the answer read nothing; a PAD before any number reads 0
+    padded = torch.tensor([[TOK.pad_id, *TOK.encode("123+45=861")]])
+    assert number_lengths(padded, model.digit_lut, TOK.eq_id)[0].tolist() == [0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0]
+
+
+def test_the_feature_is_log1p_of_the_length_along_one_learned_vector():
+    torch.manual_seed(0)
+    model = build_model(cfg_for(length_feature=True), TOK).eval()
+    vec = model.length_emb.weight[:, 0]
+    short, long = model.embed(ids_of("3:a"), k=0), model.embed(ids_of("333:a"), k=0)
+    # the label 'a' differs only by its number's length: log(1 + 3) - log(1 + 1) along the vector
+    assert torch.allclose(long[0, -1] - short[0, -1], (math.log(4) - math.log(2)) * vec, atol=1e-6)
+    assert not torch.allclose(model(ids_of("3:a"))[0, -1], model(ids_of("333:a"))[0, -1], atol=1e-4)
+
+
+def test_off_is_todays_model_exactly():
+    torch.manual_seed(0)
+    before = build_model(cfg_for(rel_pos="fire"), TOK).eval()
+    torch.manual_seed(0)
+    off = build_model(cfg_for(rel_pos="fire", length_feature=False), TOK).eval()
+    ids = ids_of(ROW)
+    assert torch.equal(before(ids), off(ids))
+    assert before.state_dict().keys() == off.state_dict().keys() and off.length_emb is None
+
+
+def test_cached_and_left_padded_decoding_equal_the_full_forward():
+    torch.manual_seed(0)
+    model = build_model(cfg_for(rel_pos="fire", item_window=True, length_feature=True), TOK).eval()
+    ids = ids_of(ROW)
+    full = model(ids)
+    assert torch.allclose(cached_logits(model, ids, prompt=ROW.index("=") + 1), full, atol=1e-5)
+    if model.pads_left:
+        padded = torch.cat([torch.full((1, 3), TOK.pad_id), ids], dim=1)
+        assert torch.allclose(model(padded, pad=torch.tensor([3]))[:, 3:], full, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_bad_value_is_one_line(bad):
+    with pytest.raises(ConfigError, match=r"model.length_feature=.* must be true or false"):
+        build_model(cfg_for(length_feature=bad), TOK)
+
+
+def test_key_composes_and_is_in_the_resume_identity(compose):
+    from arith.start import IDENTITY_KEYS
+
+    assert compose(["model.length_feature=true"]).model.length_feature is True
+    assert compose([]).model.length_feature is False
+    assert "model" in IDENTITY_KEYS  # every model key is
+    with pytest.raises(Exception, match="length_featre"):
+        compose(["model.length_featre=true"])
