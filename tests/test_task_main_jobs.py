@@ -75,6 +75,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert str(cfg.model.rel_pos) == "fire" and cfg.data.bucket == 8
     assert str(cfg.data.format) == "label_last" and cfg.data.name.endswith("_ll")
     assert cfg.model.item_window is True and cfg.model.answer_window == 0  # each item sees only itself
+    assert cfg.model.length_feature is True and cfg.data.length_power == 0  # a label carries log(1 + length)
     assert cfg.train.budget_minutes <= 15
     cfg = compose(["+experiment=quickstart_multiplication"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window == 2
@@ -145,14 +146,15 @@ def test_multiplication_scratchpad_round_trips_through_solve(tmp_path, capsys):
 @pytest.mark.parametrize("fmt, window", [("label_last", False), ("label_last", True), ("successor", False)])
 def test_sorting_label_last_round_trips_through_solve(tmp_path, fmt, window):
     """A tiny run with each label after its number (600 steps, not enough to learn the order), with and without
-    the preset's item window, and with the successor hint: `solve` takes the natural problem, prompts the model in
-    the label-last form and returns its labels as written, one per number, from the problem's own labels. (The
-    format's order and checking: tests/test_data.py.)"""
-    extra = ["data.max_len_b=3", f"model.item_window={str(window).lower()}"]
+    the preset's item window and length feature, and with the successor hint: `solve` takes the natural problem,
+    prompts the model in the label-last form and returns its labels as written, one per number, from the problem's
+    own labels. (The format's order and checking: tests/test_data.py.)"""
+    flag = str(window).lower()
+    extra = ["data.max_len_b=3", f"model.item_window={flag}", f"model.length_feature={flag}"]
     run_dir = _tiny_scratchpad_run("sorting", 600, tmp_path, fmt, extra)
     run = arith.load(run_dir)
     assert run.cfg.data.name.endswith("_ll" if fmt == "label_last" else "_su")
-    assert run.model.item_window is window
+    assert run.model.item_window is window and (run.model.length_emb is not None) is window
     assert task_for(run.cfg.data).prompt("7, 3, 5") == "7:a,3:b,5:c="
     answers = run.solve_many([f"{a},{b}" for a in range(10) for b in range(10)])
     assert all(re.fullmatch(r"[ab],[ab]", v) for v in answers), answers
