@@ -56,6 +56,16 @@ def cached_logits(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
     return torch.cat(steps, dim=1)
 
 
+def assert_decoding_equals_the_full_forward(model, ids: torch.Tensor, prompt: int) -> None:
+    """KV-cached decoding (`cached_logits`) and, for a model that allows it, the row left-padded with 3 PADs give
+    the full forward's logits."""
+    full = model(ids)
+    assert torch.allclose(cached_logits(model, ids, prompt=prompt), full, atol=1e-5)
+    if model.pads_left:
+        padded = torch.cat([torch.full((ids.shape[0], 3), TOK.pad_id), ids], dim=1)
+        assert torch.allclose(model(padded, pad=torch.full((ids.shape[0],), 3))[:, 3:], full, atol=1e-5)
+
+
 def test_bad_value_is_one_line():
     with pytest.raises(ConfigError, match=r"model.opener_embedding='yes' must be true or false"):
         build_model(cfg_for(opener_embedding="yes"), TOK)

@@ -12,7 +12,7 @@ from arith.errors import ConfigError
 from arith.model import build_model
 from arith.model.attention import causal_mask
 from tests.test_model import cfg_for
-from tests.test_opener_embedding import cached_logits
+from tests.test_opener_embedding import assert_decoding_equals_the_full_forward, cached_logits
 
 TOK = ArithTokenizer.build()
 ROW = "503:a,7:b,14:c=b,c,a"  # sorting, label_last: 305, 7, 41
@@ -69,12 +69,7 @@ def test_combines_with_the_row_window():
 def test_cached_and_left_padded_decoding_equal_the_full_forward():
     torch.manual_seed(0)
     model = build_model(cfg_for(rel_pos="fire", item_window=True), TOK).eval()
-    ids = ids_of(ROW)
-    full = model(ids)
-    assert torch.allclose(cached_logits(model, ids, prompt=ROW.index("=") + 1), full, atol=1e-5)
-    if model.pads_left:
-        padded = torch.cat([torch.full((1, 3), TOK.pad_id), ids], dim=1)
-        assert torch.allclose(model(padded, pad=torch.tensor([3]))[:, 3:], full, atol=1e-5)
+    assert_decoding_equals_the_full_forward(model, ids_of(ROW), prompt=ROW.index("=") + 1)
 
 
 @pytest.mark.parametrize("bad", [1, "yes", None])
