@@ -225,6 +225,10 @@ class ModelConfig:
     # just before it (sorting's label_last: a label carries its number's length as a quantity that keeps growing
     # past the trained lengths, where the Abacus rows it reads stop at them); digits and the answer add nothing
     length_feature: bool = False
+    # the length feature reads L + k instead of L, k the row's Abacus offset (random in 0..max_k in training, eval_k
+    # at test), as Abacus indices do: training's offsets cover the lengths that longer numbers read at test, and
+    # the order of the lengths in a row is unchanged (needs model.length_feature and an offset-taking abs_pos)
+    length_offset: bool = False
     # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)

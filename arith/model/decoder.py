@@ -91,10 +91,20 @@ def validate(cfg) -> None:
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
     aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
-    for key in ("opener_embedding", "item_window", "length_feature"):
+    for key in ("opener_embedding", "item_window", "length_feature", "length_offset"):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
+    if getattr(cfg, "length_offset", False):
+        if not getattr(cfg, "length_feature", False):
+            raise ConfigError(
+                "model.length_offset=true shifts the length feature: set model.length_feature=true"
+            )
+        if not ABS_POS[cfg.abs_pos].takes_offset:
+            offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+            raise ConfigError(
+                f"model.length_offset=true: model.abs_pos={cfg.abs_pos} takes no offset; use {offsets}"
+            )
     if period and period <= 2 * window:
         raise ConfigError(
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
@@ -218,6 +228,7 @@ class ArithModel(nn.Module):
         self.length_emb = (
             nn.Linear(1, cfg.width, bias=False) if getattr(cfg, "length_feature", False) else None
         )
+        self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
@@ -344,7 +355,10 @@ class ArithModel(nn.Module):
             none = self.tok_emb.num_embeddings
             emb = emb + self.opener_emb(openers(tokens, self.digit_lut, none, pad)[:, new:])
         if self.length_emb is not None:
-            length = number_lengths(tokens, self.digit_lut, self.eq_id)[:, new:, None]
+            length = number_lengths(tokens, self.digit_lut, self.eq_id)[:, new:, None]  # (B, T, 1)
+            if self.length_offset:  # L + k where a length is read (k: an int, or (B, 1) per example)
+                shift = k.reshape(-1, 1, 1) if torch.is_tensor(k) else k
+                length = torch.where(length > 0, length + shift, length)
             emb = emb + self.length_emb(torch.log1p(length.to(emb.dtype)))
         return self.drop(emb)  # (B, T, width)
 
