@@ -241,6 +241,10 @@ class ModelConfig:
     # answer step reads the step before it and nothing that counts the steps (sorting: the next label after the
     # last one written, whatever the array's length)
     answer_window: int = 0
+    # prompt window: in the prompt (before '='), a query sees only the W tokens up to and including itself (0 =
+    # off); from '=' on, everything. With the item window, a label then reads its number's top digits and its
+    # length feature, the same however long the number is (sorting's digit axis)
+    prompt_window: int = 0
     # auxiliary loss (training only): a linear probe on the last hidden state regresses a per-token target the
     # task defines (arith/aux_loss.py), weighted by aux_weight beside the LM loss; none = no probe, today's model
     aux_loss: AuxLoss = AuxLoss.none

@@ -1,6 +1,7 @@
 """model.item_window: in the prompt (before '=') a query sees only its own array item (its number and the
 non-digits after it); from '=' on, every earlier token. model.answer_window=W: past the prompt a query sees the
-prompt and the W tokens before it. For each: off is today's model exactly; the mask hides what it says; what the
+prompt and the W tokens before it. model.prompt_window=W: in the prompt a query sees only the W tokens up to and
+including itself. For each: off is today's model exactly; the mask hides what it says; what the
 window hides cannot change the states (an item's, an answer step's); cached and left-padded decoding equal the
 full forward; a bad value is a one-line error; the key composes and is in the resume identity."""
 
@@ -140,3 +141,57 @@ def test_answer_window_composes(compose):
     assert compose([]).model.answer_window == 0
     with pytest.raises(Exception, match="answer_windw"):
         compose(["model.answer_windw=1"])
+
+
+# ------------------------------------------------------------------ model.prompt_window
+def test_in_the_prompt_a_query_sees_only_the_w_tokens_up_to_itself():
+    ids = ids_of(ROW)
+    T = ids.shape[1]
+    eq = ROW.index("=")
+    allow = build_model(cfg_for(prompt_window=3), TOK).eval().windows(ids, None, T)[0, 0]
+    for q in range(eq):
+        assert allow[q].nonzero().flatten().tolist() == list(range(max(0, q - 2), q + 1)), q
+    assert torch.equal(allow[eq:], causal_mask(T, T)[eq:])  # '=' and the answer: every earlier token
+    both = build_model(cfg_for(prompt_window=3, item_window=True), TOK).eval().windows(ids, None, T)
+    item = build_model(cfg_for(item_window=True), TOK).eval().windows(ids, None, T)
+    assert torch.equal(both, item & allow[None, None])
+
+
+def test_a_label_reads_the_same_whatever_its_number_holds_below_the_window():
+    """One pass of one layer, prompt_window=4: the label of `12345:a` sees a, ':', 5 and 4 (its number's top two
+    digits), so the digits below them cannot change its logits; a wider window lets them."""
+    torch.manual_seed(0)
+    model = build_model(cfg_for(rel_pos="fire", layers=1, prompt_window=4, length_feature=True), TOK).eval()
+    a, b = model(ids_of("12345:a")), model(ids_of("99945:a"))
+    assert torch.allclose(a[:, -1], b[:, -1], atol=1e-6)
+    assert not torch.allclose(
+        a[:, -1], model(ids_of("12355:a"))[:, -1], atol=1e-4
+    )  # the 2nd top digit counts
+    torch.manual_seed(0)
+    wide = build_model(cfg_for(rel_pos="fire", layers=1, prompt_window=5, length_feature=True), TOK).eval()
+    assert not torch.allclose(wide(ids_of("12345:a"))[:, -1], wide(ids_of("99945:a"))[:, -1], atol=1e-4)
+
+
+def test_prompt_window_off_is_todays_model_and_decodes_with_a_cache():
+    torch.manual_seed(0)
+    before = build_model(cfg_for(rel_pos="fire"), TOK).eval()
+    torch.manual_seed(0)
+    off = build_model(cfg_for(rel_pos="fire", prompt_window=0), TOK).eval()
+    ids = ids_of(ROW)
+    assert torch.equal(before(ids), off(ids))
+    torch.manual_seed(0)
+    on = build_model(
+        cfg_for(rel_pos="fire", prompt_window=5, item_window=True, length_feature=True), TOK
+    ).eval()
+    assert_decoding_equals_the_full_forward(on, ids, prompt=ROW.index("=") + 1)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+def test_prompt_window_bad_value_is_one_line(bad):
+    with pytest.raises(ConfigError, match=r"model.prompt_window=.* must be an integer >= 0"):
+        build_model(cfg_for(prompt_window=bad), TOK)
+
+
+def test_prompt_window_composes(compose):
+    assert compose(["model.prompt_window=5"]).model.prompt_window == 5
+    assert compose([]).model.prompt_window == 0

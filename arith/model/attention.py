@@ -201,6 +201,17 @@ def answer_window_mask(after_prompt: torch.Tensor, t_q: int, window: int) -> tor
     return (causal & (near | ~after_prompt[:, None, :]))[:, None]
 
 
+def prompt_window_mask(in_prompt: torch.Tensor, t_q: int, window: int) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and a query in the prompt (before '=') sees only the `window` tokens up to and
+    including itself (model.prompt_window); from '=' on, every earlier token. in_prompt (B, Tk) bool, True before
+    '='; it covers every token so far, the Tq queries last."""
+    t_k = in_prompt.shape[1]
+    causal = causal_mask(t_q, t_k, in_prompt.device)
+    q_idx = torch.arange(t_k - t_q, t_k, device=in_prompt.device)[:, None]
+    near = q_idx - torch.arange(t_k, device=in_prompt.device)[None, :] < window  # (Tq, Tk)
+    return (causal & (near | ~in_prompt[:, t_k - t_q :, None]))[:, None]
+
+
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     """(Tq, Tk) bool, True where key j may be seen by query i; the queries are the last Tq of the Tk tokens."""
     past = t_k - t_q

@@ -23,6 +23,7 @@ from arith.model.attention import (
     causal_mask,
     item_window_mask,
     number_window_mask,
+    prompt_window_mask,
     row_window_mask,
 )
 from arith.model.blocks import BLOCKS
@@ -59,6 +60,7 @@ def validate(cfg) -> None:
         "row_period",
         "number_window",
         "answer_window",
+        "prompt_window",
     ):
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
@@ -218,6 +220,7 @@ class ArithModel(nn.Module):
         self.number_window = int(getattr(cfg, "number_window", 0))
         self.item_window = bool(getattr(cfg, "item_window", False))
         self.answer_window = int(getattr(cfg, "answer_window", 0))
+        self.prompt_window = int(getattr(cfg, "prompt_window", 0))
         self.eq_id = tok.eq_id
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
@@ -309,11 +312,11 @@ class ArithModel(nn.Module):
     def windows(
         self, ids: torch.Tensor, cache: DecoderCache | None, T: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window and
-        the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it) let each query see;
+        """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window, the
+        prompt window and the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it) let each query see;
         None when all are off."""
         by_number = self.row_window or self.number_window or self.item_window  # masks that read digit indices
-        if not (by_number or self.answer_window or pad is not None):
+        if not (by_number or self.answer_window or self.prompt_window or pad is not None):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         allow = None
@@ -321,7 +324,7 @@ class ArithModel(nn.Module):
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
-        if self.number_window or self.item_window or self.answer_window:
+        if self.number_window or self.item_window or self.answer_window or self.prompt_window:
             eq = (tokens == self.eq_id).long()  # where each token stands against '='
             seen = eq.cumsum(dim=1)  # (B, S + T): '=' at or before each token
             after_prompt = seen - eq > 0  # False up to and including the first '='
@@ -333,6 +336,9 @@ class ArithModel(nn.Module):
             allow = mask if allow is None else allow & mask
         if self.answer_window:
             mask = answer_window_mask(after_prompt, T, self.answer_window)
+            allow = mask if allow is None else allow & mask
+        if self.prompt_window:
+            mask = prompt_window_mask(seen == 0, T, self.prompt_window)  # seen == 0: before '='
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
