@@ -25,6 +25,9 @@ if not OmegaConf.has_resolver("arith_fmt"):
 # ... and a length distribution other than uniform (data.length_power): "_lp1" for power 1, nothing for 0
 if not OmegaConf.has_resolver("arith_lp"):
     OmegaConf.register_new_resolver("arith_lp", lambda power: f"_lp{float(power):g}" if float(power) else "")
+# ... and close numbers in training (data.close_frac): "_cf0.5" for a half, nothing for 0
+if not OmegaConf.has_resolver("arith_cf"):
+    OmegaConf.register_new_resolver("arith_cf", lambda frac: f"_cf{float(frac):g}" if float(frac) else "")
 
 
 def _either(value, default):
@@ -271,9 +274,13 @@ class DataConfig:
     # training lengths: P(l) proportional to l ** length_power on each axis (1..max_len, 1..max_len_b); 0 = uniform
     # (the paper's), 1 = as many rows of each length as of tokens of it, more of the longest cells
     length_power: float = 0.0
+    # sorting: the share of training rows (of >= 2 numbers, >= 2 digits) whose numbers all have the row's most
+    # digits and share their top P digits (P uniform in 1..digits - 1), so that neighbours in the sorted order are
+    # close in value; 0 = off (the uniform draw). Evaluation rows are never changed
+    close_frac: float = 0.0
     root: str = "${oc.env:ARITH_DATA,data}"  # where on-disk datasets live
     # `either`, not oc.select, whose default applies only to a missing key: a null max_len_b read "None"
-    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}${arith_fmt:${data.format}}${arith_lp:${data.length_power}}"
+    name: str = "${data.task}_${data.max_len}x${arith.either:${data.max_len_b},${data.max_len}}_n${data.n_train}_s${data.seed}${arith_pad:${data.pad_operands}}${arith_fmt:${data.format}}${arith_lp:${data.length_power}}${arith_cf:${data.close_frac}}"
 
 
 @dataclass

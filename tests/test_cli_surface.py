@@ -12,7 +12,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "arith" / "config"
 
 DATA = (
     "data.task data.max_len data.max_len_b data.n_train data.test_frac data.seed data.streaming data.pad_operands "
-    "data.format data.bucket data.length_power data.root data.name"
+    "data.format data.bucket data.length_power data.close_frac data.root data.name"
 )
 MODEL = (
     "model.width model.heads model.ffn model.layers model.recurrences model.input_injection model.inject_every "

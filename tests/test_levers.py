@@ -171,3 +171,64 @@ def test_length_power_named_validated_and_in_the_resume_identity(compose, tmp_pa
     run_dir = train(tiny(compose, tmp_path, "train.steps=2", "data.length_power=1"))
     with pytest.raises(ConfigError, match="data.length_power"):  # a resume must keep the run's lengths
         train(tiny(compose, tmp_path, "train.steps=4", "data.length_power=2", f"name={run_dir.name}"))
+
+
+# ------------------------------------------------------------------ data.close_frac (sorting)
+def _sorting_rows(spec, split, n=400, seed=11, a=5, b=4):
+    """(numbers, answer labels) of each row, read back from the tokens (label_last: reversed digits, ':', label)."""
+    ex = spec.make(TOK, np.random.default_rng(seed), np.full(n, a), np.full(n, b), split=split)
+    rows = []
+    for ids, length in zip(ex.ids, ex.length):
+        text = TOK.decode([int(t) for t in ids[: length - 1]])
+        prompt, answer = text.split("=", 1)
+        items = [item.split(":") for item in prompt.split(",")]
+        rows.append(({label: int(digits[::-1]) for digits, label in items}, answer.split(",")))
+    return rows
+
+
+def test_close_rows_share_their_top_digits_and_are_still_sorted_right():
+    spec = T.get_task("sorting", answer_format="label_last", close_frac=1.0)
+    shared, rows = [], _sorting_rows(spec, "train")
+    for numbers, answer in rows:
+        assert answer == sorted(numbers, key=numbers.get)  # ascending, ties in the order given
+        values = [str(v) for v in numbers.values()]
+        # every number has the row's most digits and at least its first's top digit (a row the change would have
+        # put in the held-out split keeps its old numbers: a few in 100)
+        if {len(v) for v in values} == {5} and len({v[0] for v in values}) == 1:
+            shared.append(next((p for p in range(5) if len({v[p] for v in values}) > 1), 5))
+    assert len(shared) > 0.9 * len(rows)
+    # P shared top digits, uniform in 1..4: the first differing digit is spread over the row, not only the top
+    assert min(shared) >= 1 and {2, 3, 4} <= set(shared)
+
+
+def test_close_frac_off_and_evaluation_rows_are_todays():
+    base = T.get_task("sorting", answer_format="label_last")
+    assert T.get_task("sorting", answer_format="label_last", close_frac=0.0) is base
+    half = T.get_task("sorting", answer_format="label_last", close_frac=0.5)
+    assert _sorting_rows(half, "eval") == _sorting_rows(base, "eval")  # evaluation never changes
+    plain = _sorting_rows(base, "train")
+    rows = _sorting_rows(half, "train")
+
+    def alike(rows):  # rows whose numbers all have one length and one top digit
+        return sum(len({(len(str(v)), str(v)[0]) for v in nums.values()}) == 1 for nums, _ in rows)
+
+    assert alike(rows) > alike(plain) + 0.3 * len(rows)  # about half the rows (of 2-4 numbers) are close ones
+    with pytest.raises(ConfigError, match="data.close_frac=0.5 is defined for sorting only"):
+        T.get_task("addition", close_frac=0.5)
+
+
+def test_close_frac_named_validated_and_in_the_resume_identity(compose, tmp_path):
+    from arith.start import IDENTITY_KEYS
+
+    cfg = compose(["data=sorting", "data.max_len=5", "data.max_len_b=5", "data.close_frac=0.5"])
+    assert cfg.data.name == "sorting_5x5_n20000000_s0_cf0.5"
+    assert not compose([]).data.name.endswith("_cf0")
+    assert "data.close_frac" in IDENTITY_KEYS
+    sorting = ["data=sorting", "data.max_len=3", "data.max_len_b=3", "data.format=label_last"]
+    with pytest.raises(ConfigError, match=r"data.close_frac=1.5 must be in \[0, 1\]"):
+        train(tiny(compose, tmp_path, *sorting, "train.steps=2", "data.close_frac=1.5"))
+    with pytest.raises(ConfigError, match="data.close_frac=0.5 is defined for sorting only"):
+        train(tiny(compose, tmp_path, "train.steps=2", "data.close_frac=0.5"))
+    run_dir = train(tiny(compose, tmp_path, *sorting, "train.steps=2", "data.close_frac=0.5"))
+    with pytest.raises(ConfigError, match="data.close_frac"):  # a resume must keep the run's data
+        train(tiny(compose, tmp_path, *sorting, "train.steps=4", "data.close_frac=1", f"name={run_dir.name}"))

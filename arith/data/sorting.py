@@ -59,11 +59,34 @@ class Sorting(TaskSpec):
 
     def _draw(self, rng, a_len, b_len, split):
         ops = super()._draw(rng, a_len, b_len, split)
+        if self.close_frac and split == "train":
+            self._close_up(rng, ops, a_len, b_len)
         if self.answer_format == "successor" and split == "train":  # the given item's rank, -1: none
             m = ops["m"]
             rank = (rng.random(len(m)) * np.maximum(m - 1, 1)).astype(np.int64)  # 0..m-2: never the largest
             ops["hint"] = np.where((m >= 2) & (rng.random(len(m)) < self.HINT_FRAC), rank, -1)
         return ops
+
+    def _close_up(self, rng, ops, a_len, b_len) -> None:
+        """data.close_frac: in that share of the rows of >= 2 numbers and >= 2 digits, every number gets the row's
+        most digits and the top P digits of the first (P uniform in 1..digits - 1), the rest drawn afresh; a row
+        that then falls in the held-out split keeps its old numbers (in place)."""
+        dig, lens, m = ops["dig"], ops["lens"], ops["m"]
+        rows = np.flatnonzero((m >= 2) & (a_len >= 2) & (rng.random(len(m)) < self.close_frac))
+        if rows.size == 0:
+            return
+        old = {k: v[rows].copy() for k, v in ops.items()}
+        n, wb, wa = dig.shape
+        L = a_len[rows]
+        new_lens = np.where(np.arange(wb)[None, :] < m[rows, None], L[:, None], 0)
+        new = D.random_digits(rng, new_lens.ravel(), wa).reshape(len(rows), wb, wa)
+        shared = (rng.random(len(rows)) * (L - 1)).astype(np.int64) + 1  # 1..L-1 top digits
+        top = (np.arange(wa)[None, :] >= (L - shared)[:, None]) & (np.arange(wa)[None, :] < L[:, None])
+        new = np.where(top[:, None, :] & (new_lens[:, :, None] > 0), new[:, :1, :], new)
+        dig[rows], lens[rows] = new, new_lens
+        back = self.held_out({k: v[rows] for k, v in ops.items()}) & self._active(a_len[rows], b_len[rows])
+        for k, v in ops.items():
+            v[rows[back]] = old[k][back]
 
     @property
     def _label_last(self) -> bool:

@@ -80,6 +80,7 @@ class TaskSpec:
     extra_panels: dict[str, str] = {}  # {result column: title} of heatmaps drawn beside exact match
     formats: tuple[str, ...] = ("direct",)  # the answer formats it has (data.format)
     answer_format = "direct"  # this spec's (tasks.get_task(name, answer_format=...))
+    close_frac = 0.0  # sorting's close numbers in training (tasks.get_task(name, close_frac=...))
     exhaustive = False  # training stores `every_example(tok, max_a, max_b)` once, whatever data.n_train
 
     def __init__(self) -> None:

@@ -389,9 +389,12 @@ TASKS: dict[str, TaskSpec] = {
 _VARIANTS: dict[tuple[str, bool, str], TaskSpec] = {}
 
 
-def get_task(name, pad_operands: bool = False, answer_format: str = "direct") -> TaskSpec:
+def get_task(
+    name, pad_operands: bool = False, answer_format: str = "direct", close_frac: float = 0.0
+) -> TaskSpec:
     """The task's spec by name (a spec passes through); pad_operands: its zero-padded variant; answer_format:
-    what the model writes after '=' (data.format: direct, or scratchpad where the task has one)."""
+    what the model writes after '=' (data.format: direct, or scratchpad where the task has one); close_frac:
+    sorting's share of training rows of close numbers (data.close_frac)."""
     if isinstance(name, TaskSpec):
         return name
     name, answer_format = str(name), str(answer_format)
@@ -402,12 +405,16 @@ def get_task(name, pad_operands: bool = False, answer_format: str = "direct") ->
         raise ConfigError(
             f"data.format={answer_format} is not defined for {name}; valid: {', '.join(base.formats)}"
         )
-    if not pad_operands and answer_format == "direct":
+    close_frac = float(close_frac)
+    if close_frac and name != "sorting":
+        raise ConfigError(f"data.close_frac={close_frac:g} is defined for sorting only, not {name}")
+    if not pad_operands and answer_format == "direct" and not close_frac:
         return base
-    key = (name, bool(pad_operands), answer_format)
+    key = (name, bool(pad_operands), answer_format, close_frac)
     if key not in _VARIANTS:
         spec = copy.copy(base)
         spec.pad_operands, spec.answer_format = bool(pad_operands), answer_format
+        spec.close_frac = close_frac
         if pad_operands:
             if answer_format != "direct":
                 raise ConfigError(f"data.pad_operands and data.format={answer_format} do not combine")
@@ -423,6 +430,7 @@ def task_for(data_cfg) -> TaskSpec:
         data_cfg.task,
         bool(getattr(data_cfg, "pad_operands", False)),
         str(getattr(data_cfg, "format", "direct")),
+        float(getattr(data_cfg, "close_frac", 0.0)),
     )
 
 
