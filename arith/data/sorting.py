@@ -16,7 +16,10 @@ data.format=successor is label_last with a task hint in training (Awasthi and Gu
 rows of two or more numbers start the answer at a given item, a random one but the largest, written before a
 second '=': ``503:a,7:b,14:c=c=a`` (after 41 comes 305). The loss starts after the last '=' (`step.lm_loss`), so
 the given label is not a target, and no answer position can stand for a rank: the next label is the successor
-of the one before it, whatever the array's length. Evaluation, `solve` and the held-out split are label_last's."""
+of the one before it, whatever the array's length. Evaluation, `solve` and the held-out split are label_last's.
+
+data.close_frac=f (any format, training rows only): in a share f of the rows, the numbers have one length and share
+their top digits (`_close_up`), so that neighbours in the sorted order are close in value."""
 
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ class Sorting(TaskSpec):
         if rows.size == 0:
             return
         old = {k: v[rows].copy() for k, v in ops.items()}
-        n, wb, wa = dig.shape
+        _, wb, wa = dig.shape
         L = a_len[rows]
         new_lens = np.where(np.arange(wb)[None, :] < m[rows, None], L[:, None], 0)
         new = D.random_digits(rng, new_lens.ravel(), wa).reshape(len(rows), wb, wa)

@@ -386,7 +386,7 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-_VARIANTS: dict[tuple[str, bool, str], TaskSpec] = {}
+_VARIANTS: dict[tuple[str, bool, str, float], TaskSpec] = {}
 
 
 def get_task(

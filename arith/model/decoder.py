@@ -313,8 +313,8 @@ class ArithModel(nn.Module):
         self, ids: torch.Tensor, cache: DecoderCache | None, T: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window, the
-        prompt window and the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it) let each query see;
-        None when all are off."""
+        prompt window and the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it)
+        let each query see; None when all are off."""
         by_number = self.row_window or self.number_window or self.item_window  # masks that read digit indices
         if not (by_number or self.answer_window or self.prompt_window or pad is not None):
             return None
