@@ -81,10 +81,6 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"data.length_power={d.length_power} must be in [-8, 8] (0 = uniform lengths)",
     )
     require(0 <= d.close_frac <= 1, f"data.close_frac={d.close_frac} must be in [0, 1] (0 = off)")
-    require(
-        not d.close_frac or str(d.task) == "sorting",
-        f"data.close_frac={d.close_frac} is defined for sorting only (data.task={d.task}); set it to 0",
-    )
     require(0 <= t.ema < 1, f"train.ema={t.ema} must be in [0, 1) (0 = off)")
     require(t.select_every >= 0, f"train.select_every={t.select_every} must be >= 0 (0 = off)")
     require(t.select_n > 0, f"train.select_n={t.select_n} must be > 0")

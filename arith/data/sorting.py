@@ -73,12 +73,11 @@ class Sorting(TaskSpec):
     def _close_up(self, rng, ops, a_len, b_len) -> None:
         """data.close_frac: in that share of the rows of >= 2 numbers and >= 2 digits, every number gets the row's
         most digits and the top P digits of the first (P uniform in 1..digits - 1), the rest drawn afresh; a row
-        that then falls in the held-out split keeps its old numbers (in place)."""
+        that would then fall in the held-out split keeps its old numbers (in place)."""
         dig, lens, m = ops["dig"], ops["lens"], ops["m"]
         rows = np.flatnonzero((m >= 2) & (a_len >= 2) & (rng.random(len(m)) < self.close_frac))
         if rows.size == 0:
             return
-        old = {k: v[rows].copy() for k, v in ops.items()}
         _, wb, wa = dig.shape
         L = a_len[rows]
         new_lens = np.where(np.arange(wb)[None, :] < m[rows, None], L[:, None], 0)
@@ -86,10 +85,10 @@ class Sorting(TaskSpec):
         shared = (rng.random(len(rows)) * (L - 1)).astype(np.int64) + 1  # 1..L-1 top digits
         top = (np.arange(wa)[None, :] >= (L - shared)[:, None]) & (np.arange(wa)[None, :] < L[:, None])
         new = np.where(top[:, None, :] & (new_lens[:, :, None] > 0), new[:, :1, :], new)
-        dig[rows], lens[rows] = new, new_lens
-        back = self.held_out({k: v[rows] for k, v in ops.items()}) & self._active(a_len[rows], b_len[rows])
-        for k, v in ops.items():
-            v[rows[back]] = old[k][back]
+        held = self.held_out({"dig": new, "lens": new_lens, "m": m[rows]}) & self._active(
+            a_len[rows], b_len[rows]
+        )
+        dig[rows[~held]], lens[rows[~held]] = new[~held], new_lens[~held]
 
     @property
     def _label_last(self) -> bool:

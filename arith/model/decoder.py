@@ -88,7 +88,7 @@ def validate(cfg) -> None:
     check_vote_ks(getattr(cfg, "eval_vote_ks", None), cfg.abs_pos, "model.eval_vote_ks")
     period, window = getattr(cfg, "row_period", 0), getattr(cfg, "row_window", 0)
     if period and not ABS_POS[cfg.abs_pos].takes_offset:
-        offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+        offsets = offset_schemes()
         raise ConfigError(
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
@@ -103,7 +103,7 @@ def validate(cfg) -> None:
                 "model.length_offset=true shifts the length feature: set model.length_feature=true"
             )
         if not ABS_POS[cfg.abs_pos].takes_offset:
-            offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+            offsets = offset_schemes()
             raise ConfigError(
                 f"model.length_offset=true: model.abs_pos={cfg.abs_pos} takes no offset; use {offsets}"
             )
@@ -112,6 +112,11 @@ def validate(cfg) -> None:
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
             "would read the same row"
         )
+
+
+def offset_schemes() -> str:
+    """The position schemes that take an offset k, for error messages: "abacus or coupling"."""
+    return " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
 
 
 def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
@@ -125,7 +130,7 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
             f"{key}={ks!r} must be distinct integers >= 0 (Abacus offsets), or null / [] for off"
         )
     if ks and not ABS_POS[abs_pos].takes_offset:
-        offsets = " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+        offsets = offset_schemes()
         raise ConfigError(
             f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets} (or {key}=null)"
         )
@@ -328,17 +333,18 @@ class ArithModel(nn.Module):
             eq = (tokens == self.eq_id).long()  # where each token stands against '='
             seen = eq.cumsum(dim=1)  # (B, S + T): '=' at or before each token
             after_prompt = seen - eq > 0  # False up to and including the first '='
+            in_prompt = seen == 0  # before '='
         if self.number_window:
             mask = number_window_mask(index, after_prompt, T, self.number_window)
             allow = mask if allow is None else allow & mask
         if self.item_window:
-            mask = item_window_mask(index, seen == 0, T)  # seen == 0: before '='
+            mask = item_window_mask(index, in_prompt, T)
             allow = mask if allow is None else allow & mask
         if self.answer_window:
             mask = answer_window_mask(after_prompt, T, self.answer_window)
             allow = mask if allow is None else allow & mask
         if self.prompt_window:
-            mask = prompt_window_mask(seen == 0, T, self.prompt_window)  # seen == 0: before '='
+            mask = prompt_window_mask(in_prompt, T, self.prompt_window)
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
