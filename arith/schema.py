@@ -303,7 +303,8 @@ class TrainConfig:
     # run's identity: a run started on the CPU may resume on a GPU (bf16, fused AdamW there) and back
     device: Device = Device.auto
     compile: bool = False  # torch.compile each layer of the block (in place; works under DDP as is)
-    attention: AttnImpl = AttnImpl.auto  # FIRE's attention: FlexAttention or SDPA (arith/model/flex.py)
+    # the attention kernel: FlexAttention (FIRE, CUDA), short-row CPU training attention or SDPA (model/flex.py)
+    attention: AttnImpl = AttnImpl.auto
     bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
     cpu_bf16: bool = False
     threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -78,6 +78,11 @@ CONFIGS: dict[str, list[str]] = {
         "model.rel_pos=fire",
     ],
     "quickstart": ["+experiment=quickstart"],
+    # each task's CPU main job (shells/quickstart.sh TASK)
+    "quickstart_subtraction": ["+experiment=quickstart_subtraction"],
+    "quickstart_bitwise_or": ["+experiment=quickstart_bitwise_or"],
+    "quickstart_multiplication": ["+experiment=quickstart_multiplication"],
+    "quickstart_sorting": ["+experiment=quickstart_sorting"],
 }
 GPU_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # bf16 dense, SXM
 

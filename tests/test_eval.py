@@ -390,9 +390,8 @@ def test_cells_decoded_together_count_as_decoded_alone(adder):
     for batch in (5, 48, 1000):
         together = evaluate_cells(run.model, run.tok, spec, cells, 24, 7, batch_size=batch)
         assert together == alone
-    assert (
-        alone[3]["correct"] == 24 and alone[4]["correct"] < 24
-    )  # trained on 1 digit: the counts tell cells apart
+    # trained on 1 digit: 1 x 1 reads more than 4 x 4, so the counts tell cells apart
+    assert alone[3]["correct"] > alone[4]["correct"]
 
 
 def test_grid_groups_share_a_length_sum_and_fill_a_batch():

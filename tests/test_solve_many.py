@@ -173,7 +173,8 @@ def test_a_batch_that_fails_is_decoded_row_by_row(tiny_adder, monkeypatch):
 
     monkeypatch.setattr(answer_mod, "_decode", decode)
     got = run.solve_many(["3+4", "7+7", "2+2", "12+3"], errors="return")
-    assert [shown(a) for a in got] == ["7", "ConfigError: past the table", "4", shown(run.solve("12+3"))]
+    alone = [shown(run.solve(p)) for p in ("3+4", "2+2", "12+3")]  # what each row gives by itself
+    assert [shown(a) for a in got] == [alone[0], "ConfigError: past the table", *alone[1:]]
 
 
 def test_one_warning_a_call(tiny_adder):

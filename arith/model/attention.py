@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arith.model import flex
+from arith.model import flex, small_attention
 from arith.model.positions import build_rel_pos
 from arith.model.rotary import rotate
 
@@ -95,6 +95,8 @@ class AttnInputs:
     # `step_attention`'s mask as an additive bias, built by the first call of the pass: ((B * H, capacity, length,
     # dtype), (B * H, 1, capacity) float)
     step: tuple | None = None
+    # `small_attention`'s float bias (masks and FIRE in one), built by the first call of the pass
+    dense: torch.Tensor | None = None
 
 
 TEMPERATURE_MODES = ("const", "log")
@@ -273,6 +275,9 @@ class Attention(nn.Module):
             return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:
             q, k = rotate(q, inp.rot), rotate(k, inp.rot)
+        if cache is None and inp.flex_bias is None and small_attention.wanted(self.attn_impl, q, k.shape[2]):
+            bias = small_attention.additive_bias(inp, q.shape[2], k.shape[2], q.device)
+            return small_attention.attention(q, k, v, bias, self.sdpa_scale)  # short rows on a CPU, training
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + T, D)
             if q.shape[2] == 1 and q.device.type == "cpu" and inp.mask is None and inp.flex_bias is None:

@@ -9,6 +9,7 @@ When it is used (`Attention.attn_impl`, set from `train.attention` by `set_atten
           (training, or the prefill of KV-cached decoding; one-token decode steps stay on SDPA);
     flex  whenever FlexAttention can run on the device (CPU: forward only, unfused; used by tests);
     sdpa  never: SDPA with an additive mask, the reference and the CPU path.
+"auto" also lets CPU training on short rows take `small_attention` (its docstring); "sdpa" keeps SDPA there too.
 """
 
 from __future__ import annotations
