@@ -232,6 +232,10 @@ class ModelConfig:
     # at test), as Abacus indices do: training's offsets cover the lengths that longer numbers read at test, and
     # the order of the lengths in a row is unchanged (needs model.length_feature and an offset-taking abs_pos)
     length_offset: bool = False
+    # every non-digit of the prompt adds m x a learned vector, m = 0.d1 d2 ... dn the top n digits of the number just
+    # before it (305 -> 0.305): with the length feature, a label carries its number's value in order as two
+    # quantities, the length and the leading digits, whatever the length (an xVal-like value code); 0 = off
+    value_feature: int = 0
     # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)

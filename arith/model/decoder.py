@@ -34,11 +34,13 @@ from arith.model.positions import (
     abacus_positions,
     build_abs_pos,
     digit_table,
+    digit_values,
     is_digit,
     scheme,
 )
 
 INJECTIONS = ("none", "add")
+MAX_VALUE_DIGITS = 7  # model.value_feature: float32 resolves about 7 decimal digits
 INJECT_EVERY = ("recurrence", "layer")
 
 
@@ -97,6 +99,12 @@ def validate(cfg) -> None:
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
+    value = getattr(cfg, "value_feature", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VALUE_DIGITS:
+        raise ConfigError(
+            f"model.value_feature={value!r} must be an int 0-{MAX_VALUE_DIGITS}: the top digits a label reads "
+            "(0 = off; float32 holds about 7)"
+        )
     if getattr(cfg, "length_offset", False):
         if not getattr(cfg, "length_feature", False):
             raise ConfigError(
@@ -149,17 +157,41 @@ def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int, pad=None) 
     return torch.where(last < 0, torch.full_like(opener, none), opener)
 
 
-def number_lengths(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int) -> torch.Tensor:
-    """(B, T) ids -> (B, T) long: at a non-digit before the first '=', the digit count of the number just before
-    it (the last run of digits at or before it; 0 where none); 0 at digits and from '=' on (model.length_feature).
-    Left PADs are non-digits before any number: 0."""
+def _number_before(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int):
+    """(digit, last, length, read), each (B, T): whether a token is a digit; the index of the last digit at or
+    before it (-1 where none); that digit's run length; whether a feature is read there (a non-digit before the
+    first '=')."""
     digit = is_digit(digit_lut, tokens)
     index = abacus_positions(digit)  # a run's last digit holds the run's length
     at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
     last = torch.where(digit, at, torch.full_like(at, -1)).cummax(dim=1).values  # last digit at or before
     length = torch.where(last >= 0, index.gather(1, last.clamp(min=0)), torch.zeros_like(index))
     prompt = (tokens == eq_id).long().cumsum(dim=1) == 0
-    return torch.where(prompt & ~digit, length, torch.zeros_like(length))
+    return digit, last, length, prompt & ~digit
+
+
+def number_lengths(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int) -> torch.Tensor:
+    """(B, T) ids -> (B, T) long: at a non-digit before the first '=', the digit count of the number just before
+    it (the last run of digits at or before it; 0 where none); 0 at digits and from '=' on (model.length_feature).
+    Left PADs are non-digits before any number: 0."""
+    _, _, length, read = _number_before(tokens, digit_lut, eq_id)
+    return torch.where(read, length, torch.zeros_like(length))
+
+
+def number_tops(
+    tokens: torch.Tensor, digit_lut: torch.Tensor, digit_value: torch.Tensor, eq_id: int, n: int
+) -> torch.Tensor:
+    """(B, T) ids -> (B, T) float32: at a non-digit before the first '=', the top n digits of the number just
+    before it as the fraction 0.d1 d2 ... dn (d1 its most significant digit, the last one written: operands are
+    reversed; digits past its length count 0), so 305 reads 0.305 and 7 reads 0.7; 0 at digits, from '=' on and
+    where no number came before (model.value_feature)."""
+    _, last, length, read = _number_before(tokens, digit_lut, eq_id)
+    values = digit_value[tokens.clamp(max=digit_value.numel() - 1)]  # (B, T) float, 0 at non-digits
+    top = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+    for i in range(n):  # the i-th digit from the top sits i tokens before the run's last digit
+        d = values.gather(1, (last - i).clamp(min=0))
+        top = top + torch.where(length > i, d, torch.zeros_like(d)) * 10.0 ** -(i + 1)
+    return torch.where(read & (length > 0), top, torch.zeros_like(top))
 
 
 class DecoderCache:
@@ -237,6 +269,10 @@ class ArithModel(nn.Module):
             nn.Linear(1, cfg.width, bias=False) if getattr(cfg, "length_feature", False) else None
         )
         self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
+        # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
+        self.value_digits = int(getattr(cfg, "value_feature", 0))
+        self.value_emb = nn.Linear(1, cfg.width, bias=False) if self.value_digits else None
+        self.register_buffer("digit_value", digit_values(tok) if self.value_digits else None, persistent=False)
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
@@ -372,6 +408,9 @@ class ArithModel(nn.Module):
                 shift = k.reshape(-1, 1, 1) if torch.is_tensor(k) else k
                 length = torch.where(length > 0, length + shift, length)
             emb = emb + self.length_emb(torch.log1p(length.to(emb.dtype)))
+        if self.value_emb is not None:
+            top = number_tops(tokens, self.digit_lut, self.digit_value, self.eq_id, self.value_digits)
+            emb = emb + self.value_emb(top[:, new:, None].to(emb.dtype))
         return self.drop(emb)  # (B, T, width)
 
     def _call(self, B: int, R: int, k, cache: DecoderCache | None, start: int, pad):

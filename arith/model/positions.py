@@ -118,6 +118,14 @@ def digit_table(tok) -> torch.Tensor:
     return lut
 
 
+def digit_values(tok) -> torch.Tensor:
+    """Float lookup table over token ids: each digit's value (the tokenizer lists its digits 0-9 in order), 0 at
+    every other token (a buffer, not part of checkpoints)."""
+    table = torch.zeros(max(tok.digit_ids) + 1)
+    table[torch.as_tensor(list(tok.digit_ids))] = torch.arange(len(tok.digit_ids), dtype=torch.float32)
+    return table
+
+
 def is_digit(lut: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(B, T) ids -> bool, True at digits (ids past the table are not digits)."""
     return lut[ids.clamp(max=lut.numel() - 1)] & (ids < lut.numel())
