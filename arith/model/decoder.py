@@ -272,7 +272,9 @@ class ArithModel(nn.Module):
         # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
         self.value_digits = int(getattr(cfg, "value_feature", 0))
         self.value_emb = nn.Linear(1, cfg.width, bias=False) if self.value_digits else None
-        self.register_buffer("digit_value", digit_values(tok) if self.value_digits else None, persistent=False)
+        self.register_buffer(
+            "digit_value", digit_values(tok) if self.value_digits else None, persistent=False
+        )
         self.abs_pos = build_abs_pos(cfg, tok)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(BLOCKS[cfg.block](cfg, i) for i in range(cfg.layers))
