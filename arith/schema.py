@@ -236,6 +236,9 @@ class ModelConfig:
     # before it (305 -> 0.305): with the length feature, a label carries its number's value in order as two
     # quantities, the length and the leading digits, whatever the length (an xVal-like value code); 0 = off
     value_feature: int = 0
+    # the top digits join the length feature instead of a vector of their own: it reads log(1 + L + 0.d1...dn), one
+    # quantity that orders numbers by value across lengths too (needs length_feature and value_feature > 0)
+    value_in_length: bool = False
     # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)

@@ -3,6 +3,8 @@ digits of the number just before it. The digits read are the prompt's top ones (
 written); off is today's model exactly; cached and left-padded decoding equal the full forward; a bad value is a
 one-line error; the key composes."""
 
+import math
+
 import pytest
 import torch
 
@@ -78,3 +80,48 @@ def test_key_composes(compose):
         compose(["model.value_featur=5"])
     with pytest.raises(Exception, match="value_feature"):
         compose(["model.value_feature=yes"])
+
+
+# ------------------------------------------------------------------ model.value_in_length: log(1 + L + 0.d1...dn)
+def test_in_the_length_a_label_reads_log1p_of_length_plus_its_top_digits():
+    torch.manual_seed(0)
+    model = build_model(cfg_for(length_feature=True, value_feature=3, value_in_length=True), TOK).eval()
+    assert model.value_emb is None  # no vector of its own
+    vec = model.length_emb.weight[:, 0]
+    low, high = model.embed(ids_of("003:a"), k=0), model.embed(ids_of("0001:a"), k=0)  # 300 and 1000
+    # 300 reads log(1 + 3 + 0.3), 1000 log(1 + 4 + 0.1): larger, as the value is
+    assert torch.allclose(high[0, -1] - low[0, -1], (math.log(5.1) - math.log(4.3)) * vec, atol=1e-6)
+
+
+def test_in_the_length_with_the_offset_and_decoding():
+    torch.manual_seed(0)
+    cfg = cfg_for(
+        rel_pos="fire",
+        item_window=True,
+        length_feature=True,
+        length_offset=True,
+        value_feature=5,
+        value_in_length=True,
+    )
+    model = build_model(cfg, TOK).eval()
+    vec = model.length_emb.weight[:, 0]
+    diff = model.embed(ids_of("003:a"), k=2)[0, -1] - model.embed(ids_of("003:a"), k=0)[0, -1]
+    assert torch.allclose(diff, (math.log(1 + 3 + 2 + 0.3) - math.log(1 + 3 + 0.3)) * vec, atol=1e-6)
+    assert_decoding_equals_the_full_forward(model, ids_of(ROW), prompt=ROW.index("=") + 1)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(value_in_length=True, length_feature=True), dict(value_in_length=True, value_feature=3)],
+    ids=["no_value_feature", "no_length_feature"],
+)
+def test_in_the_length_needs_both_features(kw):
+    with pytest.raises(ConfigError, match="model.value_in_length=true adds the top digits"):
+        build_model(cfg_for(**kw), TOK)
+    with pytest.raises(ConfigError, match="model.value_in_length=.* must be true or false"):
+        build_model(cfg_for(value_in_length=1), TOK)
+
+
+def test_in_the_length_composes(compose):
+    assert compose(["model.value_in_length=true"]).model.value_in_length is True
+    assert compose([]).model.value_in_length is False

@@ -95,7 +95,7 @@ def validate(cfg) -> None:
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
     aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
-    for key in ("opener_embedding", "item_window", "length_feature", "length_offset"):
+    for key in ("opener_embedding", "item_window", "length_feature", "length_offset", "value_in_length"):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
@@ -104,6 +104,11 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"model.value_feature={value!r} must be an int 0-{MAX_VALUE_DIGITS}: the top digits a label reads "
             "(0 = off; float32 holds about 7)"
+        )
+    if getattr(cfg, "value_in_length", False) and not (value and getattr(cfg, "length_feature", False)):
+        raise ConfigError(
+            "model.value_in_length=true adds the top digits to the length feature's L: set model.length_feature=true "
+            "and model.value_feature=n (n > 0)"
         )
     if getattr(cfg, "length_offset", False):
         if not getattr(cfg, "length_feature", False):
@@ -271,7 +276,10 @@ class ArithModel(nn.Module):
         self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
         # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
         self.value_digits = int(getattr(cfg, "value_feature", 0))
-        self.value_emb = nn.Linear(1, cfg.width, bias=False) if self.value_digits else None
+        # model.value_in_length: ... or added to the length feature's L instead (log(1 + L + 0.d1...dn))
+        self.value_in_length = bool(getattr(cfg, "value_in_length", False))
+        own = self.value_digits and not self.value_in_length
+        self.value_emb = nn.Linear(1, cfg.width, bias=False) if own else None
         self.register_buffer(
             "digit_value", digit_values(tok) if self.value_digits else None, persistent=False
         )
@@ -404,15 +412,23 @@ class ArithModel(nn.Module):
         if self.opener_emb is not None:
             none = self.tok_emb.num_embeddings
             emb = emb + self.opener_emb(openers(tokens, self.digit_lut, none, pad)[:, new:])
+        top = None
+        if self.value_digits:
+            top = number_tops(tokens, self.digit_lut, self.digit_value, self.eq_id, self.value_digits)
+            top = top[:, new:, None].to(emb.dtype)  # (B, T, 1)
         if self.length_emb is not None:
             length = number_lengths(tokens, self.digit_lut, self.eq_id)[:, new:, None]  # (B, T, 1)
             if self.length_offset:  # L + k where a length is read (k: an int, or (B, 1) per example)
                 shift = k.reshape(-1, 1, 1) if torch.is_tensor(k) else k
                 length = torch.where(length > 0, length + shift, length)
-            emb = emb + self.length_emb(torch.log1p(length.to(emb.dtype)))
+            length = length.to(emb.dtype)
+            if (
+                self.value_in_length
+            ):  # L + 0.d1...dn: one quantity in the numbers' order, whatever their lengths
+                length = length + top
+            emb = emb + self.length_emb(torch.log1p(length))
         if self.value_emb is not None:
-            top = number_tops(tokens, self.digit_lut, self.digit_value, self.eq_id, self.value_digits)
-            emb = emb + self.value_emb(top[:, new:, None].to(emb.dtype))
+            emb = emb + self.value_emb(top)
         return self.drop(emb)  # (B, T, width)
 
     def _call(self, B: int, R: int, k, cache: DecoderCache | None, start: int, pad):
