@@ -422,9 +422,8 @@ class ArithModel(nn.Module):
                 shift = k.reshape(-1, 1, 1) if torch.is_tensor(k) else k
                 length = torch.where(length > 0, length + shift, length)
             length = length.to(emb.dtype)
-            if (
-                self.value_in_length
-            ):  # L + 0.d1...dn: one quantity in the numbers' order, whatever their lengths
+            # model.value_in_length: L + 0.d1...dn, one quantity in the numbers' order whatever their lengths
+            if self.value_in_length:
                 length = length + top
             emb = emb + self.length_emb(torch.log1p(length))
         if self.value_emb is not None:
