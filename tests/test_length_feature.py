@@ -11,7 +11,7 @@ import torch
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import ConfigError
 from arith.model import build_model
-from arith.model.decoder import number_lengths
+from arith.model.numbers import number_lengths
 from tests.test_model import cfg_for
 from tests.test_opener_embedding import assert_decoding_equals_the_full_forward
 

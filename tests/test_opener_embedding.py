@@ -8,7 +8,7 @@ import torch
 from arith.data.tokenizer import ArithTokenizer
 from arith.errors import ConfigError
 from arith.model import build_model
-from arith.model.decoder import openers
+from arith.model.numbers import openers
 from arith.model.positions import digit_table
 from tests.test_model import cfg_for
 

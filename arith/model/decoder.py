@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from arith.aux_loss import aux_spec
 from arith.errors import ConfigError
+from arith.model import numbers
 from arith.model.attention import (
     KVCache,
     answer_window_mask,
@@ -27,6 +28,7 @@ from arith.model.attention import (
     row_window_mask,
 )
 from arith.model.blocks import BLOCKS
+from arith.model.numbers import number_features, openers
 from arith.model.positions import (
     ABS_POS,
     POS_TABLES,
@@ -36,11 +38,11 @@ from arith.model.positions import (
     digit_table,
     digit_values,
     is_digit,
+    offset_schemes,
     scheme,
 )
 
 INJECTIONS = ("none", "add")
-MAX_VALUE_DIGITS = 7  # model.value_feature: float32 resolves about 7 decimal digits
 INJECT_EVERY = ("recurrence", "layer")
 
 
@@ -99,37 +101,12 @@ def validate(cfg) -> None:
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
-    value = getattr(cfg, "value_feature", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VALUE_DIGITS:
-        raise ConfigError(
-            f"model.value_feature={value!r} must be an int 0-{MAX_VALUE_DIGITS}: the top digits a label reads "
-            "(0 = off; float32 holds about 7)"
-        )
-    if getattr(cfg, "value_in_length", False) and not (value and getattr(cfg, "length_feature", False)):
-        raise ConfigError(
-            "model.value_in_length=true adds the top digits to the length feature's L: set model.length_feature=true "
-            "and model.value_feature=n (n > 0)"
-        )
-    if getattr(cfg, "length_offset", False):
-        if not getattr(cfg, "length_feature", False):
-            raise ConfigError(
-                "model.length_offset=true shifts the length feature: set model.length_feature=true"
-            )
-        if not ABS_POS[cfg.abs_pos].takes_offset:
-            offsets = offset_schemes()
-            raise ConfigError(
-                f"model.length_offset=true: model.abs_pos={cfg.abs_pos} takes no offset; use {offsets}"
-            )
+    numbers.validate(cfg)  # the length and value features' keys
     if period and period <= 2 * window:
         raise ConfigError(
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
             "would read the same row"
         )
-
-
-def offset_schemes() -> str:
-    """The position schemes that take an offset k, for error messages: "abacus or coupling"."""
-    return " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
 
 
 def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
@@ -148,55 +125,6 @@ def check_vote_ks(vote_ks, abs_pos: str, key: str) -> list[int]:
             f"{key}={ks!r}: model.abs_pos={abs_pos} takes no offset; voting needs {offsets} (or {key}=null)"
         )
     return ks
-
-
-def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int, pad=None) -> torch.Tensor:
-    """(B, T) ids -> (B, T) the opener row of `ArithModel.opener_emb` for every token: a digit's is the id of the
-    last non-digit before it (`none`, the vocabulary size, for a run at the start of the row); a non-digit's is its
-    own id. pad (B,): the left PADs of each row, which open nothing (the row starts after them)."""
-    digit = is_digit(digit_lut, tokens)
-    at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    skip = digit if pad is None else digit | (at < pad[:, None])
-    last = torch.where(skip, torch.full_like(at, -1), at).cummax(dim=1).values  # last non-digit at or before
-    opener = tokens.gather(1, last.clamp(min=0))
-    return torch.where(last < 0, torch.full_like(opener, none), opener)
-
-
-def _number_before(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int):
-    """(digit, last, length, read), each (B, T): whether a token is a digit; the index of the last digit at or
-    before it (-1 where none); that digit's run length; whether a feature is read there (a non-digit before the
-    first '=')."""
-    digit = is_digit(digit_lut, tokens)
-    index = abacus_positions(digit)  # a run's last digit holds the run's length
-    at = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    last = torch.where(digit, at, torch.full_like(at, -1)).cummax(dim=1).values  # last digit at or before
-    length = torch.where(last >= 0, index.gather(1, last.clamp(min=0)), torch.zeros_like(index))
-    prompt = (tokens == eq_id).long().cumsum(dim=1) == 0
-    return digit, last, length, prompt & ~digit
-
-
-def number_lengths(tokens: torch.Tensor, digit_lut: torch.Tensor, eq_id: int) -> torch.Tensor:
-    """(B, T) ids -> (B, T) long: at a non-digit before the first '=', the digit count of the number just before
-    it (the last run of digits at or before it; 0 where none); 0 at digits and from '=' on (model.length_feature).
-    Left PADs are non-digits before any number: 0."""
-    _, _, length, read = _number_before(tokens, digit_lut, eq_id)
-    return torch.where(read, length, torch.zeros_like(length))
-
-
-def number_tops(
-    tokens: torch.Tensor, digit_lut: torch.Tensor, digit_value: torch.Tensor, eq_id: int, n: int
-) -> torch.Tensor:
-    """(B, T) ids -> (B, T) float32: at a non-digit before the first '=', the top n digits of the number just
-    before it as the fraction 0.d1 d2 ... dn (d1 its most significant digit, the last one written: operands are
-    reversed; digits past its length count 0), so 305 reads 0.305 and 7 reads 0.7; 0 at digits, from '=' on and
-    where no number came before (model.value_feature)."""
-    _, last, length, read = _number_before(tokens, digit_lut, eq_id)
-    values = digit_value[tokens.clamp(max=digit_value.numel() - 1)]  # (B, T) float, 0 at non-digits
-    top = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
-    for i in range(n):  # the i-th digit from the top sits i tokens before the run's last digit
-        d = values.gather(1, (last - i).clamp(min=0))
-        top = top + torch.where(length > i, d, torch.zeros_like(d)) * 10.0 ** -(i + 1)
-    return torch.where(read & (length > 0), top, torch.zeros_like(top))
 
 
 class DecoderCache:
@@ -412,12 +340,13 @@ class ArithModel(nn.Module):
         if self.opener_emb is not None:
             none = self.tok_emb.num_embeddings
             emb = emb + self.opener_emb(openers(tokens, self.digit_lut, none, pad)[:, new:])
-        top = None
-        if self.value_digits:
-            top = number_tops(tokens, self.digit_lut, self.digit_value, self.eq_id, self.value_digits)
-            top = top[:, new:, None].to(emb.dtype)  # (B, T, 1)
+        # one scan of the row's numbers serves both features
+        if self.length_emb is not None or self.value_emb is not None:
+            length, top = number_features(
+                tokens, self.digit_lut, self.eq_id, self.digit_value, self.value_digits
+            )
+            length, top = length[:, new:, None], top[:, new:, None].to(emb.dtype)  # (B, T, 1) each
         if self.length_emb is not None:
-            length = number_lengths(tokens, self.digit_lut, self.eq_id)[:, new:, None]  # (B, T, 1)
             if self.length_offset:  # L + k where a length is read (k: an int, or (B, 1) per example)
                 shift = k.reshape(-1, 1, 1) if torch.is_tensor(k) else k
                 length = torch.where(length > 0, length + shift, length)

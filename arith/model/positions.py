@@ -277,6 +277,11 @@ ABS_POS: dict[str, type[AbsSlot]] = {
 }
 
 
+def offset_schemes() -> str:
+    """The position schemes that take an offset k, for error messages: "abacus or coupling"."""
+    return " or ".join(name for name, cls in ABS_POS.items() if cls.takes_offset)
+
+
 def scheme(registry: dict, cfg, key: str):
     """What `registry` (a dict, or a tuple of names) holds under cfg.<key>; an unknown name raises naming the
     valid ones."""
