@@ -239,6 +239,9 @@ class ModelConfig:
     # the top digits join the length feature instead of a vector of their own: it reads log(1 + L + 0.d1...dn), one
     # quantity that orders numbers by value across lengths too (needs length_feature and value_feature > 0)
     value_in_length: bool = False
+    # with value_in_length: the top digits also keep their vector of their own (m in the length and m x a learned
+    # vector, both); without value_in_length they always have it, so true then is an error
+    value_vector: bool = False
     # number window: past the prompt (the tokens up to and including '='), a query sees only its own number and
     # the W numbers written before it, with the non-digits between them; 0 = off. A scratchpad's line then reads
     # the previous line as training did, however many lines came before (docs/RESULTS.md, multiplication)

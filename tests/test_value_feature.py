@@ -125,3 +125,31 @@ def test_in_the_length_needs_both_features(kw):
 def test_in_the_length_composes(compose):
     assert compose(["model.value_in_length=true"]).model.value_in_length is True
     assert compose([]).model.value_in_length is False
+
+
+# ------------------------------------------------------------------ model.value_vector: m in the length and its own vector
+def test_both_the_length_and_a_vector_of_its_own():
+    torch.manual_seed(0)
+    kw = dict(length_feature=True, value_feature=3, value_in_length=True)
+    model = build_model(cfg_for(value_vector=True, **kw), TOK).eval()
+    length_vec, value_vec = model.length_emb.weight[:, 0], model.value_emb.weight[:, 0]
+    low, high = model.embed(ids_of("003:a"), k=0), model.embed(ids_of("0001:a"), k=0)  # 300 and 1000
+    # the length reads log(1 + L + m) and m adds its own vector: 300 (L 3, m 0.3) against 1000 (L 4, m 0.1)
+    want = (math.log(5.1) - math.log(4.3)) * length_vec + (0.1 - 0.3) * value_vec
+    assert torch.allclose(high[0, -1] - low[0, -1], want, atol=1e-6)
+    assert_decoding_equals_the_full_forward(model, ids_of(ROW), prompt=ROW.index("=") + 1)
+
+
+def test_value_vector_only_with_the_length_and_a_bool():
+    with pytest.raises(ConfigError, match="model.value_vector=true keeps the top digits' own vector"):
+        build_model(cfg_for(length_feature=True, value_feature=3, value_vector=True), TOK)
+    with pytest.raises(ConfigError, match="model.value_vector=.* must be true or false"):
+        build_model(cfg_for(value_vector="yes"), TOK)
+
+
+def test_value_vector_off_keeps_the_length_only_model(compose):
+    torch.manual_seed(0)
+    kw = dict(length_feature=True, value_feature=3, value_in_length=True)
+    assert build_model(cfg_for(value_vector=False, **kw), TOK).value_emb is None
+    assert compose(["model.value_vector=true"]).model.value_vector is True
+    assert compose([]).model.value_vector is False

@@ -97,7 +97,14 @@ def validate(cfg) -> None:
             f"model.row_period={period}: model.abs_pos={cfg.abs_pos} has no digit rows; use {offsets}"
         )
     aux_spec(getattr(cfg, "aux_loss", "none"))  # raises for an unknown name
-    for key in ("opener_embedding", "item_window", "length_feature", "length_offset", "value_in_length"):
+    for key in (
+        "opener_embedding",
+        "item_window",
+        "length_feature",
+        "length_offset",
+        "value_in_length",
+        "value_vector",
+    ):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
@@ -204,9 +211,10 @@ class ArithModel(nn.Module):
         self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
         # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
         self.value_digits = int(getattr(cfg, "value_feature", 0))
-        # model.value_in_length: ... or added to the length feature's L instead (log(1 + L + 0.d1...dn))
+        # model.value_in_length: ... or added to the length feature's L instead (log(1 + L + 0.d1...dn)), or to
+        # both (model.value_vector with it)
         self.value_in_length = bool(getattr(cfg, "value_in_length", False))
-        own = self.value_digits and not self.value_in_length
+        own = self.value_digits and (not self.value_in_length or bool(getattr(cfg, "value_vector", False)))
         self.value_emb = nn.Linear(1, cfg.width, bias=False) if own else None
         self.register_buffer(
             "digit_value", digit_values(tok) if self.value_digits else None, persistent=False

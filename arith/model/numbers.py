@@ -25,6 +25,11 @@ def validate(cfg) -> None:
             "model.value_in_length=true adds the top digits to the length feature's L: set model.length_feature=true "
             "and model.value_feature=n (n > 0)"
         )
+    if getattr(cfg, "value_vector", False) and not getattr(cfg, "value_in_length", False):
+        raise ConfigError(
+            "model.value_vector=true keeps the top digits' own vector beside model.value_in_length=true; without "
+            "it they always have one: set model.value_in_length=true or leave model.value_vector=false"
+        )
     if getattr(cfg, "length_offset", False):
         if not getattr(cfg, "length_feature", False):
             raise ConfigError(
