@@ -208,6 +208,10 @@ class ModelConfig:
     alpha: float = 1.0  # progressive-loss weight of the random-depth pass
     max_backprop: Optional[int] = None  # None -> recurrences // 2 (at least 1)
     throttle: bool = True  # cap the random-depth pass at `recurrences` (False: may go past it)
+    # the full-depth pass runs its first n recurrences without autograd (truncated backprop through the loop, as
+    # the progressive loss's random-depth pass does): the same forward, a backward through the last R - n only,
+    # so a cheaper step; 0 = backprop through every recurrence (training only)
+    detach_recurrences: int = 0
     eval_recurrences: Optional[int] = None  # None -> recurrences
     # test-time ensembling: Abacus offsets whose answers vote (eval.vote_ks overrides); None / [] = off
     eval_vote_ks: Optional[list[int]] = None

@@ -97,6 +97,12 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         cfg.model.max_backprop is None or cfg.model.max_backprop > 0,
         f"model.max_backprop={cfg.model.max_backprop} must be > 0 (or null)",
     )
+    n, R = cfg.model.detach_recurrences, cfg.model.recurrences
+    require(
+        not isinstance(n, bool) and 0 <= n < R,
+        f"model.detach_recurrences={n} must be in 0..{R - 1} (model.recurrences={R}): the last recurrence keeps "
+        "its gradient",
+    )
     validate_model(cfg.model)
     validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))

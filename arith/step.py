@@ -71,12 +71,13 @@ def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tenso
             loss = loss + m.aux_weight * aux_loss(probe, ids, tok, aux)
         return loss
 
+    detach = int(getattr(m, "detach_recurrences", 0))  # model.detach_recurrences: truncated backprop
     if m.recurrences == 1 or m.alpha == 0:
-        return loss_at(m.recurrences)
+        return loss_at(m.recurrences, no_grad=detach)
     n, kk = progressive_depths(m.recurrences, m.max_backprop, m.throttle)
     loss = m.alpha * loss_at(n + kk, no_grad=n)
     if m.alpha < 1:
-        loss = loss + (1 - m.alpha) * loss_at(m.recurrences)
+        loss = loss + (1 - m.alpha) * loss_at(m.recurrences, no_grad=detach)
     return loss
 
 
