@@ -262,6 +262,13 @@ class ModelConfig:
     # off); from '=' on, everything. With the item window, a label then reads its number's top digits and its
     # length feature, the same however long the number is (sorting's digit axis)
     prompt_window: int = 0
+    # item digits (with the item window): in the prompt a digit reads itself and the W - 1 digits below it, a
+    # non-digit (':', a label) its number's top W digits (0 = off). Numbers of up to W digits read as without it;
+    # a longer one's label reads the top W digits, as a W-digit number's does (sorting's digit axis)
+    item_digits: int = 0
+    # from '=' on, a query sees none of the prompt's digits, only its non-digits (sorting's labels, which read their
+    # numbers through the item window) and the answer so far; false = today's model
+    hide_prompt_digits: bool = False
     # auxiliary loss (training only): a linear probe on the last hidden state regresses a per-token target the
     # task defines (arith/aux_loss.py), weighted by aux_weight beside the LM loss; none = no probe, today's model
     aux_loss: AuxLoss = AuxLoss.none

@@ -192,6 +192,40 @@ def item_window_mask(digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: in
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
+def item_digits_mask(
+    digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: int, window: int
+) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and in the prompt (before '=') a query reads at most `window` digits of a
+    number: a digit itself and the window - 1 digits written before it (the lower ones), a non-digit (':', a label)
+    the number's top `window` digits; non-digit keys stay visible, and from '=' on every earlier token is
+    (model.item_digits, with model.item_window: an item then reads the same however long its number is).
+    digit_index (B, Tk): as `row_window_mask`'s (1 opens a number); in_prompt (B, Tk) bool, True before '='; both
+    cover every token so far, the Tq queries last."""
+    t_k = digit_index.shape[1]
+    digit = digit_index > 0
+    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
+    lengths = torch.zeros(
+        digit_index.shape[0], t_k + 1, dtype=digit_index.dtype, device=digit_index.device
+    ).scatter_reduce_(1, number, digit_index, reduce="amax")  # (B, Tk + 1): digits of each number
+    depth = lengths.gather(1, number) - digit_index + 1  # (B, Tk): 1 = a number's top digit
+    q_index = digit_index[:, t_k - t_q :, None]  # (B, Tq, 1)
+    below = q_index - digit_index[:, None, :] < window  # a digit query: its window - 1 lower digits
+    top = (depth <= window)[:, None, :]  # a non-digit query: the top `window` digits
+    visible = torch.where(q_index > 0, below, top) | ~digit[:, None, :] | ~in_prompt[:, t_k - t_q :, None]
+    return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
+
+
+def prompt_digits_hidden_mask(digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: int) -> torch.Tensor:
+    """(B, 1, Tq, Tk) bool: causal, and from '=' on a query sees none of the prompt's digits, only its non-digits
+    (sorting's ':' and labels, which read their numbers) and the answer so far (model.hide_prompt_digits). In the
+    prompt, every earlier token. digit_index (B, Tk): as `row_window_mask`'s; in_prompt (B, Tk) bool, True before
+    '='; both cover every token so far, the Tq queries last."""
+    t_k = digit_index.shape[1]
+    prompt_digit = (digit_index > 0) & in_prompt  # (B, Tk)
+    visible = ~(~in_prompt[:, t_k - t_q :, None] & prompt_digit[:, None, :])  # (B, Tq, Tk)
+    return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
+
+
 def answer_window_mask(after_prompt: torch.Tensor, t_q: int, window: int) -> torch.Tensor:
     """(B, 1, Tq, Tk) bool: causal, and past the prompt a query sees the prompt (up to and including '=') and only
     the `window` tokens before it (model.answer_window). after_prompt (B, Tk) bool, False up to and including

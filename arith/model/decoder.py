@@ -22,8 +22,10 @@ from arith.model.attention import (
     KVCache,
     answer_window_mask,
     causal_mask,
+    item_digits_mask,
     item_window_mask,
     number_window_mask,
+    prompt_digits_hidden_mask,
     prompt_window_mask,
     row_window_mask,
 )
@@ -65,6 +67,7 @@ def validate(cfg) -> None:
         "number_window",
         "answer_window",
         "prompt_window",
+        "item_digits",
     ):
         value = getattr(cfg, key, 0)
         if not isinstance(value, int) or value < 0:
@@ -100,6 +103,7 @@ def validate(cfg) -> None:
     for key in (
         "opener_embedding",
         "item_window",
+        "hide_prompt_digits",
         "length_feature",
         "length_offset",
         "value_in_length",
@@ -109,6 +113,10 @@ def validate(cfg) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
     numbers.validate(cfg)  # the length and value features' keys
+    if getattr(cfg, "item_digits", 0) and not getattr(cfg, "item_window", False):
+        raise ConfigError(
+            f"model.item_digits={cfg.item_digits} needs model.item_window=true: it limits the digits an item reads"
+        )
     if period and period <= 2 * window:
         raise ConfigError(
             f"model.row_period={period} must exceed 2 x model.row_window={window}: two digits one window apart "
@@ -198,6 +206,8 @@ class ArithModel(nn.Module):
         self.item_window = bool(getattr(cfg, "item_window", False))
         self.answer_window = int(getattr(cfg, "answer_window", 0))
         self.prompt_window = int(getattr(cfg, "prompt_window", 0))
+        self.item_digits = int(getattr(cfg, "item_digits", 0))  # the digits of its number an item reads
+        self.hide_prompt_digits = bool(getattr(cfg, "hide_prompt_digits", False))  # the answer reads no digit
         self.eq_id = tok.eq_id
         self.register_buffer("digit_lut", digit_table(tok), persistent=False)  # from the tokenizer
 
@@ -302,7 +312,14 @@ class ArithModel(nn.Module):
         """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window, the
         prompt window and the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it)
         let each query see; None when all are off."""
-        by_number = self.row_window or self.number_window or self.item_window  # masks that read digit indices
+        # masks that read digit indices
+        by_number = (
+            self.row_window
+            or self.number_window
+            or self.item_window
+            or self.item_digits
+            or self.hide_prompt_digits
+        )
         if not (by_number or self.answer_window or self.prompt_window or pad is not None):
             return None
         tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
@@ -311,7 +328,14 @@ class ArithModel(nn.Module):
             index = abacus_positions(is_digit(self.digit_lut, tokens))
         if self.row_window:
             allow = row_window_mask(index, T, self.row_window)
-        if self.number_window or self.item_window or self.answer_window or self.prompt_window:
+        if (
+            self.number_window
+            or self.item_window
+            or self.item_digits
+            or self.hide_prompt_digits
+            or self.answer_window
+            or self.prompt_window
+        ):
             eq = (tokens == self.eq_id).long()  # where each token stands against '='
             seen = eq.cumsum(dim=1)  # (B, S + T): '=' at or before each token
             after_prompt = seen - eq > 0  # False up to and including the first '='
@@ -327,6 +351,12 @@ class ArithModel(nn.Module):
             allow = mask if allow is None else allow & mask
         if self.prompt_window:
             mask = prompt_window_mask(in_prompt, T, self.prompt_window)
+            allow = mask if allow is None else allow & mask
+        if self.item_digits:
+            mask = item_digits_mask(index, in_prompt, T, self.item_digits)
+            allow = mask if allow is None else allow & mask
+        if self.hide_prompt_digits:
+            mask = prompt_digits_hidden_mask(index, in_prompt, T)
             allow = mask if allow is None else allow & mask
         if pad is not None:
             t_k = tokens.shape[1]
