@@ -112,6 +112,13 @@ class Injection(_Choice):
     add = "add"
 
 
+class LengthCode(_Choice):
+    """How the length feature codes a number's length L (model.length_code; `numbers.LENGTH_CODES`)."""
+
+    log = "log"  # log(1 + L): the steps between lengths shrink as L grows
+    linear = "linear"  # L / 10: every step between lengths the same, with or without the offset
+
+
 class AuxLoss(_Choice):
     """An auxiliary loss read by a linear probe on the model's last hidden state (model.aux_loss)."""
 
@@ -236,6 +243,9 @@ class ModelConfig:
     # at test), as Abacus indices do: training's offsets cover the lengths that longer numbers read at test, and
     # the order of the lengths in a row is unchanged (needs model.length_feature and an offset-taking abs_pos)
     length_offset: bool = False
+    # the length feature's code: log = log(1 + L), linear = L / 10 (a step of one length reads the same at every L,
+    # so with the offset every row's lengths compare alike whatever its k)
+    length_code: LengthCode = LengthCode.log
     # every non-digit of the prompt adds m x a learned vector, m = 0.d1 d2 ... dn the top n digits of the number just
     # before it (305 -> 0.305): with the length feature, a label carries its number's value in order as two
     # quantities, the length and the leading digits, whatever the length (an xVal-like value code); 0 = off

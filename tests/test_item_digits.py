@@ -148,3 +148,35 @@ def test_hide_prompt_digits_bad_value_is_one_line(bad):
 def test_hide_prompt_digits_composes(compose):
     assert compose(["model.hide_prompt_digits=true"]).model.hide_prompt_digits is True
     assert compose([]).model.hide_prompt_digits is False
+
+
+# ------------------------------------------------------------------ model.length_code
+def test_length_code_log_is_todays_model_and_linear_reads_l_over_10():
+    torch.manual_seed(0)
+    before = build_model(cfg_for(length_feature=True), TOK).eval()
+    torch.manual_seed(0)
+    log = build_model(cfg_for(length_feature=True, length_code="log"), TOK).eval()
+    ids = ids_of(LONG)
+    assert torch.equal(before(ids), log(ids))
+    torch.manual_seed(0)
+    linear = build_model(cfg_for(length_feature=True, length_code="linear"), TOK).eval()
+    assert linear.state_dict().keys() == log.state_dict().keys()
+    w = linear.length_emb.weight[:, 0]  # (width,)
+    got = linear.embed(ids, k=0) - log.embed(ids, k=0)  # the same weights: only the code differs
+    colon = LONG.index(":")  # after the 7-digit number: L = 7
+    assert torch.allclose(got[0, colon], w * (0.7 - torch.log1p(torch.tensor(7.0))), atol=1e-6)
+    assert torch.equal(got[0, :colon], torch.zeros_like(got[0, :colon]))  # digits read no length
+
+
+def test_length_code_bad_value_is_one_line():
+    with pytest.raises(ConfigError, match=r"model.length_code='cube' unknown; valid: log, linear"):
+        build_model(cfg_for(length_feature=True, length_code="cube"), TOK)
+    with pytest.raises(ConfigError, match=r"model.length_code=linear codes the length feature"):
+        build_model(cfg_for(length_code="linear"), TOK)
+
+
+def test_length_code_composes(compose):
+    assert str(compose(["model.length_code=linear"]).model.length_code) == "linear"
+    assert str(compose([]).model.length_code) == "log"
+    with pytest.raises(Exception, match="cube"):
+        compose(["model.length_code=cube"])

@@ -30,7 +30,7 @@ from arith.model.attention import (
     row_window_mask,
 )
 from arith.model.blocks import BLOCKS
-from arith.model.numbers import number_features, openers
+from arith.model.numbers import LENGTH_CODES, number_features, openers
 from arith.model.positions import (
     ABS_POS,
     POS_TABLES,
@@ -219,6 +219,7 @@ class ArithModel(nn.Module):
             nn.Linear(1, cfg.width, bias=False) if getattr(cfg, "length_feature", False) else None
         )
         self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
+        self.length_code = LENGTH_CODES[str(getattr(cfg, "length_code", "log"))]  # log(1 + L) or L / 10
         # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
         self.value_digits = int(getattr(cfg, "value_feature", 0))
         # model.value_in_length: ... or added to the length feature's L instead (log(1 + L + 0.d1...dn)), or to
@@ -392,7 +393,7 @@ class ArithModel(nn.Module):
             # model.value_in_length: L + 0.d1...dn, one quantity in the numbers' order whatever their lengths
             if self.value_in_length:
                 length = length + top
-            emb = emb + self.length_emb(torch.log1p(length))
+            emb = emb + self.length_emb(self.length_code(length))
         if self.value_emb is not None:
             emb = emb + self.value_emb(top)
         return self.drop(emb)  # (B, T, width)

@@ -11,6 +11,12 @@ from arith.model.positions import ABS_POS, abacus_positions, is_digit, offset_sc
 
 MAX_VALUE_DIGITS = 7  # model.value_feature: float32 resolves about 7 decimal digits
 
+# model.length_code: what the length feature multiplies its learned vector by, from a (B, T, 1) float length L
+LENGTH_CODES = {
+    "log": torch.log1p,  # log(1 + L)
+    "linear": lambda length: length / 10,  # L / 10: the same step between any two neighbouring lengths
+}
+
 
 def validate(cfg) -> None:
     """Raise ConfigError for a value feature or length offset that cannot work (the keys' types: `decoder.validate`)."""
@@ -30,6 +36,11 @@ def validate(cfg) -> None:
             "model.value_vector=true keeps the top digits' own vector beside model.value_in_length=true; without "
             "it they always have one: set model.value_in_length=true or leave model.value_vector=false"
         )
+    code = str(getattr(cfg, "length_code", "log"))
+    if code not in LENGTH_CODES:
+        raise ConfigError(f"model.length_code={code!r} unknown; valid: {', '.join(LENGTH_CODES)}")
+    if code != "log" and not getattr(cfg, "length_feature", False):
+        raise ConfigError(f"model.length_code={code} codes the length feature: set model.length_feature=true")
     if getattr(cfg, "length_offset", False):
         if not getattr(cfg, "length_feature", False):
             raise ConfigError(
