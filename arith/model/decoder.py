@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 
 import torch
@@ -310,62 +311,55 @@ class ArithModel(nn.Module):
     def windows(
         self, ids: torch.Tensor, cache: DecoderCache | None, T: int, pad: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """(B, 1, T, S + T) bool: what the row window, the number window, the item window, the answer window, the
-        prompt window and the left padding (`pad`, (B,): a real query sees no PAD, a PAD query the PADs before it)
-        let each query see; None when all are off."""
-        # masks that read digit indices
-        by_number = (
+        """(B, 1, T, S + T) bool: what the row window, the number window, the item window (and its digit window),
+        the answer window, the prompt window, the hidden prompt digits and the left padding (`pad`, (B,): a real
+        query sees no PAD, a PAD query the PADs before it) let each query see; None when all are off."""
+        by_number = (  # masks that read digit indices
             self.row_window
             or self.number_window
             or self.item_window
             or self.item_digits
             or self.hide_prompt_digits
         )
-        if not (by_number or self.answer_window or self.prompt_window or pad is not None):
-            return None
-        tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
-        allow = None
-        if by_number:  # (B, S + T), 0 for non-digits (and PADs)
-            index = abacus_positions(is_digit(self.digit_lut, tokens))
-        if self.row_window:
-            allow = row_window_mask(index, T, self.row_window)
-        if (
+        by_prompt = (  # masks that read where the prompt ends
             self.number_window
             or self.item_window
             or self.item_digits
             or self.hide_prompt_digits
             or self.answer_window
             or self.prompt_window
-        ):
+        )
+        if not (by_number or by_prompt or pad is not None):
+            return None
+        tokens = ids if cache is None or cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
+        masks = []  # each (B, 1, T, S + T); a query sees what every one of them lets it
+        if by_number:  # (B, S + T), 0 for non-digits (and PADs)
+            index = abacus_positions(is_digit(self.digit_lut, tokens))
+        if self.row_window:
+            masks.append(row_window_mask(index, T, self.row_window))
+        if by_prompt:
             eq = (tokens == self.eq_id).long()  # where each token stands against '='
             seen = eq.cumsum(dim=1)  # (B, S + T): '=' at or before each token
             after_prompt = seen - eq > 0  # False up to and including the first '='
             in_prompt = seen == 0  # before '='
         if self.number_window:
-            mask = number_window_mask(index, after_prompt, T, self.number_window)
-            allow = mask if allow is None else allow & mask
+            masks.append(number_window_mask(index, after_prompt, T, self.number_window))
         if self.item_window:
-            mask = item_window_mask(index, in_prompt, T)
-            allow = mask if allow is None else allow & mask
+            masks.append(item_window_mask(index, in_prompt, T))
         if self.answer_window:
-            mask = answer_window_mask(after_prompt, T, self.answer_window)
-            allow = mask if allow is None else allow & mask
+            masks.append(answer_window_mask(after_prompt, T, self.answer_window))
         if self.prompt_window:
-            mask = prompt_window_mask(in_prompt, T, self.prompt_window)
-            allow = mask if allow is None else allow & mask
+            masks.append(prompt_window_mask(in_prompt, T, self.prompt_window))
         if self.item_digits:
-            mask = item_digits_mask(index, in_prompt, T, self.item_digits)
-            allow = mask if allow is None else allow & mask
+            masks.append(item_digits_mask(index, in_prompt, T, self.item_digits))
         if self.hide_prompt_digits:
-            mask = prompt_digits_hidden_mask(index, in_prompt, T)
-            allow = mask if allow is None else allow & mask
+            masks.append(prompt_digits_hidden_mask(index, in_prompt, T))
         if pad is not None:
             t_k = tokens.shape[1]
             real = torch.arange(t_k, device=ids.device)[None] >= pad[:, None]  # (B, S + T)
             visible = real[:, None, :] | ~real[:, t_k - T :, None]  # (B, T, S + T)
-            mask = (visible & causal_mask(T, t_k, ids.device))[:, None]
-            allow = mask if allow is None else allow & mask
-        return allow
+            masks.append((visible & causal_mask(T, t_k, ids.device))[:, None])
+        return functools.reduce(torch.logical_and, masks) if masks else None
 
     def embed(
         self, ids: torch.Tensor, k: int, history: torch.Tensor | None = None, pad: torch.Tensor | None = None
