@@ -165,6 +165,12 @@ def row_window_mask(digit_index: torch.Tensor, t_q: int, window: int) -> torch.T
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
 
 
+def number_ids(digit_index: torch.Tensor) -> torch.Tensor:
+    """(B, Tk) long: how many numbers (runs of digits; digit_index 1 opens one) begin at or before each token, so a
+    number and the non-digits after it share one id."""
+    return (digit_index == 1).long().cumsum(dim=1)
+
+
 def number_window_mask(
     digit_index: torch.Tensor, after_prompt: torch.Tensor, t_q: int, window: int
 ) -> torch.Tensor:
@@ -174,7 +180,7 @@ def number_window_mask(
     `row_window_mask`'s (1 opens a number); after_prompt (B, Tk) bool, False up to and including '='; both cover
     every token so far, the Tq queries last."""
     t_k = digit_index.shape[1]
-    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
+    number = number_ids(digit_index)
     near = (number[:, t_k - t_q :, None] - number[:, None, :]) <= window  # (B, Tq, Tk)
     visible = near | ~after_prompt[:, None, :]
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
@@ -186,7 +192,7 @@ def item_window_mask(digit_index: torch.Tensor, in_prompt: torch.Tensor, t_q: in
     digit_index (B, Tk): as `row_window_mask`'s (1 opens a number); in_prompt (B, Tk) bool, True before '='; both
     cover every token so far, the Tq queries last."""
     t_k = digit_index.shape[1]
-    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
+    number = number_ids(digit_index)
     same = number[:, t_k - t_q :, None] == number[:, None, :]  # (B, Tq, Tk)
     visible = same | ~in_prompt[:, t_k - t_q :, None]
     return (visible & causal_mask(t_q, t_k, digit_index.device))[:, None]
@@ -203,7 +209,7 @@ def item_digits_mask(
     cover every token so far, the Tq queries last."""
     t_k = digit_index.shape[1]
     digit = digit_index > 0
-    number = (digit_index == 1).long().cumsum(dim=1)  # (B, Tk): numbers begun at or before each token
+    number = number_ids(digit_index)
     lengths = torch.zeros(
         digit_index.shape[0], t_k + 1, dtype=digit_index.dtype, device=digit_index.device
     ).scatter_reduce_(1, number, digit_index, reduce="amax")  # (B, Tk + 1): digits of each number

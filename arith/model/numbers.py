@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from arith.errors import ConfigError
-from arith.model.positions import ABS_POS, abacus_positions, is_digit, offset_schemes
+from arith.model.positions import ABS_POS, abacus_positions, is_digit, offset_schemes, scheme
 
 MAX_VALUE_DIGITS = 7  # model.value_feature: float32 resolves about 7 decimal digits
 
@@ -36,9 +36,8 @@ def validate(cfg) -> None:
             "model.value_vector=true keeps the top digits' own vector beside model.value_in_length=true; without "
             "it they always have one: set model.value_in_length=true or leave model.value_vector=false"
         )
-    code = str(getattr(cfg, "length_code", "log"))
-    if code not in LENGTH_CODES:
-        raise ConfigError(f"model.length_code={code!r} unknown; valid: {', '.join(LENGTH_CODES)}")
+    scheme(LENGTH_CODES, cfg, "length_code")  # raises for an unknown name
+    code = str(cfg.length_code)
     if code != "log" and not getattr(cfg, "length_feature", False):
         raise ConfigError(f"model.length_code={code} codes the length feature: set model.length_feature=true")
     if getattr(cfg, "length_offset", False):
