@@ -78,6 +78,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert cfg.model.length_feature is True and cfg.data.length_power == 0  # a label carries log(1 + length)
     assert cfg.train.budget_minutes <= 15
     assert cfg.train.batch_size == 64 and cfg.train.cooldown == 0.5  # twice the steps, half in cooldown
+    assert cfg.model.heads == 2 and cfg.model.width == 128  # two heads of 64
     cfg = compose(["+experiment=quickstart_multiplication"])
     assert str(cfg.data.format) == "scratchpad" and cfg.model.row_window == 2
     assert (cfg.data.max_len, cfg.data.max_len_b) == (
