@@ -22,7 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from arith.model import flex, small_attention
-from arith.model.fused import split_heads
 from arith.model.positions import build_rel_pos
 from arith.model.rotary import rotate
 
@@ -298,7 +297,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = split_heads(self.qkv(x), 3, self.heads)  # 3 x (B, H, T, D)
+        qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
         y = self.attend(q, k, v, inp, cache)  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from arith.model.attention import Attention, AttnInputs, KVCache
-from arith.model.fused import gelu_gate, split_heads
 
 
 class GeluGLU(nn.Module):
@@ -36,7 +36,8 @@ class GeluGLU(nn.Module):
         self.w_out = nn.Linear(ffn // 2, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_out(gelu_gate(self.w_in(x)))  # gelu(a) * b, (B, T, ffn / 2)
+        a, b = self.w_in(x).chunk(2, dim=-1)  # (B, T, ffn / 2) each
+        return self.w_out(F.gelu(a) * b)
 
 
 class PreLNBlock(nn.Module):
@@ -156,7 +157,8 @@ class ShapedAttention(Attention):
 
     def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k = split_heads(self.qkv(x), 2, self.heads)  # 2 x (B, H, T, D)
+        qk = self.qkv(x).view(B, T, 2, self.heads, self.head_dim)  # (B, T, 2, H, D)
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
         v = x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D): values = the input
         if torch.is_autocast_enabled(x.device.type):
             mixed = self.attend(q, k, v, inp, cache)  # autocast casts v for SDPA; the cache keeps it as is
