@@ -223,6 +223,9 @@ class ModelConfig:
     # test-time ensembling: Abacus offsets whose answers vote (eval.vote_ks overrides); None / [] = off
     eval_vote_ks: Optional[list[int]] = None
     attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
+    # each head's queries and keys RMS-normalized, with a learned gain per channel, before the logits (QK-norm: bounds
+    # the attention-logit growth behind loss spikes); off = no parameters, today's logits
+    qk_norm: bool = False
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
     # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
     # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)

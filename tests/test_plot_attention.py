@@ -89,6 +89,7 @@ KINDS = [
     dict(abs_pos="abacus", layers=1, recurrences=3, injection="add"),
     dict(abs_pos="abacus", block="sas_p"),
     dict(abs_pos="abacus", block="post_ln", attn_logit_scale=1.7),
+    dict(abs_pos="abacus", rel_pos="fire", qk_norm=True),
 ]
 
 

@@ -9,6 +9,10 @@ Attention temperature: `model.attn_logit_scale` multiplies every q.k / sqrt(D) l
 through SDPA's and FlexAttention's `scale`, so 1 leaves the logits bit for bit as without it). At evaluation a
 `Temperature` set on the model (`set_attn_temperature`, a runtime setting like `flex.set_attention_impl`, never
 part of the weights) multiplies them again, per query, by scaling q. Additive biases (FIRE) are not scaled.
+
+`model.qk_norm`: each head's queries and keys are RMS-normalized (a learned gain per channel) before positions and
+scales act, so no logit grows past |gain|^2 sqrt(D) (Dehghani et al. 2023; Wortsman et al. 2023, arXiv 2309.14322:
+the attention-logit growth behind loss spikes). Off: no parameters, the logits as without it.
 """
 
 from __future__ import annotations
@@ -274,6 +278,15 @@ class Attention(nn.Module):
         logit_scale = float(getattr(cfg, "attn_logit_scale", 1.0))
         self.sdpa_scale = None if logit_scale == 1 else logit_scale / math.sqrt(self.head_dim)
         self.attn_impl = "auto"  # auto | sdpa | flex: how a bias is applied (flex.set_attention_impl)
+        qk_norm = bool(getattr(cfg, "qk_norm", False))
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+
+    def norm_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k (B, H, T, D) as the logits see them: RMS-normalized per head with model.qk_norm, else unchanged."""
+        if self.q_norm is None:
+            return q, k
+        return self.q_norm(q), self.k_norm(k)
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first; (B, Tq) and
@@ -308,6 +321,7 @@ class Attention(nn.Module):
         """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (times the test-time
         `inp.q_scale`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
         Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        q, k = self.norm_qk(q, k)
         if inp.q_scale is not None:  # scaling query i scales row i of the logits, whatever the kernel
             scale = inp.q_scale.to(q.dtype)
             q = q * (scale[:, None] if scale.dim() == 1 else scale[:, None, :, None])

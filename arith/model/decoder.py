@@ -109,6 +109,7 @@ def validate(cfg) -> None:
         "length_offset",
         "value_in_length",
         "value_vector",
+        "qk_norm",
     ):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
