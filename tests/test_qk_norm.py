@@ -23,7 +23,10 @@ KINDS = [
     dict(abs_pos="abacus", rel_pos="none", block="sas_p"),
     dict(abs_pos="abacus", rel_pos="none", layers=1, recurrences=3, injection="add", block="post_ln"),
 ]
-NAMES = lambda k: "-".join(map(str, k.values()))  # noqa: E731
+
+
+def names(kind: dict) -> str:
+    return "-".join(map(str, kind.values()))
 
 
 def build(seed=0, **kw):
@@ -31,7 +34,7 @@ def build(seed=0, **kw):
     return build_model(cfg_for(**kw), TOK).eval()
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+@pytest.mark.parametrize("kind", KINDS, ids=names)
 def test_off_is_todays_model_exactly(kind):
     model = build(qk_norm=False, **kind)
     assert not any("q_norm" in n or "k_norm" in n for n, _ in model.named_parameters())
@@ -44,7 +47,7 @@ def test_off_is_todays_model_exactly(kind):
         assert torch.equal(model(IDS, k=1), old(IDS, k=1))
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=NAMES)
+@pytest.mark.parametrize("kind", KINDS, ids=names)
 def test_on_adds_one_gain_per_channel_and_ignores_the_scale_of_q_and_k(kind):
     model = build(qk_norm=True, **kind)
     cfg = model.cfg
@@ -64,7 +67,7 @@ def test_on_adds_one_gain_per_channel_and_ignores_the_scale_of_q_and_k(kind):
         assert not torch.allclose(without(IDS, k=1), ref, atol=1e-3)  # the norm acts
 
 
-@pytest.mark.parametrize("kind", KINDS[:3], ids=NAMES)
+@pytest.mark.parametrize("kind", KINDS[:3], ids=names)
 def test_cached_decoding_equals_uncached(kind):
     model = build(qk_norm=True, **kind)
     with torch.no_grad():
@@ -72,7 +75,9 @@ def test_cached_decoding_equals_uncached(kind):
             p.add_(0.1 * torch.randn_like(p))
     prompts = torch.tensor([TOK.encode("21+543=")])
     kw = dict(max_new=6, eos_id=TOK.eos_id, pad_id=TOK.pad_id, k=1)
-    assert torch.equal(generate(model, prompts, use_cache=True, **kw), generate(model, prompts, use_cache=False, **kw))
+    assert torch.equal(
+        generate(model, prompts, use_cache=True, **kw), generate(model, prompts, use_cache=False, **kw)
+    )
 
 
 def test_a_bad_value_is_a_one_line_error():
@@ -80,6 +85,9 @@ def test_a_bad_value_is_a_one_line_error():
         build_model(cfg_for(qk_norm="yes"), TOK)
 
 
-def test_hydra_composes_the_key(compose):
+def test_hydra_composes_the_key_and_a_resume_checks_it(compose):
+    from arith.start import IDENTITY_KEYS
+
     assert compose(["model.qk_norm=true"]).model.qk_norm is True
     assert compose([]).model.qk_norm is False
+    assert "model" in IDENTITY_KEYS  # a run resumed with the key flipped is refused, as for every model key
