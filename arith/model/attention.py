@@ -11,8 +11,9 @@ through SDPA's and FlexAttention's `scale`, so 1 leaves the logits bit for bit a
 part of the weights) multiplies them again, per query, by scaling q. Additive biases (FIRE) are not scaled.
 
 `model.qk_norm`: each head's queries and keys are RMS-normalized (a learned gain per channel) before positions and
-scales act, so no logit grows past |gain|^2 sqrt(D) (Dehghani et al. 2023; Wortsman et al. 2023, arXiv 2309.14322:
-the attention-logit growth behind loss spikes). Off: no parameters, the logits as without it.
+scales act, so a logit stays within sqrt(D) max_i |g_q,i g_k,i| times the logit scale (Dehghani et al. 2023;
+Wortsman et al. 2023, arXiv 2309.14322: the attention-logit growth behind loss spikes). Off: no parameters, the
+logits as without it.
 """
 
 from __future__ import annotations
