@@ -3,7 +3,6 @@
 the q-scaling path agree; `first` scales only the first attention call of a forward pass."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from arith.model.attention import Temperature, set_attn_temperature
 from arith.model.decoder import ArithModel
 from arith.schema import AttnScaleMode, AttnScaleWhere
 from tests.test_decode import TOK, encode
-from tests.test_model import cfg_for
+from tests.test_model import cfg_before, cfg_for
 
 KINDS = [
     dict(abs_pos="abacus", rel_pos="none"),
@@ -56,7 +55,7 @@ def test_scale_one_is_exactly_todays_logits(kind):
         m.sdpa_scale is None for m in model.modules() if hasattr(m, "sdpa_scale")
     )  # SDPA's own 1/sqrt(D)
     # a model config from before the key existed builds the same model
-    old_cfg = SimpleNamespace(**{k: v for k, v in vars(cfg_for(**kind)).items() if k != "attn_logit_scale"})
+    old_cfg = cfg_before("attn_logit_scale", **kind)
     torch.manual_seed(0)
     old = ArithModel(old_cfg, TOK).eval()
     with torch.no_grad():

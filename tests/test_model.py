@@ -1,5 +1,7 @@
 """Model tests: registries, Abacus positions, causality, looped == plain stack, truncated backprop, abacus.py."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -31,6 +33,11 @@ def cfg_for(abs_pos="abacus", rel_pos="none", layers=2, recurrences=1, injection
         rel_pos=RelPos(rel_pos),
         **base,
     )
+
+
+def cfg_before(key: str, **kw) -> SimpleNamespace:
+    """`cfg_for(**kw)` as a run saved before model.`key` existed stores it: every field but that one."""
+    return SimpleNamespace(**{k: v for k, v in vars(cfg_for(**kw)).items() if k != key})
 
 
 def make(*args, seed=0, **kw):

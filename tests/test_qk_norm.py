@@ -2,8 +2,6 @@
 today's logits; on: the logits no longer depend on the scale of W_Q and W_K, cached decoding equals uncached, and a
 bad value is a one-line error."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from arith.model import build_model
 from arith.model.decoder import ArithModel
 from tests.test_attn_scale import IDS
 from tests.test_decode import TOK
-from tests.test_model import cfg_for
+from tests.test_model import cfg_before, cfg_for
 
 KINDS = [
     dict(abs_pos="abacus", rel_pos="none"),
@@ -39,7 +37,7 @@ def test_off_is_todays_model_exactly(kind):
     model = build(qk_norm=False, **kind)
     assert not any("q_norm" in n or "k_norm" in n for n, _ in model.named_parameters())
     # a model config from before the key existed builds the same weights and logits
-    old_cfg = SimpleNamespace(**{k: v for k, v in vars(cfg_for(**kind)).items() if k != "qk_norm"})
+    old_cfg = cfg_before("qk_norm", **kind)
     torch.manual_seed(0)
     old = ArithModel(old_cfg, TOK).eval()
     assert model.state_dict().keys() == old.state_dict().keys()
