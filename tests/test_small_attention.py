@@ -62,15 +62,32 @@ def test_a_broadcast_bias_gradient_is_summed_to_its_shape():
     torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_wanted_only_for_cpu_float32_training_rows_up_to_max_keys():
+def test_wanted_only_for_cpu_float32_or_bf16_training_rows_up_to_max_keys():
     q = torch.zeros(1, 1, 4, 8)
     assert sa.wanted("auto", q, 4) and sa.wanted("auto", q, sa.MAX_KEYS)
     assert not sa.wanted("auto", q, sa.MAX_KEYS + 1)  # long rows: SDPA's blocked kernel
     assert not sa.wanted("sdpa", q, 4)  # train.attention=sdpa turns it off
     assert not sa.wanted("flex", q, 4)
-    assert not sa.wanted("auto", q.bfloat16(), 4)  # CPU autocast: SDPA
+    assert sa.wanted("auto", q.bfloat16(), 4)  # CPU autocast (train.cpu_bf16): float32 inside
+    assert not sa.wanted("auto", q.half(), 4)
     with torch.no_grad():
         assert not sa.wanted("auto", q, 4)  # evaluation stays on SDPA
+
+
+def test_under_cpu_autocast_it_computes_in_float32_on_the_bf16_inputs():
+    """train.cpu_bf16: q, k, v arrive in bf16 from autocast's linears; the path upcasts them and runs with autocast
+    off, so its output is float32 attention of the bf16 values, and each gradient comes back in its input's dtype."""
+    q, k, v = (t.detach().bfloat16().requires_grad_(True) for t in qkv())
+    bias = torch.zeros(7, 7).masked_fill(~torch.ones(7, 7, dtype=torch.bool).tril(), float("-inf"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sa.attention(q, k, v, bias, None)
+    assert out.dtype == torch.float32
+    q32, k32, v32 = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+    ref = sa.attention(q32, k32, v32, bias, None)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, g_ref, t in zip(grads(out, [q, k, v]), grads(ref, [q32, k32, v32]), (q, k, v)):
+        assert g.dtype == t.dtype
+        torch.testing.assert_close(g, g_ref.bfloat16(), rtol=0, atol=0)
 
 
 def model(**kw):
@@ -122,3 +139,27 @@ def test_training_step_matches_sdpa(kw):
     for name, p in fast.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cpu_autocast_training_step_takes_the_path_and_stays_near_sdpa():
+    """Under CPU bf16 autocast (train.cpu_bf16) a training step takes this path, where SDPA's bf16 kernel is slow,
+    and its loss and gradients stay within bf16 rounding of SDPA's under the same autocast."""
+    kw = dict(abs_pos="abacus", rel_pos="fire", item_window=True)
+    fast, ref = model(**kw), model(**kw)
+    ref.load_state_dict(fast.state_dict())
+    set_attention_impl(ref, "sdpa")
+    ids = torch.tensor([[4, 5, 6, 7, 1, 8, 9, 2, 5, 6, 3], [9, 8, 7, 6, 5, 4, 1, 5, 2, 7, 3]])
+    out = []
+    for m in (fast, ref):
+        m.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = m(ids, recurrences=3, k=2).float().log_softmax(-1).square().mean()
+        loss.backward()
+        out.append((loss, graph_names(loss)))
+    (a, na), (b, nb) = out
+    assert "_ShortAttentionBackward" in na and "_ShortAttentionBackward" not in nb
+    torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
+    ref_grads = dict(ref.named_parameters())
+    for name, p in fast.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=0.1, atol=2e-2, msg=name)

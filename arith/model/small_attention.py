@@ -8,8 +8,9 @@ step. Past about 100 keys SDPA's blocked kernel is faster, so the path stops at 
     softmax(s q k^T + bias) v            bias: the windows, the causal mask and FIRE as one additive float tensor
     backward: dV = P^T dY, dP = dY V^T, dS = P (dP - rowsum(dP P)), dQ = s dS K, dK = s dS^T Q, dBias = dS
 
-When it runs (`wanted`): `Attention.attn_impl` "auto" (`train.attention`; "sdpa" turns it off), a CPU, float32, a
-gradient being recorded, no KV cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are
+When it runs (`wanted`): `Attention.attn_impl` "auto" (`train.attention`; "sdpa" turns it off), a CPU, float32 or
+bf16 (`train.cpu_bf16`'s autocast: the path casts q, k and v to float32 and runs with autocast off, where SDPA's
+bf16 CPU kernel took 22 ms a call on the quick start's rows, docs/BENCHMARKS.md), a gradient being recorded, no KV cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are
 right-padded, so every query sees at least itself and no softmax row is empty. Everything else, evaluation
 included, stays on SDPA.
 """
@@ -26,7 +27,7 @@ def wanted(impl: str, q: torch.Tensor, t_k: int) -> bool:
     return (
         impl == "auto"
         and q.device.type == "cpu"
-        and q.dtype == torch.float32
+        and q.dtype in (torch.float32, torch.bfloat16)
         and t_k <= MAX_KEYS
         and torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
@@ -56,6 +57,9 @@ def additive_bias(inp, t_q: int, t_k: int, device) -> torch.Tensor:
 
 class _ShortAttention(torch.autograd.Function):
     @staticmethod
+    @torch.amp.custom_fwd(
+        device_type="cpu", cast_inputs=torch.float32
+    )  # float32 inside, whatever autocast says
     def forward(ctx, q, k, v, bias, scale: float):
         B, H, t_q, D = q.shape
         t_k = k.shape[2]
@@ -69,6 +73,7 @@ class _ShortAttention(torch.autograd.Function):
         return torch.bmm(p, v2).view(B, H, t_q, D)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):
         q2, k2, v2, p = ctx.saved_tensors
         B, H, t_q, t_k, D = ctx.shape
@@ -86,5 +91,5 @@ class _ShortAttention(torch.autograd.Function):
 
 def attention(q, k, v, bias: torch.Tensor, scale: float | None) -> torch.Tensor:
     """softmax(scale q k^T + bias) v; q (B, H, Tq, D), k and v (B, H, Tk, D), bias broadcastable to (B, H, Tq, Tk);
-    scale None: 1 / sqrt(D), as SDPA's -> (B, H, Tq, D)."""
+    scale None: 1 / sqrt(D), as SDPA's -> (B, H, Tq, D), float32 (under CPU autocast too: bf16 inputs are cast)."""
     return _ShortAttention.apply(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale)
