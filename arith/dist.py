@@ -78,6 +78,29 @@ def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % count)
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matrix products run
+    3-5x faster than float32 ones at the training step's shapes (docs/BENCHMARKS.md, "bf16 autocast on an AMX CPU")."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.13; /proc/cpuinfo otherwise
+    if probe is not None:
+        return bool(probe())
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def use_bf16(device: torch.device, bf16: bool, cpu_bf16: bool | None) -> bool:
+    """Whether training runs under bf16 autocast: train.bf16 on CUDA; on the CPU train.cpu_bf16 as well, where null
+    (auto) means on exactly when the CPU has AMX tiles (`cpu_has_amx`)."""
+    if not bf16:
+        return False
+    if device.type == "cuda":
+        return True
+    return cpu_has_amx() if cpu_bf16 is None else bool(cpu_bf16)
+
+
 def init(device: str | None = None) -> DistInfo:
     """Reads torchrun's environment (or SLURM's, mapped by `slurm_env`); starts a process group (NCCL on CUDA,
     gloo on CPU) when WORLD_SIZE > 1. device: train.device (auto, cpu, cuda; None = auto)."""

@@ -340,7 +340,8 @@ class TrainConfig:
     # the attention kernel: FlexAttention (FIRE, CUDA), short-row CPU training attention or SDPA (model/flex.py)
     attention: AttnImpl = AttnImpl.auto
     bf16: bool = True  # bf16 autocast on CUDA (and on CPU when cpu_bf16)
-    cpu_bf16: bool = False
+    # bf16 autocast on the CPU too: true, false, or null (auto: on where the CPU has AMX tiles, arith.dist.use_bf16)
+    cpu_bf16: Optional[bool] = False
     threads: int = 0  # torch CPU threads; 0 = torch's default
     save_every_minutes: float = 30.0
     save_every_steps: int = 0  # 0 = off; extra trigger, handy in tests

@@ -141,6 +141,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     bar = _progress_bar(tcfg, info, s)
     dist.print0(
         f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
+        + (", bf16 autocast" if dist.use_bf16(info.device, tcfg.bf16, tcfg.cpu_bf16) else "")
     )
     s.start_clock()
     model.train()
@@ -230,8 +231,8 @@ def _wrap(cfg: PretrainConfig, info: dist.DistInfo, raw_model):
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
             broadcast_buffers=False,
         )
-    use_bf16 = tcfg.bf16 and (info.device.type == "cuda" or tcfg.cpu_bf16)
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    bf16 = dist.use_bf16(info.device, tcfg.bf16, tcfg.cpu_bf16)
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     return model, autocast
 
 

@@ -7,7 +7,7 @@
 
 Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
 batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
-train.cpu_bf16), `forward_loss` (progressive loss included), backward, gradient clipping, optimizer step
+train.cpu_bf16, or where it is null and the CPU has AMX), `forward_loss` (progressive loss included), backward, gradient clipping, optimizer step
 (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
 not timed; the table reports medians over the timed steps, which keeps late recompilations out. Each row
 also counts the frames torch.compile (re)compiled during the timed steps, and with --sync-debug (CUDA) the
@@ -55,7 +55,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from arith import schema  # noqa: E402
+from arith import dist, schema  # noqa: E402
 from arith.cli import append_section, user_errors  # noqa: E402
 from arith.data.datasets import make_batches  # noqa: E402
 from arith.model import build_model  # noqa: E402
@@ -210,12 +210,16 @@ class SyncWarnings:
 
 
 # ---------------------------------------------------------------------------------------------- one config
-def bench(name: str, args, device: torch.device) -> dict:
+def config_for(name: str, args):
     overrides = [*CONFIGS[name], "data.streaming=true", f"train.compile={args.compile}"]
     if args.batch:
         overrides.append(f"train.batch_size={args.batch}")
     overrides += args.override  # e.g. tiny sizes for a dry run (scripts/gpu_check.sh --dry-run)
-    cfg = compose(overrides)
+    return compose(overrides)
+
+
+def bench(name: str, args, device: torch.device) -> dict:
+    cfg = config_for(name, args)
     tcfg, m = cfg.train, cfg.model
     torch.manual_seed(0)
     batches, tok = make_batches(cfg.data, tcfg.batch_size, tcfg.seed)
@@ -224,7 +228,7 @@ def bench(name: str, args, device: torch.device) -> dict:
     if args.compile:
         compile_blocks(model)
     opt = build_optimizer(model, tcfg)
-    use_bf16 = tcfg.bf16 and (device.type == "cuda" or tcfg.cpu_bf16)
+    use_bf16 = dist.use_bf16(device, tcfg.bf16, tcfg.cpu_bf16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     counter = CountingModel(model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -350,7 +354,10 @@ def main() -> None:
         peak, peak_note = gpu_peak(args.peak_tflops)
         machine = torch.cuda.get_device_name()
     else:
-        bf16 = any("cpu_bf16=true" in o for n in names for o in CONFIGS[n])
+        bf16 = any(
+            dist.use_bf16(device, c.train.bf16, c.train.cpu_bf16)
+            for c in map(config_for, names, [args] * len(names))
+        )
         dtype = torch.bfloat16 if bf16 else torch.float32
         peak = args.peak_tflops * 1e12 if args.peak_tflops else cpu_peak(dtype)
         peak_note = f"{peak / 1e9:.0f} GFLOP/s (measured {str(dtype).split('.')[-1]} 2048^3 matmul)"

@@ -151,6 +151,38 @@ def test_bf16_autocast_training_runs_on_cpu(compose, tmp_path):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
 
 
+def cpuinfo_has_amx() -> bool | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return None
+
+
+def test_cpu_bf16_auto_follows_the_cpus_amx_tiles():
+    """train.cpu_bf16=null: bf16 on the CPU exactly where it has AMX tiles; true / false as written; train.bf16=false
+    turns autocast off everywhere; CUDA follows train.bf16 alone."""
+    from arith import dist
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    expected = cpuinfo_has_amx()
+    if expected is not None:  # Linux: torch's probe agrees with the kernel's flags
+        assert dist.cpu_has_amx() == expected
+    assert dist.use_bf16(cpu, True, None) == dist.cpu_has_amx()
+    assert dist.use_bf16(cpu, True, True) and not dist.use_bf16(cpu, True, False)
+    assert not dist.use_bf16(cpu, False, True) and not dist.use_bf16(cpu, False, None)
+    assert dist.use_bf16(gpu, True, False) and not dist.use_bf16(gpu, False, None)
+
+
+def test_cpu_bf16_takes_null_and_rejects_a_word(compose):
+    from hydra.errors import ConfigCompositionException
+
+    assert compose(["train.cpu_bf16=null"]).train.cpu_bf16 is None
+    assert compose(["train.cpu_bf16=true"]).train.cpu_bf16 is True
+    with pytest.raises(ConfigCompositionException, match="cpu_bf16=sometimes"):
+        compose(["train.cpu_bf16=sometimes"])
+
+
 # ---------------------------------------------------------------------------------------------- benchmark
 def bench_module():
     """scripts/bench_train.py, imported as a module."""
