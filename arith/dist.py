@@ -81,7 +81,8 @@ def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matrix products run
     3-5x faster than float32 ones at the training step's shapes (docs/BENCHMARKS.md, "bf16 autocast on an AMX CPU")."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.13; /proc/cpuinfo otherwise
+    # torch's probe is private in torch 2.13; the kernel's flags where it is missing
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if probe is not None:
         return bool(probe())
     try:

@@ -306,7 +306,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="paper_16x1,paper_8x2,paper_1x16,nope_16x1,fire_16x1,quickstart")
     p.add_argument("--steps", type=int, default=20, help="timed steps per config")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 CUDA, 1 CPU)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default: 5 CUDA, 1 CPU, 300 CPU bf16)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
     p.add_argument(
@@ -342,8 +344,6 @@ def main() -> None:
     device = torch.device(args.device)
     if args.compile is None:
         args.compile = device.type == "cuda"
-    if args.warmup is None:
-        args.warmup = 5 if device.type == "cuda" else 1
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -351,6 +351,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown config(s) {unknown}; valid: {', '.join(CONFIGS)}")
     if device.type == "cuda":
+        args.warmup = 5 if args.warmup is None else args.warmup
         peak, peak_note = gpu_peak(args.peak_tflops)
         machine = torch.cuda.get_device_name()
     else:
@@ -359,6 +360,9 @@ def main() -> None:
             for c in map(config_for, names, [args] * len(names))
         )
         dtype = torch.bfloat16 if bf16 else torch.float32
+        # bf16 on the CPU: oneDNN builds a kernel for each new matrix shape, and length-grouped batches bring many;
+        # the first hundred steps read 1.3-1.5x the settled step (docs/BENCHMARKS.md, "bf16 autocast on an AMX CPU")
+        args.warmup = (300 if bf16 else 1) if args.warmup is None else args.warmup
         peak = args.peak_tflops * 1e12 if args.peak_tflops else cpu_peak(dtype)
         peak_note = f"{peak / 1e9:.0f} GFLOP/s (measured {str(dtype).split('.')[-1]} 2048^3 matmul)"
         n = torch.get_num_threads()

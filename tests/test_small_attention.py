@@ -107,6 +107,32 @@ def graph_names(t: torch.Tensor) -> set[str]:
     return names
 
 
+def twin_steps(kw, bf16: bool = False):
+    """One training forward and backward of the same weights with train.attention=auto (this path) and with sdpa,
+    under CPU bf16 autocast when `bf16` -> [(loss, logits, graph op names, model)] for each."""
+    fast, ref = model(**kw), model(**kw)
+    ref.load_state_dict(fast.state_dict())
+    set_attention_impl(ref, "sdpa")
+    ids = torch.tensor([[4, 5, 6, 7, 1, 8, 9, 2, 5, 6, 3], [9, 8, 7, 6, 5, 4, 1, 5, 2, 7, 3]])
+    out = []
+    for m in (fast, ref):
+        m.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = m(ids, recurrences=3, k=2)
+            loss = logits.float().log_softmax(-1).square().mean()
+        loss.backward()
+        out.append((loss, logits, graph_names(loss), m))
+    assert "_ShortAttentionBackward" in out[0][2] and "_ShortAttentionBackward" not in out[1][2]
+    return out
+
+
+def assert_grads_close(fast, ref, **tol):
+    ref_grads = dict(ref.named_parameters())
+    for name, p in fast.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, ref_grads[name].grad, msg=name, **tol)
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -120,46 +146,17 @@ def graph_names(t: torch.Tensor) -> set[str]:
 )
 def test_training_step_matches_sdpa(kw):
     """A training forward and backward with train.attention=auto (this path) equals one with sdpa."""
-    fast, ref = model(**kw), model(**kw)
-    ref.load_state_dict(fast.state_dict())
-    set_attention_impl(ref, "sdpa")
-    ids = torch.tensor([[4, 5, 6, 7, 1, 8, 9, 2, 5, 6, 3], [9, 8, 7, 6, 5, 4, 1, 5, 2, 7, 3]])
-    losses = []
-    for m in (fast, ref):
-        m.train()
-        logits = m(ids, recurrences=3, k=2)
-        loss = logits.log_softmax(-1).square().mean()
-        loss.backward()
-        losses.append((loss, logits, graph_names(loss)))
-    (a, la, na), (b, lb, nb) = losses
-    assert "_ShortAttentionBackward" in na and "_ShortAttentionBackward" not in nb
+    (a, la, _, fast), (b, lb, _, ref) = twin_steps(kw)
     torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    ref_grads = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_grads_close(fast, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_cpu_autocast_training_step_takes_the_path_and_stays_near_sdpa():
     """Under CPU bf16 autocast (train.cpu_bf16) a training step takes this path, where SDPA's bf16 kernel is slow,
     and its loss and gradients stay within bf16 rounding of SDPA's under the same autocast."""
-    kw = dict(abs_pos="abacus", rel_pos="fire", item_window=True)
-    fast, ref = model(**kw), model(**kw)
-    ref.load_state_dict(fast.state_dict())
-    set_attention_impl(ref, "sdpa")
-    ids = torch.tensor([[4, 5, 6, 7, 1, 8, 9, 2, 5, 6, 3], [9, 8, 7, 6, 5, 4, 1, 5, 2, 7, 3]])
-    out = []
-    for m in (fast, ref):
-        m.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = m(ids, recurrences=3, k=2).float().log_softmax(-1).square().mean()
-        loss.backward()
-        out.append((loss, graph_names(loss)))
-    (a, na), (b, nb) = out
-    assert "_ShortAttentionBackward" in na and "_ShortAttentionBackward" not in nb
+    (a, _, _, fast), (b, _, _, ref) = twin_steps(
+        dict(abs_pos="abacus", rel_pos="fire", item_window=True), bf16=True
+    )
     torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
-    ref_grads = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=0.1, atol=2e-2, msg=name)
+    assert_grads_close(fast, ref, rtol=0.1, atol=2e-2)
