@@ -78,18 +78,21 @@ def pick_device(device: str | None = None, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % count)
 
 
+def cpuinfo_has_amx() -> bool | None:
+    """Whether the kernel's CPU flags (/proc/cpuinfo) list `amx_bf16`; None where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return None
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matrix products run
     3-5x faster than float32 ones at the training step's shapes (docs/BENCHMARKS.md, "bf16 autocast on an AMX CPU")."""
     # torch's probe is private in torch 2.13; the kernel's flags where it is missing
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if probe is not None:
-        return bool(probe())
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return False
+    return bool(probe()) if probe is not None else bool(cpuinfo_has_amx())
 
 
 def use_bf16(device: torch.device, bf16: bool, cpu_bf16: bool | None) -> bool:

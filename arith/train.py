@@ -141,7 +141,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     bar = _progress_bar(tcfg, info, s)
     dist.print0(
         f"run {run_dir}: {raw_model.num_params() / 1e6:.3f}M parameters on {info.device}, world {info.world}"
-        + (", bf16 autocast" if dist.use_bf16(info.device, tcfg.bf16, tcfg.cpu_bf16) else "")
+        + (", bf16 autocast" if isinstance(autocast, torch.autocast) else "")
     )
     s.start_clock()
     model.train()

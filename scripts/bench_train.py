@@ -7,8 +7,8 @@
 
 Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
 batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
-train.cpu_bf16, or where it is null and the CPU has AMX), `forward_loss` (progressive loss included), backward, gradient clipping, optimizer step
-(fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
+train.cpu_bf16, or where it is null and the CPU has AMX), `forward_loss` (progressive loss included), backward,
+gradient clipping, optimizer step (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
 not timed; the table reports medians over the timed steps, which keeps late recompilations out. Each row
 also counts the frames torch.compile (re)compiled during the timed steps, and with --sync-debug (CUDA) the
 host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json appends each row as
@@ -218,8 +218,7 @@ def config_for(name: str, args):
     return compose(overrides)
 
 
-def bench(name: str, args, device: torch.device) -> dict:
-    cfg = config_for(name, args)
+def bench(name: str, cfg, args, device: torch.device) -> dict:
     tcfg, m = cfg.train, cfg.model
     torch.manual_seed(0)
     batches, tok = make_batches(cfg.data, tcfg.batch_size, tcfg.seed)
@@ -350,15 +349,13 @@ def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown config(s) {unknown}; valid: {', '.join(CONFIGS)}")
+    cfgs = {name: config_for(name, args) for name in names}
     if device.type == "cuda":
         args.warmup = 5 if args.warmup is None else args.warmup
         peak, peak_note = gpu_peak(args.peak_tflops)
         machine = torch.cuda.get_device_name()
     else:
-        bf16 = any(
-            dist.use_bf16(device, c.train.bf16, c.train.cpu_bf16)
-            for c in map(config_for, names, [args] * len(names))
-        )
+        bf16 = any(dist.use_bf16(device, c.train.bf16, c.train.cpu_bf16) for c in cfgs.values())
         dtype = torch.bfloat16 if bf16 else torch.float32
         # bf16 on the CPU: oneDNN builds a kernel for each new matrix shape, and length-grouped batches bring many;
         # the first hundred steps read 1.3-1.5x the settled step (docs/BENCHMARKS.md, "bf16 autocast on an AMX CPU")
@@ -370,7 +367,7 @@ def main() -> None:
 
     rows = []
     for name in names:
-        row = bench(name, args, device)
+        row = bench(name, cfgs[name], args, device)
         rows.append(row)
         if args.json:  # one line per config at once, so a run stopped by a timeout keeps what it measured
             extra = {

@@ -151,21 +151,13 @@ def test_bf16_autocast_training_runs_on_cpu(compose, tmp_path):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
 
 
-def cpuinfo_has_amx() -> bool | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return None
-
-
 def test_cpu_bf16_auto_follows_the_cpus_amx_tiles():
     """train.cpu_bf16=null: bf16 on the CPU exactly where it has AMX tiles; true / false as written; train.bf16=false
     turns autocast off everywhere; CUDA follows train.bf16 alone."""
     from arith import dist
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    expected = cpuinfo_has_amx()
+    expected = dist.cpuinfo_has_amx()
     if expected is not None:  # Linux: torch's probe agrees with the kernel's flags
         assert dist.cpu_has_amx() == expected
     assert dist.use_bf16(cpu, True, None) == dist.cpu_has_amx()

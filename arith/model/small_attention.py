@@ -10,8 +10,8 @@ step. Past about 100 keys SDPA's blocked kernel is faster, so the path stops at 
 
 When it runs (`wanted`): `Attention.attn_impl` "auto" (`train.attention`; "sdpa" turns it off), a CPU, float32 or
 bf16 (`train.cpu_bf16`'s autocast: the path casts q, k and v to float32 and runs with autocast off, where SDPA's
-bf16 CPU kernel took 22 ms a call on the quick start's rows, docs/BENCHMARKS.md), a gradient being recorded, no KV cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are
-right-padded, so every query sees at least itself and no softmax row is empty. Everything else, evaluation
+bf16 CPU kernel took 22 ms a call on the quick start's rows, docs/BENCHMARKS.md), a gradient being recorded, no
+KV cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are right-padded, so every query sees at least itself and no softmax row is empty. Everything else, evaluation
 included, stays on SDPA.
 """
 
@@ -57,9 +57,8 @@ def additive_bias(inp, t_q: int, t_k: int, device) -> torch.Tensor:
 
 class _ShortAttention(torch.autograd.Function):
     @staticmethod
-    @torch.amp.custom_fwd(
-        device_type="cpu", cast_inputs=torch.float32
-    )  # float32 inside, whatever autocast says
+    # float32 inside, whatever autocast says
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, q, k, v, bias, scale: float):
         B, H, t_q, D = q.shape
         t_k = k.shape[2]
