@@ -226,6 +226,7 @@ class ModelConfig:
     # each head's queries and keys RMS-normalized, with a learned gain per channel, before the logits (QK-norm: bounds
     # the attention-logit growth behind loss spikes); off = no parameters, today's logits
     qk_norm: bool = False
+    attn_log_n: bool = False  # each head's q times 1 + g_h log(keys seen), g_h learned from 0 (attention.py)
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
     # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
     # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)

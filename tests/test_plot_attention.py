@@ -90,6 +90,7 @@ KINDS = [
     dict(abs_pos="abacus", block="sas_p"),
     dict(abs_pos="abacus", block="post_ln", attn_logit_scale=1.7),
     dict(abs_pos="abacus", rel_pos="fire", qk_norm=True),
+    dict(abs_pos="abacus", rel_pos="fire", row_window=1, attn_log_n=True),
 ]
 
 
@@ -105,6 +106,9 @@ CASES += [
 def test_recomputed_weights_give_back_the_module_output(kind, extra):
     torch.manual_seed(0)
     model = build_model(cfg_for(**kind), TOK).eval()
+    for name, p in model.named_parameters():
+        if "log_n_gain" in name:  # model.attn_log_n's gains start at 0, a factor of 1: give them one to show
+            p.data.fill_(0.5)
     if extra == "temperature":
         set_attn_temperature(model, Temperature(1.3, "const", "first"))
     if extra == "flex":

@@ -14,6 +14,12 @@ part of the weights) multiplies them again, per query, by scaling q. Additive bi
 scales act, so a logit stays within sqrt(D) max_i |g_q,i g_k,i| times the logit scale (Dehghani et al. 2023;
 Wortsman et al. 2023, arXiv 2309.14322: the attention-logit growth behind loss spikes). Off: no parameters, the
 logits as without it.
+
+`model.attn_log_n`: trained log-n scaling. Query i's logits in head h are multiplied by 1 + g_h log(n_i), n_i the
+keys it may see (causal, windows and left PADs counted out) and g_h a learned gain per head, 0 at the start: a head
+can learn to sharpen as the keys it chooses among grow in number, and the factor extrapolates in log n past the
+longest training row (Scalable-Softmax, Nakanishi 2025, arXiv 2501.19399, with a learned slope). Additive biases
+(FIRE) are not scaled. Off: no parameters, the logits as without it.
 """
 
 from __future__ import annotations
@@ -94,6 +100,8 @@ class AttnInputs:
         None  # (q, k unrotated) -> raw (B, H, Tq, Tk) q.k of the scheme; mask is then bool
     )
     q_scale: torch.Tensor | None = None  # (Tq,) or (B, Tq): each query's logit factor (`Temperature`)
+    # (B or 1, 1, Tq, 1) float32: log of the number of keys each query may see (model.attn_log_n)
+    log_n: torch.Tensor | None = None
     # (B, 1, Tq, Tk) bool, True where query i may see key j: the row and number windows and the left PADs
     # (`ArithModel.windows`), causal included
     allow: torch.Tensor | None = None
@@ -151,6 +159,17 @@ class Temperature:
         if pad is not None:
             keys = (keys[None] - pad[:, None]).clamp(min=1)  # a PAD query: 1, so that log() stays finite
         return self.scale * (keys.log() / math.log(self.train_len)).clamp(min=1.0)
+
+
+def log_key_counts(allow: torch.Tensor | None, start: int, t_q: int, device) -> torch.Tensor:
+    """(B or 1, 1, Tq, 1) float32: log of the number of keys each of the Tq new queries may see (`AttnInputs.log_n`):
+    from `allow` (B, 1, Tq, Tk) where windows or left PADs hide some, else causal (the queries at start..start + Tq -
+    1 see start + 1..start + Tq keys). A query that sees none (never the case) reads log 1 = 0."""
+    if allow is not None:
+        n = allow.sum(dim=-1, keepdim=True, dtype=torch.float32).clamp(min=1)
+    else:
+        n = torch.arange(start + 1, start + t_q + 1, device=device, dtype=torch.float32).view(1, 1, t_q, 1)
+    return n.log()
 
 
 def set_attn_temperature(model: nn.Module, temperature: Temperature | None) -> None:
@@ -282,12 +301,26 @@ class Attention(nn.Module):
         qk_norm = bool(getattr(cfg, "qk_norm", False))
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        log_n = bool(getattr(cfg, "attn_log_n", False))
+        self.log_n_gain = nn.Parameter(torch.zeros(self.heads)) if log_n else None  # g_h, per head
 
-    def norm_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k (B, H, T, D) as the logits see them: RMS-normalized per head with model.qk_norm, else unchanged."""
-        if self.q_norm is None:
-            return q, k
-        return self.q_norm(q), self.k_norm(k)
+    def norm_qk(
+        self, q: torch.Tensor, k: torch.Tensor, inp: AttnInputs | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k (B, H, T, D) as the logits see them: RMS-normalized per head with model.qk_norm, then q times
+        1 + g_h log(n_i) with model.attn_log_n (n_i from `inp.log_n`) and the test-time `inp.q_scale`."""
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.log_n_gain is not None:
+            if inp is None or inp.log_n is None:
+                raise ValueError(
+                    "model.attn_log_n: the attention inputs carry no key counts (AttnInputs.log_n)"
+                )
+            q = q * (1 + self.log_n_gain[:, None, None] * inp.log_n).to(q.dtype)
+        if inp is not None and inp.q_scale is not None:  # scaling query i scales row i of the logits
+            scale = inp.q_scale.to(q.dtype)
+            q = q * (scale[:, None] if scale.dim() == 1 else scale[:, None, :, None])
+        return q, k
 
     def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
         """q_pos (Tq,): positions of the new tokens; k_pos (Tk,): positions of all keys, past ones first; (B, Tq) and
@@ -322,10 +355,7 @@ class Attention(nn.Module):
         """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (times the test-time
         `inp.q_scale`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
         Blocks with their own projections (`blocks.ShapedAttention`) call it."""
-        q, k = self.norm_qk(q, k)
-        if inp.q_scale is not None:  # scaling query i scales row i of the logits, whatever the kernel
-            scale = inp.q_scale.to(q.dtype)
-            q = q * (scale[:, None] if scale.dim() == 1 else scale[:, None, :, None])
+        q, k = self.norm_qk(q, k, inp)  # the query factors scale row i of the logits, whatever the kernel
         if inp.scores is not None:
             return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:

@@ -25,6 +25,7 @@ from arith.model.attention import (
     causal_mask,
     item_digits_mask,
     item_window_mask,
+    log_key_counts,
     number_window_mask,
     prompt_digits_hidden_mask,
     prompt_window_mask,
@@ -110,6 +111,7 @@ def validate(cfg) -> None:
         "value_in_length",
         "value_vector",
         "qk_norm",
+        "attn_log_n",
     ):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
@@ -202,6 +204,7 @@ class ArithModel(nn.Module):
         self.recurrences, self.eval_recurrences = cfg.recurrences, cfg.eval_recurrences
         self.eval_k = cfg.eval_k
         self.attn_temperature = None  # test-time attention temperature (attention.set_attn_temperature)
+        self.attn_log_n = bool(getattr(cfg, "attn_log_n", False))  # trained log-n scaling (attention.py)
         # digit keys a query sees: those within this many digit indices of its own (0 = all); eval may change it
         self.row_window = int(getattr(cfg, "row_window", 0))
         self.number_window = int(getattr(cfg, "number_window", 0))
@@ -456,8 +459,9 @@ class ArithModel(nn.Module):
             q_pos, k_pos = q_pos[None] - pad[:, None], k_pos[None] - pad[:, None]
         inputs = [layer.prepare(q_pos, k_pos) for layer in self.layers]  # reused by every recurrence
         allow = self.windows(ids, cache, T, pad)
-        if allow is not None:
-            inputs = [dataclasses.replace(inp, allow=allow) for inp in inputs]
+        if allow is not None or self.attn_log_n:  # the windows, and model.attn_log_n's key counts
+            log_n = log_key_counts(allow, start, T, ids.device) if self.attn_log_n else None
+            inputs = [dataclasses.replace(inp, allow=allow, log_n=log_n) for inp in inputs]
         first = inputs[0]  # the first attention call of the pass (layer 0, recurrence 0)
         temp = None if self.training else self.attn_temperature
         if temp is not None:

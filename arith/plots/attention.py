@@ -76,10 +76,8 @@ def attention_probs(
     B, T, C = x.shape
     H, D = attn.heads, attn.head_dim
     parts = attn.qkv(x).view(B, T, -1, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # q, k (, v): (B, H, T, D)
-    q, k = attn.norm_qk(parts[0], parts[1])
+    q, k = attn.norm_qk(parts[0], parts[1], inp)
     v = parts[2] if len(parts) == 3 else x.view(B, T, H, D).transpose(1, 2).to(q.dtype)  # SAS: values = input
-    if inp.q_scale is not None:
-        q = q * inp.q_scale.to(q.dtype)[:, None]
     scale = D**-0.5 if attn.sdpa_scale is None else attn.sdpa_scale
     if inp.scores is not None:  # the scheme's own q.k (ReRoPE)
         logits = inp.scores(q, k).float() * scale
