@@ -18,8 +18,10 @@ logits as without it.
 `model.attn_log_n`: trained log-n scaling. Query i's logits in head h are multiplied by 1 + g_h log(n_i), n_i the
 keys it may see (causal, windows and left PADs counted out) and g_h a learned gain per head, 0 at the start: a head
 can learn to sharpen as the keys it chooses among grow in number, and the factor extrapolates in log n past the
-longest training row (Scalable-Softmax, Nakanishi 2025, arXiv 2501.19399, with a learned slope). Additive biases
-(FIRE) are not scaled. Off: no parameters, the logits as without it.
+longest training row (Scalable-Softmax, Nakanishi 2025, arXiv 2501.19399, with a learned slope). g_h is not
+constrained: a negative one flattens the logits as n grows, and past n = e^(-1/g_h) turns their sign (sorting learned
+-0.19 and -0.15, docs/RESULTS.md). Additive biases (FIRE) are not scaled. Off: no parameters, the logits as without
+it.
 """
 
 from __future__ import annotations
@@ -352,8 +354,8 @@ class Attention(nn.Module):
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None
     ) -> torch.Tensor:
-        """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (times the test-time
-        `inp.q_scale`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
+        """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (q times model.attn_log_n's
+        factor and the test-time `inp.q_scale`, `norm_qk`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
         Blocks with their own projections (`blocks.ShapedAttention`) call it."""
         q, k = self.norm_qk(q, k, inp)  # the query factors scale row i of the logits, whatever the kernel
         if inp.scores is not None:
