@@ -8,11 +8,12 @@
 Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
 batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
 train.cpu_bf16, or where it is null and the CPU has AMX), `forward_loss` (progressive loss included), backward,
-gradient clipping, optimizer step (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does. Warm-up steps (compilation) are
-not timed; the table reports medians over the timed steps, which keeps late recompilations out. Each row
-also counts the frames torch.compile (re)compiled during the timed steps, and with --sync-debug (CUDA) the
-host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json appends each row as
-a JSON line as soon as its config finishes; --override adds Hydra overrides to every config (tiny sizes).
+gradient clipping, optimizer step (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does.
+Warm-up steps (compilation) are not timed; the table reports medians over the timed steps, which keeps late
+recompilations out. Each row also counts the frames torch.compile (re)compiled during the timed steps, and with
+--sync-debug (CUDA) the host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json
+appends each row as a JSON line as soon as its config finishes; --override adds Hydra overrides to every config
+(tiny sizes).
 
 FLOPs (matmuls only, counted per model call; embeddings, norms and softmax are left out):
     one layer, forward, per token:  2 * (4 C^2 + 1.5 C F) + 4 T C   (qkv + out proj, GELU-GLU FFN, QK^T and AV

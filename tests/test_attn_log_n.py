@@ -8,14 +8,13 @@ import math
 import pytest
 import torch
 
-from arith.errors import ConfigError
 from arith.eval.decode import generate
 from arith.model import build_model
 from arith.model.attention import log_key_counts
 from arith.model.decoder import ArithModel
 from tests.test_attn_scale import IDS
 from tests.test_decode import TOK
-from tests.test_model import cfg_before, cfg_for
+from tests.test_model import cfg_before, cfg_for, check_bool_model_key
 from tests.test_qk_norm import KINDS, names
 
 
@@ -106,14 +105,5 @@ def test_the_gain_trains():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gains(model).values())
 
 
-def test_a_bad_value_is_a_one_line_error():
-    with pytest.raises(ConfigError, match=r"^model.attn_log_n='yes' must be true or false$"):
-        build_model(cfg_for(attn_log_n="yes"), TOK)
-
-
-def test_hydra_composes_the_key_and_a_resume_checks_it(compose):
-    from arith.start import IDENTITY_KEYS
-
-    assert compose(["model.attn_log_n=true"]).model.attn_log_n is True
-    assert compose([]).model.attn_log_n is False
-    assert "model" in IDENTITY_KEYS  # a run resumed with the key flipped is refused, as for every model key
+def test_a_bad_value_is_a_one_line_error_and_hydra_composes_the_key(compose):
+    check_bool_model_key(compose, "attn_log_n")

@@ -40,6 +40,18 @@ def cfg_before(key: str, **kw) -> SimpleNamespace:
     return SimpleNamespace(**{k: v for k, v in vars(cfg_for(**kw)).items() if k != key})
 
 
+def check_bool_model_key(compose, key: str) -> None:
+    """A true/false model key: a word is a one-line ConfigError naming it, Hydra composes true and defaults to false,
+    and a resume checks it (every model key is in the resume identity)."""
+    from arith.start import IDENTITY_KEYS
+
+    with pytest.raises(ConfigError, match=rf"^model.{key}='yes' must be true or false$"):
+        build_model(cfg_for(**{key: "yes"}), TOK)
+    assert getattr(compose([f"model.{key}=true"]).model, key) is True
+    assert getattr(compose([]).model, key) is False
+    assert "model" in IDENTITY_KEYS  # a run resumed with the key flipped is refused, as for every model key
+
+
 def make(*args, seed=0, **kw):
     torch.manual_seed(seed)
     return build_model(cfg_for(*args, **kw), TOK)

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from arith.data.tokenizer import ArithTokenizer
-from arith.errors import ConfigError
 from arith.model import build_model
 from arith.model.numbers import openers
 from arith.model.positions import digit_table
-from tests.test_model import cfg_for
+from tests.test_model import cfg_for, check_bool_model_key
 
 TOK = ArithTokenizer.build()
 
@@ -66,16 +65,7 @@ def assert_decoding_equals_the_full_forward(model, ids: torch.Tensor, prompt: in
         assert torch.allclose(model(padded, pad=torch.full((ids.shape[0],), 3))[:, 3:], full, atol=1e-5)
 
 
-def test_bad_value_is_one_line():
-    with pytest.raises(ConfigError, match=r"model.opener_embedding='yes' must be true or false"):
-        build_model(cfg_for(opener_embedding="yes"), TOK)
-
-
-def test_key_composes_and_is_in_the_resume_identity(compose):
-    from arith.start import IDENTITY_KEYS
-
-    assert compose(["model.opener_embedding=true"]).model.opener_embedding is True
-    assert compose([]).model.opener_embedding is False
-    assert "model" in IDENTITY_KEYS  # every model key is
+def test_bad_value_is_one_line_and_the_key_composes_into_the_resume_identity(compose):
+    check_bool_model_key(compose, "opener_embedding")
     with pytest.raises(Exception, match="opener_embeding"):
         compose(["model.opener_embeding=true"])

@@ -5,13 +5,12 @@ bad value is a one-line error."""
 import pytest
 import torch
 
-from arith.errors import ConfigError
 from arith.eval.decode import generate
 from arith.model import build_model
 from arith.model.decoder import ArithModel
 from tests.test_attn_scale import IDS
 from tests.test_decode import TOK
-from tests.test_model import cfg_before, cfg_for
+from tests.test_model import cfg_before, cfg_for, check_bool_model_key
 
 KINDS = [
     dict(abs_pos="abacus", rel_pos="none"),
@@ -78,14 +77,5 @@ def test_cached_decoding_equals_uncached(kind):
     )
 
 
-def test_a_bad_value_is_a_one_line_error():
-    with pytest.raises(ConfigError, match=r"^model.qk_norm='yes' must be true or false$"):
-        build_model(cfg_for(qk_norm="yes"), TOK)
-
-
-def test_hydra_composes_the_key_and_a_resume_checks_it(compose):
-    from arith.start import IDENTITY_KEYS
-
-    assert compose(["model.qk_norm=true"]).model.qk_norm is True
-    assert compose([]).model.qk_norm is False
-    assert "model" in IDENTITY_KEYS  # a run resumed with the key flipped is refused, as for every model key
+def test_a_bad_value_is_a_one_line_error_and_hydra_composes_the_key(compose):
+    check_bool_model_key(compose, "qk_norm")

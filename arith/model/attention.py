@@ -355,8 +355,8 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None
     ) -> torch.Tensor:
         """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (q times model.attn_log_n's
-        factor and the test-time `inp.q_scale`, `norm_qk`); q, k, v (B, H, T, D) of the new tokens, whose k and v join `cache` -> (B, H, T, D).
-        Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        factor and the test-time `inp.q_scale`, `norm_qk`); q, k, v (B, H, T, D) of the new tokens, whose k and v
+        join `cache` -> (B, H, T, D). Blocks with their own projections (`blocks.ShapedAttention`) call it."""
         q, k = self.norm_qk(q, k, inp)  # the query factors scale row i of the logits, whatever the kernel
         if inp.scores is not None:
             return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)

@@ -10,9 +10,9 @@ step. Past about 100 keys SDPA's blocked kernel is faster, so the path stops at 
 
 When it runs (`wanted`): `Attention.attn_impl` "auto" (`train.attention`; "sdpa" turns it off), a CPU, float32 or
 bf16 (`train.cpu_bf16`'s autocast: the path casts q, k and v to float32 and runs with autocast off, where SDPA's
-bf16 CPU kernel took 22 ms a call on the quick start's rows, docs/BENCHMARKS.md), a gradient being recorded, no
-KV cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are right-padded, so every query sees at least itself and no softmax row is empty. Everything else, evaluation
-included, stays on SDPA.
+bf16 CPU kernel took 22 ms a call on the quick start's rows, docs/BENCHMARKS.md), a gradient being recorded, no KV
+cache and no compiler tracing, at most `MAX_KEYS` keys. Training rows are right-padded, so every query sees at least
+itself and no softmax row is empty. Everything else, evaluation included, stays on SDPA.
 """
 
 from __future__ import annotations
