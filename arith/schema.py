@@ -227,6 +227,9 @@ class ModelConfig:
     # the attention-logit growth behind loss spikes); off = no parameters, today's logits
     qk_norm: bool = False
     attn_log_n: bool = False  # each head's q times 1 + g_h log(keys seen), g_h learned from 0 (attention.py)
+    # a per-head bias a relu(d) + c relu(-d), d = s(key) - r(query) - t, r and s learned linear reads of the tokens,
+    # a, c, t learned from 0: a one-sided threshold a dot product cannot express (model/diff_bias.py)
+    diff_bias: bool = False
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
     # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
     # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)

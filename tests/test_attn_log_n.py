@@ -61,8 +61,8 @@ def test_the_factor_is_one_plus_g_log_n():
         for layer in plain.layers:  # the same factors, through the test-time per-query scale
             attend = layer.attn.attend
 
-            def scaled(q, k, v, inp, cache=None, attend=attend):
-                return attend(q * factors.to(q.dtype)[:, None], k, v, inp, cache)
+            def scaled(q, k, v, inp, cache=None, scalars=None, attend=attend):
+                return attend(q * factors.to(q.dtype)[:, None], k, v, inp, cache, scalars)
 
             layer.attn.attend = scaled
         torch.testing.assert_close(out, plain(IDS, k=1), rtol=1e-5, atol=1e-5)

@@ -107,7 +107,9 @@ def test_first_scales_only_the_first_attention_call():
     looped = build(abs_pos="abacus", layers=1, recurrences=3, injection="add")
     attn, seen = looped.layers[0].attn, []
     inner = attn.attend
-    attn.attend = lambda q, k, v, inp, cache=None: seen.append(inp.q_scale) or inner(q, k, v, inp, cache)
+    attn.attend = lambda q, k, v, inp, cache=None, scalars=None: (
+        seen.append(inp.q_scale) or inner(q, k, v, inp, cache, scalars)
+    )
     for where, expected in (("first", [True, False, False]), ("all", [True, True, True])):
         seen.clear()
         set_attn_temperature(looped, Temperature(2.5, "const", where))

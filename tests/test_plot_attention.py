@@ -91,6 +91,8 @@ KINDS = [
     dict(abs_pos="abacus", block="post_ln", attn_logit_scale=1.7),
     dict(abs_pos="abacus", rel_pos="fire", qk_norm=True),
     dict(abs_pos="abacus", rel_pos="fire", row_window=1, attn_log_n=True),
+    dict(abs_pos="abacus", rel_pos="fire", row_window=1, diff_bias=True),
+    dict(abs_pos="none", rel_pos="rerope", rerope_window=4, diff_bias=True),
 ]
 
 
@@ -109,6 +111,8 @@ def test_recomputed_weights_give_back_the_module_output(kind, extra):
     for name, p in model.named_parameters():
         if "log_n_gain" in name:  # model.attn_log_n's gains start at 0, a factor of 1: give them one to show
             p.data.fill_(0.5)
+        if name.endswith("diff.slopes") or name.endswith("diff.knot"):  # model.diff_bias's start at 0 too
+            p.data.uniform_(-2, 2)
     if extra == "temperature":
         set_attn_temperature(model, Temperature(1.3, "const", "first"))
     if extra == "flex":

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arith.model import flex, small_attention
+from arith.model import diff_bias, flex, small_attention
 from arith.model.positions import build_rel_pos
 from arith.model.rotary import rotate
 
@@ -50,6 +50,7 @@ class KVCache:
     def __init__(self, reserve: int = 0):
         self.k: torch.Tensor | None = None  # (B, H, capacity, D)
         self.v: torch.Tensor | None = None
+        self.s: torch.Tensor | None = None  # (B, H, capacity) float32: the keys' scalars (model.diff_bias)
         self.length = 0
         self.reserve = reserve
 
@@ -59,7 +60,7 @@ class KVCache:
         if self.k is None or need > self.k.shape[2] or self.k.dtype != k.dtype:
             capacity = max(need, 2 * self.length, 16, self.reserve)
             new_k = k.new_zeros(B, H, capacity, D)
-            new_v = v.new_zeros(B, H, capacity, D)
+            new_v = v.new_zeros(B, H, capacity, v.shape[-1])
             if self.k is not None:
                 new_k[:, :, : self.length] = self.k[:, :, : self.length]
                 new_v[:, :, : self.length] = self.v[:, :, : self.length]
@@ -69,6 +70,18 @@ class KVCache:
         self.length = need
         return self.k[:, :, :need], self.v[:, :, :need]  # (B, H, past + T, D)
 
+    def append_scalars(self, s: torch.Tensor) -> torch.Tensor:
+        """The keys' scalars (B, H, T) of the tokens `append` has just added (`diff_bias`) -> (B, H, past + T)."""
+        B, H, T = s.shape
+        past = self.length - T
+        if self.s is None or self.s.shape[2] != self.k.shape[2]:
+            new_s = s.new_zeros(B, H, self.k.shape[2])
+            if self.s is not None:
+                new_s[:, :, :past] = self.s[:, :, :past]
+            self.s = new_s
+        self.s[:, :, past : self.length] = s
+        return self.s[:, :, : self.length]
+
     def place(self, rows: torch.Tensor, part: KVCache, batch: int, length: int) -> None:
         """Hold `part`'s keys and values (rows (n,) long of a batch of `batch` rows) in the last slots of the first
         `length`, before them zeros (a group prefilled without its left PADs, `DecoderCache.gather`)."""
@@ -76,7 +89,11 @@ class KVCache:
         if self.k is None:
             capacity = max(length, 16, self.reserve)
             self.k = part.k.new_zeros(batch, H, capacity, D)
-            self.v = part.v.new_zeros(batch, H, capacity, D)
+            self.v = part.v.new_zeros(batch, H, capacity, part.v.shape[-1])
+        if part.s is not None and self.s is None:
+            self.s = part.s.new_zeros(batch, H, self.k.shape[2])
+        if part.s is not None:
+            self.s[rows, :, length - part.length : length] = part.s[:, :, : part.length]
         self.k[rows, :, length - part.length : length] = part.k[:, :, : part.length]
         self.v[rows, :, length - part.length : length] = part.v[:, :, : part.length]
         self.length = length
@@ -85,6 +102,8 @@ class KVCache:
         """Keep only these rows (B',) of the batch, in this order (decoding drops the finished ones)."""
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, rows), self.v.index_select(0, rows)
+        if self.s is not None:
+            self.s = self.s.index_select(0, rows)
 
 
 @dataclass
@@ -305,6 +324,8 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         log_n = bool(getattr(cfg, "attn_log_n", False))
         self.log_n_gain = nn.Parameter(torch.zeros(self.heads)) if log_n else None  # g_h, per head
+        on = bool(getattr(cfg, "diff_bias", False))
+        self.diff = diff_bias.DiffBias(cfg.width, self.heads) if on else None  # model.diff_bias
 
     def norm_qk(
         self, q: torch.Tensor, k: torch.Tensor, inp: AttnInputs | None = None
@@ -348,16 +369,26 @@ class Attention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
-        y = self.attend(q, k, v, inp, cache)  # (B, H, T, D)
+        scalars = None if self.diff is None else self.diff.scalars(x)
+        y = self.attend(q, k, v, inp, cache, scalars)  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)
 
     def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        inp: AttnInputs,
+        cache: KVCache | None = None,
+        scalars: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Causal softmax(s q k / sqrt(D) + positions) v, s = model.attn_logit_scale (q times model.attn_log_n's
         factor and the test-time `inp.q_scale`, `norm_qk`); q, k, v (B, H, T, D) of the new tokens, whose k and v
-        join `cache` -> (B, H, T, D). Blocks with their own projections (`blocks.ShapedAttention`) call it."""
+        join `cache` -> (B, H, T, D). Blocks with their own projections (`blocks.ShapedAttention`) call it.
+        scalars: model.diff_bias's (r, s) of the new tokens (`diff_bias.DiffBias.scalars`), its bias then added."""
         q, k = self.norm_qk(q, k, inp)  # the query factors scale row i of the logits, whatever the kernel
+        if scalars is not None:
+            return diff_bias.attend(self.diff, q, k, v, scalars, inp, cache, self.sdpa_scale, self.attn_impl)
         if inp.scores is not None:
             return explicit_attention(q, k, v, inp, cache, self.sdpa_scale)
         if inp.rot is not None:

@@ -160,10 +160,11 @@ class ShapedAttention(Attention):
         qk = self.qkv(x).view(B, T, 2, self.heads, self.head_dim)  # (B, T, 2, H, D)
         q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, T, D)
         v = x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D): values = the input
+        scalars = None if self.diff is None else self.diff.scalars(x)  # model.diff_bias
         if torch.is_autocast_enabled(x.device.type):
-            mixed = self.attend(q, k, v, inp, cache)  # autocast casts v for SDPA; the cache keeps it as is
+            mixed = self.attend(q, k, v, inp, cache, scalars)  # autocast casts v for SDPA; the cache keeps it
         else:
-            mixed = self.attend(q, k, v.to(q.dtype), inp, cache)
+            mixed = self.attend(q, k, v.to(q.dtype), inp, cache, scalars)
         past_v = v if cache is None else cache.v[:, :, : cache.length]  # (B, H, past + T, D)
         skip = identity_minus_mean(self.alpha, self.gamma, T, past_v.shape[2])  # (H, T, past + T)
         with torch.autocast(x.device.type, enabled=False):

@@ -112,6 +112,7 @@ def validate(cfg) -> None:
         "value_vector",
         "qk_norm",
         "attn_log_n",
+        "diff_bias",
     ):
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):

@@ -72,7 +72,7 @@ def attention_probs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probs (B, H, T, T) float32, visible (B, H, T, T) bool, v (B, H, T, D)) of one uncached call
     `attn(x, inp)`: the softmax `Attention.attend` (or `explicit_attention`) computes, from the same q, k, v,
-    query scale, rotation, bias, score function and masks. probs is exactly 0 where visible is False."""
+    query scale, rotation, bias, score function, difference bias and masks. probs is exactly 0 where visible is False."""
     B, T, C = x.shape
     H, D = attn.heads, attn.head_dim
     parts = attn.qkv(x).view(B, T, -1, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # q, k (, v): (B, H, T, D)
@@ -88,6 +88,8 @@ def attention_probs(
         bias = inp.mask if inp.mask is not None and inp.mask.dtype != torch.bool else inp.flex_bias
         if bias is not None:  # FIRE: (H, T, T), -inf above the diagonal on the SDPA path
             logits = logits + bias.to(q.dtype).float()
+    if attn.diff is not None:  # model.diff_bias, from the same input
+        logits = logits + attn.diff.bias(*attn.diff.scalars(x))
     visible = causal_mask(T, T, x.device)
     if inp.mask is not None and inp.mask.dtype == torch.bool:
         visible = visible & inp.mask
