@@ -22,6 +22,9 @@ longest training row (Scalable-Softmax, Nakanishi 2025, arXiv 2501.19399, with a
 constrained: a negative one flattens the logits as n grows, and past n = e^(-1/g_h) turns their sign (sorting learned
 -0.19 and -0.15, docs/RESULTS.md). Additive biases (FIRE) are not scaled. Off: no parameters, the logits as without
 it.
+
+`model.diff_bias`: a learned one-sided bias over the difference of two scalars read from the query's and the key's
+tokens (diff_bias.py); `attend` then hands the call to `diff_bias.attend`, and the KV cache keeps the keys' scalars.
 """
 
 from __future__ import annotations
