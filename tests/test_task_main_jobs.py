@@ -60,10 +60,12 @@ def test_addition_preset_buckets_votes_and_takes_later_ties_and_the_other_tasks_
     cfg = compose(["+experiment=quickstart"])
     assert cfg.data.bucket == 8 and list(cfg.model.eval_vote_ks) == [5, 3, 7, 1, 9]
     assert str(cfg.train.select_ties) == "later"
-    for task in ("subtraction", "bitwise_or"):  # their README rows were measured before these levers
+    for task in ("subtraction", "bitwise_or"):  # their README rows were measured before buckets and the vote
         cfg = compose([f"+experiment=quickstart_{task}"])
         assert cfg.data.bucket == 1 and cfg.model.eval_vote_ks is None
-        assert str(cfg.train.select_ties) == "earlier"
+        assert cfg.train.cpu_bf16 is None  # bf16 where the CPU has AMX: 3 seeds each (docs/RESULTS.md)
+        # OR's earliest 100% selection step missed in bf16; its last step did not (docs/RESULTS.md)
+        assert str(cfg.train.select_ties) == ("later" if task == "bitwise_or" else "earlier")
     assert compose(["+experiment=quickstart_sorting"]).model.eval_vote_ks is None  # the vote did not help
 
 
