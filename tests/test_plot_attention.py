@@ -92,6 +92,9 @@ KINDS = [
     dict(abs_pos="abacus", rel_pos="fire", qk_norm=True),
     dict(abs_pos="abacus", rel_pos="fire", row_window=1, attn_log_n=True),
     dict(abs_pos="abacus", rel_pos="fire", row_window=1, diff_bias=True),
+    dict(
+        abs_pos="none", rel_pos="fire", diff_bias=True
+    ),  # no window: FlexAttention's bias needs its causal mask
     dict(abs_pos="none", rel_pos="rerope", rerope_window=4, diff_bias=True),
 ]
 

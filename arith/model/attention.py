@@ -63,7 +63,7 @@ class KVCache:
         if self.k is None or need > self.k.shape[2] or self.k.dtype != k.dtype:
             capacity = max(need, 2 * self.length, 16, self.reserve)
             new_k = k.new_zeros(B, H, capacity, D)
-            new_v = v.new_zeros(B, H, capacity, v.shape[-1])
+            new_v = v.new_zeros(B, H, capacity, D)
             if self.k is not None:
                 new_k[:, :, : self.length] = self.k[:, :, : self.length]
                 new_v[:, :, : self.length] = self.v[:, :, : self.length]
@@ -92,10 +92,10 @@ class KVCache:
         if self.k is None:
             capacity = max(length, 16, self.reserve)
             self.k = part.k.new_zeros(batch, H, capacity, D)
-            self.v = part.v.new_zeros(batch, H, capacity, part.v.shape[-1])
-        if part.s is not None and self.s is None:
-            self.s = part.s.new_zeros(batch, H, self.k.shape[2])
-        if part.s is not None:
+            self.v = part.v.new_zeros(batch, H, capacity, D)
+        if part.s is not None:  # model.diff_bias's key scalars
+            if self.s is None:
+                self.s = part.s.new_zeros(batch, H, self.k.shape[2])
             self.s[rows, :, length - part.length : length] = part.s[:, :, : part.length]
         self.k[rows, :, length - part.length : length] = part.k[:, :, : part.length]
         self.v[rows, :, length - part.length : length] = part.v[:, :, : part.length]

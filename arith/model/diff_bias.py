@@ -53,17 +53,6 @@ class DiffBias(nn.Module):
         return a * d.clamp(min=0) + c * (-d).clamp(min=0)
 
 
-def base_bias(inp, t_q: int, t_k: int, device) -> torch.Tensor:
-    """The masks (and FIRE's bias) of `inp` as one additive float tensor, -inf where a key is hidden."""
-    if inp.flex_bias is None:
-        return small_attention.additive_bias(inp, t_q, t_k, device)
-    # FlexAttention's bias comes without its causal mask; the queries are the last Tq of the Tk tokens
-    hidden = ~torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(t_k - t_q)
-    if inp.allow is not None:
-        hidden = hidden | ~inp.allow
-    return inp.flex_bias.float().masked_fill(hidden, float("-inf"))
-
-
 def attend(module: DiffBias, q, k, v, scalars, inp, cache, scale: float | None, impl: str) -> torch.Tensor:
     """softmax(scale q.k + masks + FIRE + the difference bias) v; q, k, v (B, H, Tq, D) of the new tokens (after
     `Attention.norm_qk`), scalars their (r, s) from `DiffBias.scalars`; k, v and s join `cache` -> (B, H, Tq, D)."""
@@ -74,7 +63,7 @@ def attend(module: DiffBias, q, k, v, scalars, inp, cache, scale: float | None, 
         k, v = cache.append(k, v)
         s = cache.append_scalars(s)
     t_q, t_k = q.shape[2], k.shape[2]
-    bias = base_bias(inp, t_q, t_k, q.device) + module.bias(r, s)
+    bias = small_attention.additive_bias(inp, t_q, t_k, q.device) + module.bias(r, s)  # masks, FIRE, this
     if cache is None and inp.scores is None and small_attention.wanted(impl, q, t_k):
         return small_attention.attention(q, k, v, bias, scale)
     with torch.autocast(q.device.type, enabled=False):

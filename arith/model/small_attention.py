@@ -40,6 +40,10 @@ def additive_bias(inp, t_q: int, t_k: int, device) -> torch.Tensor:
     if inp.dense is not None:
         return inp.dense
     mask = inp.mask
+    if inp.flex_bias is not None:  # FlexAttention's FIRE bias comes without its causal mask
+        mask = inp.flex_bias.float() + torch.full((t_q, t_k), float("-inf"), device=device).triu(
+            t_k - t_q + 1
+        )
     if inp.allow is not None:  # windows: a bool (B, 1, Tq, Tk), FIRE's bias (if any) under it
         base = mask if mask is not None and mask.dtype != torch.bool else torch.zeros((), device=device)
         bias = base.float().masked_fill(~inp.allow, float("-inf"))

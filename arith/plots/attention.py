@@ -72,7 +72,8 @@ def attention_probs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probs (B, H, T, T) float32, visible (B, H, T, T) bool, v (B, H, T, D)) of one uncached call
     `attn(x, inp)`: the softmax `Attention.attend` (or `explicit_attention`) computes, from the same q, k, v,
-    query scale, rotation, bias, score function, difference bias and masks. probs is exactly 0 where visible is False."""
+    query scale, rotation, bias, score function, difference bias and masks. probs is exactly 0 where visible is
+    False."""
     B, T, C = x.shape
     H, D = attn.heads, attn.head_dim
     parts = attn.qkv(x).view(B, T, -1, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # q, k (, v): (B, H, T, D)
