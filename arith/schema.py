@@ -230,6 +230,8 @@ class ModelConfig:
     # a per-head bias a relu(d) + c relu(-d), d = s(key) - r(query) - t, r and s learned linear reads of the tokens,
     # a, c, t learned from 0: a one-sided threshold a dot product cannot express (model/diff_bias.py)
     diff_bias: bool = False
+    # diff_bias's a and c start at -this (a bias -g |d|: the reads get a gradient from the first step); 0 = from 0
+    diff_bias_init: float = 0.0
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
     # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
     # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)

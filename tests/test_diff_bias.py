@@ -2,16 +2,19 @@
 no parameters and exactly today's logits; on at its start (a = c = t = 0): the same logits; on and trained: the bias
 is the written one and acts as a one-sided threshold, cached decoding (grouped, left-padded, rows leaving) equals
 uncached, the CPU training path equals the explicit one with the same gradients, the scalars stay float32 under
-bf16 autocast, and a bad value is a one-line error."""
+bf16 autocast, and a bad value is a one-line error. model.diff_bias_init = g starts a = c = -g, so the reads learn
+from the first step, and the slopes and the knot are never weight-decayed."""
 
 import pytest
 import torch
 
+from arith.errors import ConfigError
 from arith.eval.decode import generate
 from arith.model import build_model
 from arith.model.decoder import ArithModel
 from arith.model.diff_bias import DiffBias
 from arith.model.flex import set_attention_impl
+from arith.optim import param_groups
 from tests.test_attn_scale import IDS
 from tests.test_decode import TOK
 from tests.test_model import cfg_before, cfg_for, check_bool_model_key
@@ -61,7 +64,7 @@ def test_the_bias_is_the_written_hinge_and_a_one_sided_threshold():
         d.read.weight.zero_()
         d.read.weight[0, 0] = 1.0  # r reads channel 0 (the query's value)
         d.read.weight[1, 1] = 1.0  # s reads channel 1 (each key's value)
-        d.slopes.copy_(torch.tensor([[-1.0], [-50.0]]))
+        d.slopes.copy_(torch.tensor([-1.0, -50.0]))  # a, c
         d.knot.fill_(0.5)
     values = torch.tensor([3.0, 7.0, 5.0, 9.0, 4.0])  # the keys; the query holds 4
     x = torch.zeros(1, 5, 4)
@@ -132,3 +135,38 @@ def test_the_scalars_stay_float32_under_bf16_autocast():
 
 def test_a_bad_value_is_a_one_line_error_and_hydra_composes_the_key(compose):
     check_bool_model_key(compose, "diff_bias")
+
+
+@pytest.mark.parametrize("init", [0.0, 1.5])
+def test_an_init_starts_the_slopes_and_the_reads_learn_from_the_first_step(init):
+    """a = c = 0 (init 0): the reads get no gradient at all; a = c = -g: they do, and the bias is -g |d|."""
+    model = build(diff_bias=True, diff_bias_init=init, abs_pos="abacus", rel_pos="fire").train()
+    for d in diffs(model):
+        assert torch.equal(d.slopes, torch.full((2 * d.heads,), -init))
+        x = torch.randn(1, 4, model.cfg.width)
+        r, s = d.scalars(x)
+        gap = s[:, :, None, :] - r[:, :, :, None]
+        torch.testing.assert_close(d.bias(r, s), -init * gap.abs())
+    model(IDS, k=1).logsumexp(-1).mean().backward()
+    reads = [d.read.weight.grad for d in diffs(model)]
+    if init:
+        assert all(g.abs().sum() > 0 for g in reads)
+    else:
+        assert all(g is None or not g.any() for g in reads)
+    no_decay = {
+        id(p) for group in param_groups(model, 0.1) if group["weight_decay"] == 0 for p in group["params"]
+    }
+    for d in diffs(model):  # decay would pull the slopes and the knot back to 0; the reads are matrices
+        assert id(d.slopes) in no_decay and id(d.knot) in no_decay and id(d.read.weight) not in no_decay
+
+
+def test_the_init_key_rejects_bad_values_and_composes(compose):
+    for bad in (-1.0, "big", True, float("nan"), float("inf")):
+        with pytest.raises(
+            ConfigError, match=r"^model.diff_bias_init=.* must be a number >= 0 \(0 = the slopes"
+        ):
+            build_model(cfg_for(diff_bias=True, diff_bias_init=bad), TOK)
+    with pytest.raises(ConfigError, match=r"^model.diff_bias_init=2.0 needs model.diff_bias=true"):
+        build_model(cfg_for(diff_bias_init=2.0), TOK)
+    cfg = compose(["model.diff_bias=true", "model.diff_bias_init=0.5"]).model
+    assert cfg.diff_bias_init == 0.5 and compose([]).model.diff_bias_init == 0.0

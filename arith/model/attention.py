@@ -328,7 +328,8 @@ class Attention(nn.Module):
         log_n = bool(getattr(cfg, "attn_log_n", False))
         self.log_n_gain = nn.Parameter(torch.zeros(self.heads)) if log_n else None  # g_h, per head
         on = bool(getattr(cfg, "diff_bias", False))
-        self.diff = diff_bias.DiffBias(cfg.width, self.heads) if on else None  # model.diff_bias
+        init = float(getattr(cfg, "diff_bias_init", 0.0))
+        self.diff = diff_bias.DiffBias(cfg.width, self.heads, init) if on else None  # model.diff_bias
 
     def norm_qk(
         self, q: torch.Tensor, k: torch.Tensor, inp: AttnInputs | None = None

@@ -117,6 +117,13 @@ def validate(cfg) -> None:
         value = getattr(cfg, key, False)
         if not isinstance(value, bool):
             raise ConfigError(f"model.{key}={value!r} must be true or false")
+    init = getattr(cfg, "diff_bias_init", 0.0)
+    if isinstance(init, bool) or not isinstance(init, (int, float)) or not 0 <= init < math.inf:
+        raise ConfigError(f"model.diff_bias_init={init!r} must be a number >= 0 (0 = the slopes start at 0)")
+    if init and not cfg.diff_bias:
+        raise ConfigError(
+            f"model.diff_bias_init={init} needs model.diff_bias=true: it starts that bias's slopes"
+        )
     numbers.validate(cfg)  # the length and value features' keys
     if getattr(cfg, "item_digits", 0) and not getattr(cfg, "item_window", False):
         raise ConfigError(

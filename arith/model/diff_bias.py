@@ -5,7 +5,10 @@ and one from the key's, with a hinge on each side, per head:
 
 r_h and s_h are linear reads of the layer's input x (the residual stream), computed in float32 whatever the
 autocast; a_h, c_h and the knot t_h are learned and start at 0, so at the start the bias is 0 and the logits are
-those of the model without it. Off: no parameters, no change.
+those of the model without it. Off: no parameters, no change. `model.diff_bias_init` = g > 0 starts a_h = c_h = -g
+instead (a bias -g |d|, a preference for the nearest key): at a = c = 0 the reads get no gradient (the bias is
+a relu(d) + c relu(-d)), so the scalars and the slopes can only grow together, from the slopes' side. The slopes
+and the knot are 1-d, so they are not weight-decayed towards 0 (`arith.optim.param_groups`).
 
 Why: a dot product q.k is bilinear in what the two tokens carry, so a head can find the key whose code is nearest
 to a target but not "the smallest key code above the query's", a one-sided threshold. Sorting's next label is
@@ -31,11 +34,11 @@ from arith.model.rotary import rotate
 
 
 class DiffBias(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, init: float = 0.0):
         super().__init__()
         self.heads = heads
         self.read = nn.Linear(width, 2 * heads, bias=False)  # r_h (query side), s_h (key side)
-        self.slopes = nn.Parameter(torch.zeros(2, heads))  # a_h (d > 0), c_h (d < 0)
+        self.slopes = nn.Parameter(torch.full((2 * heads,), -float(init)))  # a_h (d > 0), then c_h (d < 0)
         self.knot = nn.Parameter(torch.zeros(heads))  # t_h
 
     def scalars(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +52,7 @@ class DiffBias(nn.Module):
     def bias(self, r: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """r (B, H, Tq), s (B, H, Tk) -> (B, H, Tq, Tk) float32: a_h relu(d) + c_h relu(-d)."""
         d = s[:, :, None, :] - r[:, :, :, None] - self.knot[:, None, None]
-        a, c = self.slopes[0][:, None, None], self.slopes[1][:, None, None]
+        a, c = self.slopes.view(2, self.heads, 1, 1)
         return a * d.clamp(min=0) + c * (-d).clamp(min=0)
 
 
