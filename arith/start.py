@@ -51,7 +51,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     here, the model's and the task's own checks called from here (each component owns its rules)."""
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
-    from arith.model.decoder import validate as validate_model
+    from arith.model.config_checks import validate as validate_model
 
     t, d = cfg.train, cfg.data
     require(

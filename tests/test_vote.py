@@ -11,7 +11,7 @@ from arith.eval import settings as eval_settings
 from arith.eval.decode import generate
 from arith.eval.vote import decided, decode, majority
 from arith.model import build_model
-from arith.model.decoder import check_vote_ks
+from arith.model.config_checks import check_vote_ks
 from tests.test_decode import TOK, encode, make
 
 ARGS = dict(max_new=10, eos_id=TOK.eos_id, pad_id=TOK.pad_id)

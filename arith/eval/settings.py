@@ -138,7 +138,7 @@ def resolve(
         raise ConfigError(f"{prefix}recurrences={recurrences!r} must be a positive integer")
     ks = list(getattr(model_cfg, "eval_vote_ks", None) or []) if vote_ks is None else list(vote_ks)
     if check:
-        from arith.model.decoder import check_vote_ks
+        from arith.model.config_checks import check_vote_ks
 
         key = f"{prefix}vote_ks" if vote_ks is not None else "model.eval_vote_ks"
         ks = check_vote_ks(ks, model_cfg.abs_pos, key)

@@ -7,7 +7,8 @@ model = build_model(cfg.model, tok)  # raises ConfigError naming the key on a ba
 from __future__ import annotations
 
 from arith.model.blocks import BLOCKS
-from arith.model.decoder import ArithModel, DecoderCache, validate
+from arith.model.config_checks import validate
+from arith.model.decoder import ArithModel, DecoderCache
 from arith.model.positions import ABS_POS, REL_POS, build_abs_pos, build_rel_pos
 
 __all__ = [

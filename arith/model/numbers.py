@@ -19,7 +19,8 @@ LENGTH_CODES = {
 
 
 def validate(cfg) -> None:
-    """Raise ConfigError for a value feature or length offset that cannot work (the keys' types: `decoder.validate`)."""
+    """Raise ConfigError for a value feature or length offset that cannot work (the keys' types:
+    `config_checks.validate`)."""
     value = getattr(cfg, "value_feature", 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VALUE_DIGITS:
         raise ConfigError(

@@ -20,7 +20,7 @@ from arith.selfimprove import label as L
 # ---------------------------------------------------------------------------------------------- voters
 def own_vote_ks(cfg: SelfImproveConfig, run) -> list[int]:
     """The offsets the current model votes with; [] = one greedy vote (a scheme without offsets, labelers on)."""
-    from arith.model.decoder import check_vote_ks
+    from arith.model.config_checks import check_vote_ks
 
     abs_pos = str(run.model.cfg.abs_pos)
     if cfg.vote_ks is None and not run.model.abs_pos.takes_offset:
