@@ -90,6 +90,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert cfg.model.opener_embedding is True and cfg.model.number_window == 2
     assert list(cfg.model.eval_vote_ks) == [5, 3, 7]  # answers by a majority of three offsets
     assert cfg.train.budget_minutes <= 30
+    assert cfg.train.cpu_bf16 is None  # bf16 where the CPU has AMX: 3 seeds (docs/RESULTS.md)
 
 
 def _tiny_scratchpad_run(task: str, steps: int, root, fmt: str = "scratchpad", extra=()):
