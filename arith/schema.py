@@ -232,6 +232,9 @@ class ModelConfig:
     diff_bias: bool = False
     # diff_bias's a and c start at -this (a bias -g |d|: the reads get a gradient from the first step); 0 = from 0
     diff_bias_init: float = 0.0
+    # c alone (the side of keys below the query's scalar) starts at -this instead: a one-sided start, "the nearest key
+    # above, none below" (null = diff_bias_init, the symmetric start)
+    diff_bias_init_below: Optional[float] = None
     # row window (training and evaluation; eval.row_window overrides): a query sees a digit only when their
     # indices within their numbers differ by at most this many (non-digits always); 0 = off. Addition
     # and OR are local in digit index, so every length then looks like training (docs/RESULTS.md)

@@ -112,6 +112,15 @@ def _check_flags(cfg) -> None:
         raise ConfigError(
             f"model.diff_bias_init={init} needs model.diff_bias=true: it starts that bias's slopes"
         )
+    below = getattr(cfg, "diff_bias_init_below", None)
+    if below is not None and (not _real(below) or below < 0):
+        raise ConfigError(
+            f"model.diff_bias_init_below={below!r} must be a number >= 0 or null (null = model.diff_bias_init)"
+        )
+    if below is not None and not cfg.diff_bias:
+        raise ConfigError(
+            f"model.diff_bias_init_below={below} needs model.diff_bias=true: it starts that bias's slope below"
+        )
 
 
 def _check_windows(cfg) -> None:

@@ -9,6 +9,8 @@ those of the model without it. Off: no parameters, no change. `model.diff_bias_i
 instead (a bias -g |d|, a preference for the nearest key): at a = c = 0 the reads get no gradient (the bias is
 a relu(d) + c relu(-d)), so the scalars and the slopes can only grow together, from the slopes' side. The slopes
 and the knot are 1-d, so they are not weight-decayed towards 0 (`arith.optim.param_groups`).
+`model.diff_bias_init_below` = g' starts c_h alone at -g' (a one-sided start: with g' >> g the head prefers the
+nearest key above its scalar and all but forbids those below, the comparator itself, which the reads then fill in).
 
 Why: a dot product q.k is bilinear in what the two tokens carry, so a head can find the key whose code is nearest
 to a target but not "the smallest key code above the query's", a one-sided threshold. Sorting's next label is
@@ -34,11 +36,13 @@ from arith.model.rotary import rotate
 
 
 class DiffBias(nn.Module):
-    def __init__(self, width: int, heads: int, init: float = 0.0):
+    def __init__(self, width: int, heads: int, init: float = 0.0, below: float | None = None):
         super().__init__()
         self.heads = heads
         self.read = nn.Linear(width, 2 * heads, bias=False)  # r_h (query side), s_h (key side)
-        self.slopes = nn.Parameter(torch.full((2 * heads,), -float(init)))  # a_h (d > 0), then c_h (d < 0)
+        below = init if below is None else below
+        start = torch.tensor([-float(init)] * heads + [-float(below)] * heads)
+        self.slopes = nn.Parameter(start)  # a_h (d > 0), then c_h (d < 0)
         self.knot = nn.Parameter(torch.zeros(heads))  # t_h
 
     def scalars(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
