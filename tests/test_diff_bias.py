@@ -174,7 +174,9 @@ def test_the_init_key_rejects_bad_values_and_composes(compose):
 
 def test_a_one_sided_start_forbids_keys_below_and_prefers_the_nearest_above(compose):
     """diff_bias_init_below = g' starts c alone at -g': the bias is -g d above the query's scalar and g' d below."""
-    model = build(diff_bias=True, diff_bias_init=0.5, diff_bias_init_below=4.0, abs_pos="abacus", rel_pos="fire")
+    model = build(
+        diff_bias=True, diff_bias_init=0.5, diff_bias_init_below=4.0, abs_pos="abacus", rel_pos="fire"
+    )
     for d in diffs(model):
         a, c = d.slopes.detach().view(2, d.heads)
         assert torch.equal(a, torch.full((d.heads,), -0.5)) and torch.equal(c, torch.full((d.heads,), -4.0))
@@ -184,7 +186,9 @@ def test_a_one_sided_start_forbids_keys_below_and_prefers_the_nearest_above(comp
     symmetric = build(diff_bias=True, diff_bias_init=1.5, diff_bias_init_below=None)
     assert all(torch.equal(d.slopes, torch.full((2 * d.heads,), -1.5)) for d in diffs(symmetric))
     for bad in (-1.0, "big", True, float("nan")):
-        with pytest.raises(ConfigError, match=r"^model.diff_bias_init_below=.* must be a number >= 0 or null"):
+        with pytest.raises(
+            ConfigError, match=r"^model.diff_bias_init_below=.* must be a number >= 0 or null"
+        ):
             build_model(cfg_for(diff_bias=True, diff_bias_init_below=bad), TOK)
     with pytest.raises(ConfigError, match=r"^model.diff_bias_init_below=3.0 needs model.diff_bias=true"):
         build_model(cfg_for(diff_bias_init_below=3.0), TOK)
