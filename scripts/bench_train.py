@@ -13,7 +13,8 @@ Warm-up steps (compilation) are not timed; the table reports medians over the ti
 recompilations out. Each row also counts the frames torch.compile (re)compiled during the timed steps, and with
 --sync-debug (CUDA) the host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json
 appends each row as a JSON line as soon as its config finishes; --override adds Hydra overrides to every config
-(tiny sizes).
+(tiny sizes); --profile FILE runs the timed steps under torch.profiler and appends where the step's time goes (the
+ops by self time, and by input shapes) to FILE: the profiler slows the steps it watches, so time without it.
 
 FLOPs (matmuls only, counted per model call; embeddings, norms and softmax are left out):
     one layer, forward, per token:  2 * (4 C^2 + 1.5 C F) + 4 T C   (qkv + out proj, GELU-GLU FFN, QK^T and AV
@@ -210,6 +211,38 @@ class SyncWarnings:
                     self.messages.append(msg)
 
 
+class StepProfile:
+    """--profile FILE: the timed steps run under `torch.profiler` (which slows them: time a step without it), and
+    the ops by self time, then the same grouped by input shapes, are appended to FILE under the config's name."""
+
+    ROWS = 40
+
+    def __init__(self, path: str | None, device: torch.device):
+        self.path, self.prof = path, None
+        self.sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        self.activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            self.activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    def start(self) -> None:
+        if self.path:
+            self.prof = torch.profiler.profile(activities=self.activities, record_shapes=True)
+            self.prof.start()
+
+    def finish(self, name: str, steps: int) -> None:
+        if self.prof is None:
+            return
+        self.prof.stop()
+        ops = self.prof.key_averages()
+        shapes = self.prof.key_averages(group_by_input_shape=True)
+        with open(self.path, "a") as f:
+            f.write(f"## {name}: {steps} timed steps, ops by {self.sort}\n\n")
+            f.write(ops.table(sort_by=self.sort, row_limit=self.ROWS) + "\n")
+            f.write(f"### {name}: by input shapes\n\n")
+            f.write(shapes.table(sort_by=self.sort, row_limit=self.ROWS, max_shapes_column_width=80) + "\n")
+        self.prof = None
+
+
 # ---------------------------------------------------------------------------------------------- one config
 def config_for(name: str, args):
     overrides = [*CONFIGS[name], "data.streaming=true", f"train.compile={args.compile}"]
@@ -237,9 +270,11 @@ def bench(name: str, cfg, args, device: torch.device) -> dict:
     times, data_times, tokens, useful_tokens, flops, useful_flops = [], [], [], [], [], []
     reset_peak_memory(device)
     syncs = SyncWarnings(args.sync_debug and device.type == "cuda")
+    profile = StepProfile(args.profile, device)
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             compiled_before = compile_counts()
+            profile.start()
         timed = step >= args.warmup
         sync()
         t0 = time.perf_counter()
@@ -262,6 +297,7 @@ def bench(name: str, cfg, args, device: torch.device) -> dict:
             useful_tokens.append(useful)
             flops.append(step_flops(counter.calls, m.layers, m.width, m.ffn, tok.vocab_size))
             useful_flops.append(flops[-1] * useful_share(ids.shape, useful))
+    profile.finish(name, args.steps)
     fps = [f / t for f, t in zip(flops, times)]
     useful_fps = [f / t for f, t in zip(useful_flops, times)]
     frames, graphs = (a - b for a, b in zip(compile_counts(), compiled_before))
@@ -330,6 +366,12 @@ def parse_args() -> argparse.Namespace:
         help="a Hydra override added to every config (repeatable), e.g. model.width=64 for a dry run",
     )
     p.add_argument("--json", default=None, help="append one JSON line per config to this file as it finishes")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="run the timed steps under torch.profiler and append the ops by self time to FILE (slows the steps)",
+    )
     p.add_argument(
         "--sync-debug",
         action="store_true",

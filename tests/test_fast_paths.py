@@ -242,3 +242,35 @@ def test_bench_reports_useful_tokens_and_useful_mfu_of_the_timed_batch(tmp_path,
     share = (real - b) / (b * (t - 1))  # input positions whose next token is real, of all b x (t - 1)
     assert row["useful_fps"] / row["fps"] == pytest.approx(share)
     assert row["useful_mfu"] / row["mfu"] == pytest.approx(share) and row["useful_mfu"] < row["mfu"]
+
+
+def test_bench_profile_writes_where_the_timed_steps_spent_their_time(tmp_path, monkeypatch):
+    """--profile FILE: the timed steps (not the warm-up) run under torch.profiler, and FILE gets, under the
+    config's name, the ops by self CPU time (the step's matrix products and its optimizer among them) and the same
+    grouped by input shapes; without the flag no profiler runs."""
+    import sys
+
+    from tests.test_train import TINY
+
+    bench = bench_module()
+    overrides = [o for o in TINY if not o.startswith(("data.streaming=", "train.progress="))]
+    out = tmp_path / "profile.txt"
+    argv = [
+        "bench_train.py",
+        "--device=cpu",
+        "--configs=quickstart",
+        "--steps=2",
+        "--warmup=1",
+        "--threads=1",
+    ]
+    argv += ["--no-compile", "--peak-tflops=1", f"--profile={out}", *(f"--override={o}" for o in overrides)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    text = out.read_text()
+    assert text.startswith("## quickstart: 2 timed steps, ops by self_cpu_time_total")
+    assert "### quickstart: by input shapes" in text and "Input Shapes" in text
+    assert "aten::mm" in text and "Optimizer.step#AdamW.step" in text  # the products and the optimizer
+    by_op = text.split("### ")[0].splitlines()  # the first table: its last column is the number of calls
+    calls = {line.split()[0]: line.split()[-1] for line in by_op if line.strip().startswith("Optim")}
+    assert calls["Optimizer.step#AdamW.step"] == "2"  # the two timed steps, not the warm-up
+    assert bench.StepProfile(None, torch.device("cpu")).prof is None
