@@ -160,19 +160,24 @@ def test_an_init_starts_the_slopes_and_the_reads_learn_from_the_first_step(init)
         assert id(d.slopes) in no_decay and id(d.knot) in no_decay and id(d.read.weight) not in no_decay
 
 
-def test_the_init_key_rejects_bad_values_and_composes(compose):
+@pytest.mark.parametrize(
+    "key, message, default",
+    [
+        ("diff_bias_init", r"must be a number >= 0 \(0 = the slopes start at 0\)$", 0.0),
+        ("diff_bias_init_below", r"must be a number >= 0 or null \(null = model.diff_bias_init\)$", None),
+    ],
+)
+def test_the_init_keys_reject_bad_values_and_compose(compose, key, message, default):
     for bad in (-1.0, "big", True, float("nan"), float("inf")):
-        with pytest.raises(
-            ConfigError, match=r"^model.diff_bias_init=.* must be a number >= 0 \(0 = the slopes"
-        ):
-            build_model(cfg_for(diff_bias=True, diff_bias_init=bad), TOK)
-    with pytest.raises(ConfigError, match=r"^model.diff_bias_init=2.0 needs model.diff_bias=true"):
-        build_model(cfg_for(diff_bias_init=2.0), TOK)
-    cfg = compose(["model.diff_bias=true", "model.diff_bias_init=0.5"]).model
-    assert cfg.diff_bias_init == 0.5 and compose([]).model.diff_bias_init == 0.0
+        with pytest.raises(ConfigError, match=rf"^model.{key}=.* {message}"):
+            build_model(cfg_for(diff_bias=True, **{key: bad}), TOK)
+    with pytest.raises(ConfigError, match=rf"^model.{key}=2.0 needs model.diff_bias=true"):
+        build_model(cfg_for(**{key: 2.0}), TOK)
+    cfg = compose(["model.diff_bias=true", f"model.{key}=0.5"]).model
+    assert getattr(cfg, key) == 0.5 and getattr(compose([]).model, key) == default
 
 
-def test_a_one_sided_start_forbids_keys_below_and_prefers_the_nearest_above(compose):
+def test_a_one_sided_start_forbids_keys_below_and_prefers_the_nearest_above():
     """diff_bias_init_below = g' starts c alone at -g': the bias is -g d above the query's scalar and g' d below."""
     model = build(
         diff_bias=True, diff_bias_init=0.5, diff_bias_init_below=4.0, abs_pos="abacus", rel_pos="fire"
@@ -185,12 +190,3 @@ def test_a_one_sided_start_forbids_keys_below_and_prefers_the_nearest_above(comp
         torch.testing.assert_close(d.bias(r, s), torch.where(gap > 0, -0.5 * gap, 4.0 * gap))
     symmetric = build(diff_bias=True, diff_bias_init=1.5, diff_bias_init_below=None)
     assert all(torch.equal(d.slopes, torch.full((2 * d.heads,), -1.5)) for d in diffs(symmetric))
-    for bad in (-1.0, "big", True, float("nan")):
-        with pytest.raises(
-            ConfigError, match=r"^model.diff_bias_init_below=.* must be a number >= 0 or null"
-        ):
-            build_model(cfg_for(diff_bias=True, diff_bias_init_below=bad), TOK)
-    with pytest.raises(ConfigError, match=r"^model.diff_bias_init_below=3.0 needs model.diff_bias=true"):
-        build_model(cfg_for(diff_bias_init_below=3.0), TOK)
-    cfg = compose(["model.diff_bias=true", "model.diff_bias_init_below=2"]).model
-    assert cfg.diff_bias_init_below == 2.0 and compose([]).model.diff_bias_init_below is None

@@ -207,12 +207,27 @@ def test_bench_flop_count_is_6n_plus_attention_for_a_standard_model():
     assert looped == B * T * ((3 * 3 + 1) * layer + 6 * C * TOK.vocab_size)
 
 
+def run_tiny_bench(bench, monkeypatch, overrides, steps: int, *flags: str) -> None:
+    """`bench_train.py` on the quick start at tiny sizes: one warm-up step, `steps` timed, one thread, no compile."""
+    import sys
+
+    argv = ["bench_train.py", "--device=cpu", "--configs=quickstart", f"--steps={steps}", "--warmup=1"]
+    argv += [
+        "--threads=1",
+        "--no-compile",
+        "--peak-tflops=1",
+        *flags,
+        *(f"--override={o}" for o in overrides),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+
+
 def test_bench_reports_useful_tokens_and_useful_mfu_of_the_timed_batch(tmp_path, monkeypatch, capsys):
     """The table and the --json rows carry useful (non-PAD) tokens/s and useful MFU beside the padded ones,
     whose keys stay. One timed step (step 1, after one warm-up step): the ratios are those of that batch,
     counted here from the batch itself (useful MFU: the input positions with a real next token)."""
     import json
-    import sys
 
     from arith.data.datasets import make_batches
     from tests.test_train import TINY
@@ -220,17 +235,7 @@ def test_bench_reports_useful_tokens_and_useful_mfu_of_the_timed_batch(tmp_path,
     bench = bench_module()
     overrides = [o for o in TINY if not o.startswith(("data.streaming=", "train.progress="))]
     out = tmp_path / "rows.jsonl"
-    argv = [
-        "bench_train.py",
-        "--device=cpu",
-        "--configs=quickstart",
-        "--steps=1",
-        "--warmup=1",
-        "--threads=1",
-    ]
-    argv += ["--no-compile", "--peak-tflops=1", f"--json={out}", *(f"--override={o}" for o in overrides)]
-    monkeypatch.setattr(sys, "argv", argv)
-    bench.main()
+    run_tiny_bench(bench, monkeypatch, overrides, 1, f"--json={out}")
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| config |"))
     assert "| tokens/s | useful tokens/s |" in header and "| MFU | useful MFU |" in header
@@ -248,24 +253,13 @@ def test_bench_profile_writes_where_the_timed_steps_spent_their_time(tmp_path, m
     """--profile FILE: the timed steps (not the warm-up) run under torch.profiler, and FILE gets, under the
     config's name, the ops by self CPU time (the step's matrix products and its optimizer among them) and the same
     grouped by input shapes; without the flag no profiler runs."""
-    import sys
 
     from tests.test_train import TINY
 
     bench = bench_module()
     overrides = [o for o in TINY if not o.startswith(("data.streaming=", "train.progress="))]
     out = tmp_path / "profile.txt"
-    argv = [
-        "bench_train.py",
-        "--device=cpu",
-        "--configs=quickstart",
-        "--steps=2",
-        "--warmup=1",
-        "--threads=1",
-    ]
-    argv += ["--no-compile", "--peak-tflops=1", f"--profile={out}", *(f"--override={o}" for o in overrides)]
-    monkeypatch.setattr(sys, "argv", argv)
-    bench.main()
+    run_tiny_bench(bench, monkeypatch, overrides, 2, f"--profile={out}")
     text = out.read_text()
     assert text.startswith("## quickstart: 2 timed steps, ops by self_cpu_time_total")
     assert "### quickstart: by input shapes" in text and "Input Shapes" in text
