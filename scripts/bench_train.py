@@ -219,7 +219,7 @@ class StepProfile:
 
     def __init__(self, path: str | None, device: torch.device):
         self.path, self.prof = path, None
-        self.sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        self.sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         self.activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             self.activities.append(torch.profiler.ProfilerActivity.CUDA)
