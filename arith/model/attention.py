@@ -329,8 +329,7 @@ class Attention(nn.Module):
         self.log_n_gain = nn.Parameter(torch.zeros(self.heads)) if log_n else None  # g_h, per head
         on = bool(getattr(cfg, "diff_bias", False))
         init = float(getattr(cfg, "diff_bias_init", 0.0))
-        below = getattr(cfg, "diff_bias_init_below", None)
-        below = init if below is None else float(below)
+        below = getattr(cfg, "diff_bias_init_below", None)  # None: as init (DiffBias)
         self.diff = diff_bias.DiffBias(cfg.width, self.heads, init, below) if on else None  # model.diff_bias
 
     def norm_qk(

@@ -40,8 +40,8 @@ class DiffBias(nn.Module):
         super().__init__()
         self.heads = heads
         self.read = nn.Linear(width, 2 * heads, bias=False)  # r_h (query side), s_h (key side)
-        below = init if below is None else below
-        start = torch.tensor([-float(init)] * heads + [-float(below)] * heads)
+        below = float(init if below is None else below)  # c_h's start; None: as a_h's
+        start = torch.tensor([-float(init)] * heads + [-below] * heads)
         self.slopes = nn.Parameter(start)  # a_h (d > 0), then c_h (d < 0)
         self.knot = nn.Parameter(torch.zeros(heads))  # t_h
 
