@@ -222,6 +222,9 @@ class ModelConfig:
     eval_recurrences: Optional[int] = None  # None -> recurrences
     # test-time ensembling: Abacus offsets whose answers vote (eval.vote_ks overrides); None / [] = off
     eval_vote_ks: Optional[list[int]] = None
+    # sorting: orders of each prompt's items whose answers vote pairwise (eval.order_votes overrides; the prompt's own
+    # order first, arith/eval/order_vote.py); None / 0 / 1 = off
+    eval_order_votes: Optional[int] = None
     attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
     # each head's queries and keys RMS-normalized, with a learned gain per channel, before the logits (QK-norm: bounds
     # the attention-logit growth behind loss spikes); off = no parameters, today's logits
@@ -385,6 +388,8 @@ class EvalConfig:
     k: Optional[int] = None  # Abacus offset at evaluation; None -> model.eval_k
     vote_ks: Optional[list[int]] = None  # offsets that vote (arith/eval/vote.py); None -> model.eval_vote_ks
     vote_mode: VoteMode = VoteMode.answer
+    # sorting: orders of the items that vote (arith/eval/order_vote.py); None -> model.eval_order_votes; 0 / 1 = off
+    order_votes: Optional[int] = None
     attn_scale: float = 1.0  # test-time attention temperature (1 with const = off)
     attn_scale_mode: AttnScaleMode = AttnScaleMode.const
     attn_scale_where: AttnScaleWhere = AttnScaleWhere.all

@@ -51,6 +51,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     here, the model's and the task's own checks called from here (each component owns its rules)."""
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
+    from arith.eval.order_vote import check_task
     from arith.model.config_checks import validate as validate_model
 
     t, d = cfg.train, cfg.data
@@ -106,6 +107,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     validate_model(cfg.model)
     validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))
+    check_task(cfg.model.eval_order_votes or 0, task_for(d), "model.eval_order_votes")
 
 
 def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:

@@ -18,7 +18,8 @@ Python's integers; the task is the run's own (data.task):
     zeros, as the framework's generator makes them; the answer is the OR, max(A, B) bits, natural order.
   sorting: a cell AxB is B numbers of 1..A digits (uniform; one number has exactly A), "n1,n2,..."; the answer is
     the labels Sorting.prompt gives them (a, b, c, ...) in ascending order of value, ties by position: "b,c,a".
-Each run decodes with its vote (--votes, else its model.eval_vote_ks) in batches of one prompt length. Prints a
+Each run decodes with its vote (--votes, else its model.eval_vote_ks; sorting: --order-votes, else its
+model.eval_order_votes) in batches of one prompt length. Prints a
 markdown table (one row per run, then the median over runs) and writes the numbers as JSON when asked.
 """
 
@@ -39,6 +40,7 @@ import torch  # noqa: E402
 from arith.cli import user_errors  # noqa: E402
 from arith.data.tasks import task_for  # noqa: E402
 from arith.data.tokenizer import LABELS  # noqa: E402
+from arith.eval import order_vote  # noqa: E402
 from arith.eval import settings as eval_settings  # noqa: E402
 from arith.eval.vote import decode  # noqa: E402
 
@@ -152,8 +154,11 @@ def problems_for(task, cell, n: int, seed: int, carry: float | None = None) -> l
 
 
 @torch.no_grad()
-def accuracy(run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None, carry=None) -> float:
-    """Exact match on n problems of a cell (an int L: L x L); carry: carry-heavy sums (`carry_problems`)."""
+def accuracy(
+    run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None, carry=None, order_votes=None
+) -> float:
+    """Exact match on n problems of a cell (an int L: L x L); carry: carry-heavy sums (`carry_problems`);
+    order_votes: sorting's vote over orders of the items (None: the run's model.eval_order_votes)."""
     task = task_for(run.cfg.data)
     a_len, b_len = _cell(cell)
     tok, right = run.tok, 0
@@ -163,7 +168,9 @@ def accuracy(run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None,
         ids = tok.encode(task.prompt(problem))
         by_len.setdefault(len(ids), []).append((ids, want))
     max_new = task.max_answer_len(a_len, b_len)  # answer tokens and EOS
-    settings = eval_settings.for_run(run, prefix="--", row_window=row_window)
+    settings = eval_settings.for_run(run, prefix="--", row_window=row_window, order_votes=order_votes)
+    order_vote.check_task(settings.order_votes, task, "--order-votes")
+    items = order_vote.ItemTokens.of(tok) if settings.order_votes > 1 else None
     with eval_settings.applied(run, settings):
         for group in by_len.values():
             prompts = torch.tensor([ids for ids, _ in group])
@@ -175,6 +182,8 @@ def accuracy(run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None,
                     tok.eos_id,
                     tok.pad_id,
                     vote_ks=vote_ks,
+                    order_votes=settings.order_votes,
+                    items=items,
                 )
                 for (_, want), row in zip(group[start : start + batch], out.tolist()):
                     right += task.answer(tok.decode(row)) == want
@@ -210,6 +219,12 @@ def main(argv=None) -> None:
     p.add_argument(
         "--votes", default=None, help="offsets that vote, e.g. 4,5,6,7,8 (default: each run's own)"
     )
+    p.add_argument(
+        "--order-votes",
+        type=int,
+        default=None,
+        help="sorting: orders of the items that vote (0 or 1 = off; default: each run's own)",
+    )
     p.add_argument("--checkpoint", default=None, help="best | latest | STEP (default: arith.load's)")
     p.add_argument(
         "--row-window",
@@ -241,7 +256,17 @@ def main(argv=None) -> None:
         run = arith.load(path, checkpoint=args.checkpoint)
         t0 = time.perf_counter()
         results[path] = {
-            k: accuracy(run, cell, args.n, args.seed, vote_ks, args.batch, args.row_window, args.carry)
+            k: accuracy(
+                run,
+                cell,
+                args.n,
+                args.seed,
+                vote_ks,
+                args.batch,
+                args.row_window,
+                args.carry,
+                args.order_votes,
+            )
             for k, cell in zip(keys, cells)
         }
         print(f"{path} (step {run.step}): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -254,7 +279,14 @@ def main(argv=None) -> None:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"n": args.n, "seed": args.seed, "votes": vote_ks, "carry": args.carry, "results": results},
+                {
+                    "n": args.n,
+                    "seed": args.seed,
+                    "votes": vote_ks,
+                    "order_votes": args.order_votes,
+                    "carry": args.carry,
+                    "results": results,
+                },
                 indent=1,
             )
         )

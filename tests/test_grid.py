@@ -188,6 +188,24 @@ def test_gridcsv_records_settings_and_resumes_only_its_own(tmp_path):
     assert row["attn_scale"] == 1.0 and row["attn_scale_mode"] == "const"
 
 
+def test_a_grid_written_before_a_later_settings_column_resumes(tmp_path):
+    path = tmp_path / "eval" / "sorting.csv"
+    GridCSV(path, settings=settings(k=5).columns()).append("sorting", Cell(1, 1), n=10, correct=7)
+    lines = [line.split(",") for line in path.read_text().splitlines()]
+    drop = lines[0].index("order_votes")  # the file as written before the column existed
+    path.write_text("\n".join(",".join(c for i, c in enumerate(line) if i != drop) for line in lines) + "\n")
+    table = GridCSV(path, settings=settings(k=5).columns())
+    assert table.done() == {(1, 1)}  # its rows read as made without an order vote
+    assert GridCSV(path, settings=settings(k=5, order_votes=9).columns()).done() == set()
+    table.append("sorting", Cell(1, 2), n=10, correct=3)
+    assert path.read_text().splitlines()[0].split(",")[-1] == "order_votes"  # rewritten with the column
+    assert [(r["b_len"], r["order_votes"]) for r in read_results(tmp_path)] == [(1, None), (2, None)]
+    lines = [line.split(",") for line in path.read_text().splitlines()]
+    path.write_text("\n".join(",".join(line[:-2]) for line in lines) + "\n")  # row_window gone too: not ours
+    with pytest.raises(DataError, match="header"):
+        GridCSV(path, settings=settings(k=5).columns()).done()
+
+
 def write(folder, name, s, cells, correct, mtime):
     table = GridCSV(folder / name, settings=None if s is None else s.columns())
     for c in cells:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from arith.data.spec import Cell
 from arith.data.tasks import task_for
 from arith.errors import ArithError, ConfigError, DataError
+from arith.eval import order_vote
 from arith.eval import settings as eval_settings
 from arith.eval.reach import UntrainedPositionsWarning, position_needs, untrained_rows
 from arith.eval.vote import decode
@@ -41,7 +42,7 @@ __all__ = ["SETTINGS", "solve", "solve_many"]
 
 # the eval.* keywords of `solve` and `solve_many` (None: the run's), named as `eval_settings.resolve` names them
 SETTINGS = tuple(
-    "recurrences k vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window".split()
+    "recurrences k vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window order_votes".split()
 )
 ERRORS = ("raise", "return")
 # a mixed batch: its shortest prompt at least half its longest, or at most this many tokens shorter
@@ -60,6 +61,7 @@ def solve(
     attn_scale_where: str = "all",
     row_window: int | None = None,
     show_work: bool = False,
+    order_votes: int | None = None,
 ) -> str:
     """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
     to `problem`, in natural form; the keyword arguments are the eval.* settings of the grid (None = the run's
@@ -87,7 +89,7 @@ def solve_many(
     """The answers of `run` to `problems`, in order: exactly what `solve` gives each one, decoded in batches of up
     to batch_size problems of like prompt lengths, left-padded (of one prompt length when the model does not allow
     left padding; the module docstring). settings: the eval.* keywords of `solve` (recurrences, k,
-    vote_ks, vote_mode, attn_scale, attn_scale_mode, attn_scale_where, row_window); an invalid one raises
+    vote_ks, vote_mode, attn_scale, attn_scale_mode, attn_scale_where, row_window, order_votes); an invalid one raises
     ConfigError for the whole call.
 
     errors="raise" (default): a problem it cannot read (DataError), one past the position table (ConfigError)
@@ -133,6 +135,11 @@ def _answers(run, problems, settings, batch_size, show_work, progress, stop_earl
     no decoding when a problem cannot be read (its error is all the caller raises)."""
     s = eval_settings.for_run(run, prefix="", **settings)
     spec = task_for(run.cfg.data)
+    order_vote.check_task(
+        s.order_votes,
+        spec,
+        "order_votes" if settings.get("order_votes") is not None else "model.eval_order_votes",
+    )
     answers: list = [None] * len(problems)
     reads: dict[int, _Read] = {}
     checked: dict[Cell, ArithError | None] = {}  # position_needs once per cell
@@ -266,6 +273,8 @@ def _decode(run, s, reads: list[_Read]) -> list[list[int]]:
         k=s.k,
         vote_ks=s.vote_ks,
         vote_mode=s.vote_mode or "answer",
+        order_votes=s.order_votes,
+        items=order_vote.ItemTokens.of(run.tok) if s.order_votes > 1 else None,
         limits=limits if len(set(limits)) > 1 else None,
         pad=torch.as_tensor(pads, device=device) if any(pads) else None,
     )

@@ -24,6 +24,8 @@ from arith.files import atomic_write_text
 
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
+# settings columns added after grids were first written: a file without them resumes, reading them as empty (off)
+ADDED_LATER = ("order_votes",)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,12 +192,13 @@ class GridCSV:
         with open(self.path, newline="") as f:
             reader = csv.DictReader(f)
             header = tuple(reader.fieldnames or ())
-            if header != self.columns:
+            late = tuple(c for c in self.columns if c not in header)
+            if header != tuple(c for c in self.columns if c in header) or not set(late) <= set(ADDED_LATER):
                 raise DataError(
                     f"{self.path}: header {','.join(header)!r} does not match the expected "
                     f"{','.join(self.columns)!r}; move the file away or evaluate into another folder"
                 )
-            self._rows = [dict(r) for r in reader]
+            self._rows = [dict(r) | dict.fromkeys(late, "") for r in reader]  # a later column: empty = off
         self._stamp = stamp
         return self._rows
 

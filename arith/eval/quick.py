@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arith.data.tasks import eval_cell, task_for
-from arith.eval.vote import decode
+from arith.data.tasks import eval_cell, get_task, task_for
+from arith.eval import order_vote
+from arith.eval.vote import decode, default_order_votes
 
 
 @torch.no_grad()
@@ -26,13 +27,15 @@ def evaluate_cell(
     use_cache: bool = True,
     vote_ks=None,
     vote_mode: str = "answer",
+    order_votes: int | None = None,
 ) -> dict:
     """Exact match of the whole answer up to EOS, and (for sorting) whether the first answer token is right.
 
     vote_ks / vote_mode: test-time ensembling over offsets (`arith/eval/vote.py`; None -> the model's
-    eval_vote_ks). One cell of `evaluate_cells`.
+    eval_vote_ks); order_votes: sorting's over orders of the items (`arith/eval/order_vote.py`; None -> the
+    model's eval_order_votes). One cell of `evaluate_cells`.
     """
-    kw = dict(k=k, recurrences=recurrences, vote_ks=vote_ks, vote_mode=vote_mode)
+    kw = dict(k=k, recurrences=recurrences, vote_ks=vote_ks, vote_mode=vote_mode, order_votes=order_votes)
     return evaluate_cells(model, tok, task, [(a_len, b_len)], n, seed, batch_size, use_cache, **kw)[0]
 
 
@@ -55,6 +58,11 @@ def evaluate_cells(
     problems is bound by kernel launches (docs/GPU.md).
     """
     device = next(model.parameters()).device
+    votes = decode_kw.get("order_votes")
+    votes = default_order_votes(model) if votes is None else votes
+    order_vote.check_task(votes, get_task(task))
+    if votes > 1:
+        decode_kw = dict(decode_kw, order_votes=votes, items=order_vote.ItemTokens.of(tok))
     exs = [eval_cell(task, tok, a_len, b_len, n, seed) for a_len, b_len in cells]
     correct = [np.zeros(n, dtype=bool) for _ in cells]
     first = [np.zeros(n, dtype=bool) for _ in cells]
@@ -91,8 +99,12 @@ def evaluate_cells(
 
 def selection_scores(model, tok, task: str, lens, n: int, seed: int) -> dict[str, float]:
     """Greedy exact match (KV cache, the model's evaluation offset, depth and vote set) on the cells (L, L) of
-    `lens`: the held-out lengths that pick the best checkpoint (train.select_*). Keys are str(L), as logged."""
-    return {str(L): evaluate_cell(model, tok, task, L, L, n, seed)["correct"] / n for L in lens}
+    `lens`: the held-out lengths that pick the best checkpoint (train.select_*). Keys are str(L), as logged.
+    Without sorting's order vote: selection runs every select_every steps inside the training budget, and a
+    vote over N orders would cost it N decodes a problem."""
+    return {
+        str(L): evaluate_cell(model, tok, task, L, L, n, seed, order_votes=0)["correct"] / n for L in lens
+    }
 
 
 def report_by_length(run_dir: Path, max_len: int, n: int, seed: int = 4321, device="cpu") -> dict[int, float]:

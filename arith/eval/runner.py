@@ -12,6 +12,7 @@ from tqdm import tqdm
 from arith.data.tasks import get_task, task_for
 from arith.dist import pick_device
 from arith.errors import ConfigError
+from arith.eval import order_vote
 from arith.eval import settings as eval_settings
 from arith.eval.grid import GridCSV, csv_path, grid_cells, shard_cells
 from arith.eval.quick import evaluate_cells
@@ -32,6 +33,8 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
     )
     task, spec = _task(cfg, run, sorting)
     s = _settings(run, e)
+    key = "eval.order_votes" if e.order_votes is not None else "model.eval_order_votes"
+    order_vote.check_task(s.order_votes, spec, key)
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, spec)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
@@ -82,6 +85,7 @@ def _settings(run, e) -> eval_settings.EvalSettings:
         attn_scale_mode=e.attn_scale_mode,
         attn_scale_where=e.attn_scale_where,
         row_window=e.row_window,
+        order_votes=e.order_votes,
     )
 
 
@@ -150,4 +154,5 @@ def _cells(run, spec, e, s, group: list) -> list[dict]:
         recurrences=s.recurrences,
         vote_ks=s.vote_ks,
         vote_mode=s.vote_mode or "answer",
+        order_votes=s.order_votes,
     )

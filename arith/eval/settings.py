@@ -22,12 +22,21 @@ from arith.errors import ConfigError
 from arith.files import CONFIG
 from arith.schema import AttnScaleMode, AttnScaleWhere, VoteMode
 
-__all__ = ["SETTINGS_COLUMNS", "EvalSettings", "applied", "default_settings", "for_run", "resolve"]
+__all__ = [
+    "SETTINGS_COLUMNS",
+    "EvalSettings",
+    "applied",
+    "check_order_votes",
+    "default_settings",
+    "for_run",
+    "resolve",
+]
 
 # valid values, from the schema's Enums; this module stays free of torch so that reading grids stays light
 # how a grid's rows were made (`EvalSettings.columns`); CSVs written before they were recorded lack them
 SETTINGS_COLUMNS = tuple(
-    "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window".split()
+    "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window"
+    " order_votes".split()
 )
 VOTE_MODES = tuple(m.value for m in VoteMode)
 SCALE_MODES = tuple(m.value for m in AttnScaleMode)
@@ -46,6 +55,7 @@ class EvalSettings:
     attn_scale_mode: str = "const"
     attn_scale_where: str = "all"
     row_window: int = 0  # 0 = every key visible (model.row_window)
+    order_votes: int = 0  # sorting's vote over orders of the items (arith/eval/order_vote.py); <= 1 = off
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -69,6 +79,7 @@ class EvalSettings:
             "attn_scale_mode": self.attn_scale_mode,
             "attn_scale_where": self.attn_scale_where,
             "row_window": str(self.row_window),
+            "order_votes": str(self.order_votes) if self.order_votes > 1 else "",  # as in CSVs from before it
         }
 
     def tag(self) -> str:
@@ -84,6 +95,8 @@ class EvalSettings:
             tag += "-first" if self.attn_scale_where == "first" else ""
         if self.row_window:
             tag += f"_win{self.row_window}"
+        if self.order_votes > 1:
+            tag += f"_orders{self.order_votes}"
         return tag
 
     def describe(self) -> str:
@@ -95,6 +108,8 @@ class EvalSettings:
             text += f", attention x{self.attn_scale:g} ({self.attn_scale_mode}, {self.attn_scale_where})"
         if self.row_window:
             text += f", row window {self.row_window}"
+        if self.order_votes > 1:
+            text += f", vote over {self.order_votes} orders of the items"
         return text
 
     def temperature(self, train_len: int | None):
@@ -104,6 +119,16 @@ class EvalSettings:
         from arith.model.attention import Temperature
 
         return Temperature(self.attn_scale, self.attn_scale_mode, self.attn_scale_where, train_len)
+
+
+def check_order_votes(votes, key: str) -> int:
+    """`votes` as an int (None -> 0); a one-line ConfigError naming `key` unless it is an integer >= 0."""
+    votes = 0 if votes is None else votes
+    if isinstance(votes, bool) or not isinstance(votes, int) or votes < 0:
+        raise ConfigError(
+            f"{key}={votes!r} must be an integer >= 0 (0 or 1 = off: the prompt's own order only)"
+        )
+    return votes
 
 
 def _number(value) -> bool:
@@ -123,6 +148,7 @@ def resolve(
     attn_scale_mode: str = "const",
     attn_scale_where: str = "all",
     row_window: int | None = None,
+    order_votes: int | None = None,
     prefix: str = "eval.",
     check: bool = True,
 ) -> EvalSettings:
@@ -159,6 +185,12 @@ def resolve(
     period = getattr(model_cfg, "row_period", 0)
     if period and row_window * 2 >= period:
         raise ConfigError(f"{window_key}={row_window} must be below model.row_period / 2 = {period / 2:g}")
+    if order_votes is None:
+        order_votes = check_order_votes(
+            getattr(model_cfg, "eval_order_votes", None), "model.eval_order_votes"
+        )
+    else:
+        order_votes = check_order_votes(order_votes, f"{prefix}order_votes")
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
@@ -172,6 +204,7 @@ def resolve(
         attn_scale_mode=mode,
         attn_scale_where=where,
         row_window=int(row_window),
+        order_votes=order_votes if order_votes > 1 else 0,
     )
 
 

@@ -11,6 +11,8 @@ offsets read 98% at 16 digits where the best single offset read 92%), so:
     logits  one decode, greedy at every step on the mean next-token probabilities of the offsets (one KV cache
             per offset, `decode.generate(ks=...)`).
 An empty vote set is plain greedy decoding at `k`; a vote over one offset is plain greedy at that offset.
+Sorting can also vote over orders of its items (`order_votes`, arith/eval/order_vote.py): each order is then
+decoded with the offsets' vote.
 The answer vote stops decoding a problem once its winner is settled (`decided`): same answers, fewer decodes.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
+from arith.eval import order_vote
 from arith.eval.decode import generate
 from arith.eval.settings import VOTE_MODES
 
@@ -28,6 +31,11 @@ from arith.eval.settings import VOTE_MODES
 def default_vote_ks(model) -> list[int]:
     """The model's own vote set (model.eval_vote_ks), [] when off."""
     return list(getattr(model.cfg, "eval_vote_ks", None) or [])
+
+
+def default_order_votes(model) -> int:
+    """The model's own number of item orders that vote (model.eval_order_votes), 0 when off."""
+    return int(getattr(model.cfg, "eval_order_votes", None) or 0)
 
 
 def majority(answers: Sequence[tuple], ks: Sequence[int], tie_k: int | None) -> int:
@@ -58,11 +66,24 @@ def decode(
     use_cache: bool = True,
     limits: Sequence[int] | None = None,
     pad: torch.Tensor | None = None,
+    order_votes: int | None = None,
+    items: order_vote.ItemTokens | None = None,
 ) -> torch.Tensor:
     """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks.
+    order_votes: sorting's vote over that many orders of each prompt's items (None -> the model's
+    eval_order_votes; 0 or 1: off), which needs `items` (`order_vote.ItemTokens.of(tok)`).
     limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of different
     answer lengths): its tokens past that are pad_id, and the vote sees the row as if it had been decoded alone
     with max_new = its limit. pad (B,): each prompt's left PADs (`generate`'s; prompts of different lengths)."""
+    views = default_order_votes(model) if order_votes is None else int(order_votes)
+    if views > 1:
+        if items is None:
+            raise ValueError(f"order_votes={views} needs items=order_vote.ItemTokens.of(tok)")
+        kw = dict(recurrences=recurrences, k=k, vote_ks=vote_ks, vote_mode=vote_mode, use_cache=use_cache)
+        kw.update(limits=limits, pad=pad, order_votes=0)
+        return order_vote.decode(
+            lambda ids: decode(model, ids, max_new, eos_id, pad_id, **kw), prompts, max_new, views, items
+        )
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:

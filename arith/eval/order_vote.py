@@ -1,0 +1,178 @@
+"""Test-time ensembling over the order of a sorting prompt's items (`eval.order_votes`, `model.eval_order_votes`).
+
+A sorting answer does not depend on the order the numbers are given in, but a model's mistakes do: on the
+sorting main job the answers to one array given in different orders are often wrong in different places
+(docs/RESULTS.md, "Sorting: a vote over the order of the items"). So each problem is decoded in N orders (its
+own first, then N - 1 random ones), each answer's labels are mapped back to the problem's own labels, and the
+answers vote pairwise:
+
+    view v      the digits of item j are those of item pi_v(j); the labels stay where they are, so label j of
+                view v names the problem's item pi_v(j)
+    pairwise    W[x][y] = the answers (each a permutation of the problem's labels) that write x before y
+    Copeland    x's score = the labels y with W[x][y] > W[y][x]; the answer lists the labels by score, ties in
+                the order of the first valid answer (the problem's own order first)
+
+Equal numbers keep their relative order in every view (they are written in label order, which only the
+problem's own order can show), so an answer right in a view is right after mapping back. An answer that is
+not a permutation of the labels (a label missing or written twice) does not vote; with no valid answer the
+problem's own answer stands. Each problem's orders come from a generator seeded by its own tokens, so an answer
+does not depend on the batch it was decoded in. Off (N <= 1): plain decoding, the same tokens.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from arith.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ItemTokens:
+    """The token ids that delimit a sorting prompt's items (`arith.data.tokenizer.Tokenizer`'s)."""
+
+    comma: int
+    eq: int
+    eos: int
+    pad: int
+    digits: frozenset[int]
+    labels: frozenset[int]
+
+    @classmethod
+    def of(cls, tok) -> ItemTokens:
+        return cls(
+            tok.comma_id,
+            tok.eq_id,
+            tok.eos_id,
+            tok.pad_id,
+            frozenset(tok.digit_ids),
+            frozenset(tok.label_ids),
+        )
+
+
+def check_task(votes: int, task, key: str = "eval.order_votes") -> None:
+    """Order votes need a prompt of labelled items and an answer of labels: sorting, not its `values` format."""
+    if votes > 1 and (task.name != "sorting" or task.answer_format == "values"):
+        what = task.name if task.name != "sorting" else "sorting with data.format=values"
+        raise ConfigError(
+            f"{key}={votes} needs sorting with an answer of labels (the items of its prompt can be reordered); "
+            f"this run's task is {what}"
+        )
+
+
+def _items(row: Sequence[int], t: ItemTokens) -> list[tuple[int, int, int | None]]:
+    """(start, end) of each item's digit run and its label token (None if it has none), the items being the
+    tokens between commas up to '=' after the leading PADs."""
+    items, start, end, label = [], None, None, None
+    for i in range(next((i for i, x in enumerate(row) if x != t.pad), len(row)), len(row)):
+        x = row[i]
+        if x in t.digits:
+            start, end = (i if start is None else start), i + 1
+        elif x in t.labels:
+            label = x
+        elif x in (t.comma, t.eq):
+            if start is not None:
+                items.append((start, end, label))
+            start, end, label = None, None, None
+            if x == t.eq:
+                break
+    return items
+
+
+def orders(row: Sequence[int], views: int, t: ItemTokens) -> list[list[int]]:
+    """`views` orders of the row's items (pi: view position -> the problem's item), the identity first; equal
+    numbers keep their relative order in each. Seeded by the row's tokens."""
+    numbers = [tuple(row[a:b]) for a, b, _ in _items(row, t)]
+    m = len(numbers)
+    rng = random.Random(zlib.crc32(bytes(str(list(row)), "ascii")))
+    groups: dict[tuple, list[int]] = {}
+    for i, n in enumerate(numbers):
+        groups.setdefault(n, []).append(i)
+    out = [list(range(m))]
+    for _ in range(views - 1):
+        pi = rng.sample(range(m), m)
+        for members in groups.values():  # equal numbers: their places in pi, filled in their own order
+            if len(members) > 1:
+                places = sorted(j for j in range(m) if pi[j] in members)
+                for place, item in zip(places, members):
+                    pi[place] = item
+        out.append(pi)
+    return out
+
+
+def permuted(row: Sequence[int], pi: Sequence[int], t: ItemTokens) -> tuple[list[int], dict[int, int]]:
+    """The row with item j's digits replaced by item pi[j]'s (the same length in all), and the map from the
+    view's label tokens to the problem's."""
+    items = _items(row, t)
+    if not items:
+        return list(row), {}
+    out = list(row[: items[0][0]])
+    for j, (_, end, _) in enumerate(items):
+        src = items[pi[j]]
+        out += list(row[src[0] : src[1]])  # item pi[j]'s digits
+        out += list(
+            row[end : items[j + 1][0] if j + 1 < len(items) else len(row)]
+        )  # item j's ':', label, ','
+    labels = [label for _, _, label in items]
+    back = {labels[j]: labels[pi[j]] for j in range(len(items)) if labels[j] is not None}
+    return out, back
+
+
+def _labels(answer: Sequence[int], back: dict[int, int], t: ItemTokens) -> list[int] | None:
+    """A decoded answer's labels mapped to the problem's, or None unless it is `label, label, ..., EOS` naming
+    every label of the problem once."""
+    if t.eos not in answer:
+        return None
+    body = list(answer[: list(answer).index(t.eos)])
+    if len(body) != 2 * len(back) - 1 or any(x != t.comma for x in body[1::2]):
+        return None
+    got = [back.get(x) for x in body[0::2]]
+    return got if None not in got and len(set(got)) == len(back) else None
+
+
+def copeland(answers: Sequence[list[int] | None]) -> list[int] | None:
+    """The labels ordered by pairwise wins over the valid answers (None: not valid), ties by the first valid
+    answer's order; None when no answer is valid."""
+    valid = [a for a in answers if a is not None]
+    if not valid:
+        return None
+    labels = valid[0]
+    pos = [{x: i for i, x in enumerate(a)} for a in valid]
+    before = {(x, y): sum(p[x] < p[y] for p in pos) for x in labels for y in labels if x != y}
+    score = {x: sum(before[x, y] > before[y, x] for y in labels if y != x) for x in labels}
+    return sorted(labels, key=lambda x: (-score[x], labels.index(x)))
+
+
+def decode(
+    inner: Callable[[torch.Tensor], torch.Tensor],
+    prompts: torch.Tensor,
+    max_new: int,
+    views: int,
+    t: ItemTokens,
+) -> torch.Tensor:
+    """`views` orders of each prompt decoded by `inner(prompts)` (the offset vote's decoding, whose (B, max_new)
+    rows it returns) and combined by `copeland`; the same shape and padding as `inner`'s."""
+    rows = prompts.tolist()
+    pis = [orders(r, views, t) for r in rows]
+    got: list[list[list[int] | None]] = [[] for _ in rows]
+    own = None
+    for v in range(views):
+        views_v = [permuted(r, pi[v], t) for r, pi in zip(rows, pis)]
+        ids = torch.as_tensor([p for p, _ in views_v], dtype=prompts.dtype, device=prompts.device)
+        out = inner(ids)
+        own = out if v == 0 else own
+        for b, (row, (_, back)) in enumerate(zip(out.tolist(), views_v)):
+            got[b].append(_labels(row, back, t))
+    result = own.clone()
+    for b, answers in enumerate(got):
+        order = copeland(answers)
+        if order is None:
+            continue  # no valid answer: the prompt's own stands
+        toks = [x for label in order for x in (label, t.comma)][:-1] + [t.eos]
+        result[b] = t.pad
+        result[b, : min(len(toks), max_new)] = torch.as_tensor(toks[:max_new], dtype=result.dtype)
+    return result
