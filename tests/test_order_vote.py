@@ -75,26 +75,31 @@ def test_a_permuted_prompt_moves_the_digits_and_maps_its_labels_back(task):
 
 def test_copeland_counts_pairwise_wins():
     a, b, c, d = 1, 2, 3, 4
-    assert copeland([[a, b, c], [b, a, c], [a, b, c]]) == [a, b, c]  # two of three put a before b
-    assert copeland([None, [c, a, b], None]) == [c, a, b]  # invalid answers do not vote
-    assert copeland([None, None]) is None
-    # a Condorcet cycle a > b > c > a: equal scores, in the order of the first valid answer
-    assert copeland([[a, b, c], [b, c, a], [c, a, b]]) == [a, b, c]
+    abc = [a, b, c]
+    assert copeland([[a, b, c], [b, a, c], [a, b, c]], abc) == [a, b, c]  # two of three put a before b
+    assert copeland([None, [c, a, b], None], abc) == [c, a, b]  # unread answers do not vote
+    assert copeland([None, [b]], abc) is None  # nothing names two labels
+    # a Condorcet cycle a > b > c > a: equal scores, in the order of the first answer that votes
+    assert copeland([[a, b, c], [b, c, a], [c, a, b]], abc) == [a, b, c]
     # each answer errs once, in different places: the pairwise count is right where a whole-answer vote ties
     answers = [[b, a, c, d], [a, c, b, d], [a, b, d, c]]
-    assert copeland(answers) == [a, b, c, d]
+    assert copeland(answers, [a, b, c, d]) == [a, b, c, d]
+    # answers that miss a label vote on the pairs they name: c after a (2:0), b first (2:1 over a)
+    assert copeland([[a, c], [b, a, c], [b, a]], abc) == [b, a, c]
 
 
-def test_an_answer_votes_only_when_it_names_every_label_once():
+def test_an_answer_votes_on_the_labels_it_names_once():
     row = prompt_ids(LABEL_LAST, "305,7,41")
-    _, back = permuted(row, [0, 1, 2], ITEMS)
+    _, back = permuted(row, [1, 2, 0], ITEMS)  # the view's a, b, c are the problem's b, c, a
     a, b, c = (TOK.vocab[x] for x in "abc")
     comma, eos = TOK.comma_id, TOK.eos_id
-    assert order_vote._labels([b, comma, c, comma, a, eos, TOK.pad_id], back, ITEMS) == [b, c, a]
-    assert order_vote._labels([b, comma, b, comma, a, eos], back, ITEMS) is None  # b twice
-    assert order_vote._labels([b, comma, c, eos], back, ITEMS) is None  # a missing
+    assert order_vote._labels([b, comma, c, comma, a, eos, TOK.pad_id], back, ITEMS) == [c, a, b]
+    assert order_vote._labels([b, comma, b, comma, a, eos], back, ITEMS) == [b]  # b twice: a alone
+    assert order_vote._labels([b, comma, c, eos], back, ITEMS) == [c, a]  # a missing
     assert order_vote._labels([b, comma, c, comma, a], back, ITEMS) is None  # no EOS
     assert order_vote._labels([b, c, a, eos, eos], back, ITEMS) is None  # no commas
+    assert order_vote._labels([b, comma, TOK.vocab["d"], eos], back, ITEMS) is None  # not the problem's label
+    assert order_vote._labels([eos], back, ITEMS) is None
 
 
 @pytest.mark.parametrize("task", [LABEL_LAST, DIRECT], ids=["label_last", "direct"])

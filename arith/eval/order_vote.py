@@ -8,14 +8,15 @@ answers vote pairwise:
 
     view v      the digits of item j are those of item pi_v(j); the labels stay where they are, so label j of
                 view v names the problem's item pi_v(j)
-    pairwise    W[x][y] = the answers (each a permutation of the problem's labels) that write x before y
+    pairwise    W[x][y] = the answers that name labels x and y once each, x first (an answer that misses a label
+                or writes one twice still votes on the pairs of the labels it names once)
     Copeland    x's score = the labels y with W[x][y] > W[y][x]; the answer lists the labels by score, ties in
-                the order of the first valid answer (the problem's own order first)
+                the order of the first answer that votes (the problem's own order first)
 
 Equal numbers keep their relative order in every view (they are written in label order, which only the
-problem's own order can show), so an answer right in a view is right after mapping back. An answer that is
-not a permutation of the labels (a label missing or written twice) does not vote; with no valid answer the
-problem's own answer stands. Each problem's orders come from a generator seeded by its own tokens, so an answer
+problem's own order can show), so an answer right in a view is right after mapping back. An answer that does
+not end in EOS, or names a token that is not one of the problem's labels, does not vote; with no answer that
+names two labels once the problem's own answer stands. Each problem's orders come from a generator seeded by its own tokens, so an answer
 does not depend on the batch it was decoded in. Off (N <= 1): plain decoding, the same tokens.
 """
 
@@ -123,28 +124,31 @@ def permuted(row: Sequence[int], pi: Sequence[int], t: ItemTokens) -> tuple[list
 
 
 def _labels(answer: Sequence[int], back: dict[int, int], t: ItemTokens) -> list[int] | None:
-    """A decoded answer's labels mapped to the problem's, or None unless it is `label, label, ..., EOS` naming
-    every label of the problem once."""
+    """The labels a decoded answer names once, in its order, mapped to the problem's; None unless it is
+    `label, label, ..., EOS` with labels of the problem only (a label may be missing or written twice)."""
     if t.eos not in answer:
         return None
     body = list(answer[: list(answer).index(t.eos)])
-    if len(body) != 2 * len(back) - 1 or any(x != t.comma for x in body[1::2]):
+    if not body or any(x != t.comma for x in body[1::2]):
         return None
     got = [back.get(x) for x in body[0::2]]
-    return got if None not in got and len(set(got)) == len(back) else None
+    return None if None in got else [x for x in got if got.count(x) == 1]
 
 
-def copeland(answers: Sequence[list[int] | None]) -> list[int] | None:
-    """The labels ordered by pairwise wins over the valid answers (None: not valid), ties by the first valid
-    answer's order; None when no answer is valid."""
-    valid = [a for a in answers if a is not None]
-    if not valid:
+def copeland(answers: Sequence[list[int] | None], labels: Sequence[int]) -> list[int] | None:
+    """`labels` ordered by pairwise wins: W[x][y] counts the answers (None: not read) that name x and y once
+    each, x first; x's score is the labels y with W[x][y] > W[y][x]. Ties in the order of the first answer that
+    votes (labels it lacks after it, as `labels` lists them); None when no answer names two labels once."""
+    voting = [a for a in answers if a is not None and len(a) >= 2]
+    if not voting:
         return None
-    labels = valid[0]
-    pos = [{x: i for i, x in enumerate(a)} for a in valid]
-    before = {(x, y): sum(p[x] < p[y] for p in pos) for x in labels for y in labels if x != y}
+    pos = [{x: i for i, x in enumerate(a)} for a in voting]
+    before = {
+        (x, y): sum(x in p and y in p and p[x] < p[y] for p in pos) for x in labels for y in labels if x != y
+    }
     score = {x: sum(before[x, y] > before[y, x] for y in labels if y != x) for x in labels}
-    return sorted(labels, key=lambda x: (-score[x], labels.index(x)))
+    first = pos[0]
+    return sorted(labels, key=lambda x: (-score[x], first.get(x, len(labels)), list(labels).index(x)))
 
 
 def decode(
@@ -169,7 +173,7 @@ def decode(
             got[b].append(_labels(row, back, t))
     result = own.clone()
     for b, answers in enumerate(got):
-        order = copeland(answers)
+        order = copeland(answers, [label for *_, label in _items(rows[b], t)])
         if order is None:
             continue  # no valid answer: the prompt's own stands
         toks = [x for label in order for x in (label, t.comma)][:-1] + [t.eos]
