@@ -110,12 +110,31 @@ def test_the_vote_maps_every_order_back_to_the_problem(task):
     prompts = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])  # left-padded
     right = by_the_rules(prompts)
     # a decoder that is right in every order gives the right answer: each order's labels mapped back
-    assert torch.equal(order_vote.decode(by_the_rules, prompts, 12, 7, ITEMS), right)
+    assert torch.equal(order_vote.decode(lambda ids, rows: by_the_rules(ids), prompts, 12, 7, ITEMS), right)
     # one that errs on the problem's own order of the first problem is outvoted by the other orders
     wrong = prompts[0].tolist()
     assert not torch.equal(by_the_rules(prompts, wrong_on=wrong), right)
-    voted = order_vote.decode(lambda ids: by_the_rules(ids, wrong_on=wrong), prompts, 12, 5, ITEMS)
+    voted = order_vote.decode(lambda ids, rows: by_the_rules(ids, wrong_on=wrong), prompts, 12, 5, ITEMS)
     assert torch.equal(voted, right)
+
+
+def test_a_problem_stops_once_one_answer_has_most_of_its_orders():
+    prompts = torch.tensor([prompt_ids(LABEL_LAST, p) for p in ["305,7,41,99,1234,6", "900,8,77,10,2345,3", "120,4,55,11,1000,2"]])
+    wrong = prompts[0].tolist()
+    calls = []
+
+    def counted(ids, rows):
+        calls.append(list(rows))
+        return by_the_rules(ids, wrong_on=wrong)
+
+    voted = order_vote.decode(counted, prompts, 12, 9, ITEMS)
+    assert torch.equal(voted, by_the_rules(prompts))
+    # 5 of 9 orders agreeing settle a problem; the first problem's own order erred, so it needs a sixth
+    assert calls == [[0, 1, 2]] * 5 + [[0]]
+    a, b, c = 1, 2, 3
+    assert order_vote.settled([[a, b, c], [a, b, c], [b, a]], [a, b, c], views=5) is None  # 2 of 5
+    assert order_vote.settled([[a, b, c]] * 3 + [None], [a, b, c], views=5) == [a, b, c]  # 3 of 5
+    assert order_vote.settled([[a, b]] * 3, [a, b, c], views=5) is None  # c missing: not a whole answer
 
 
 def sorting_model(**kw):

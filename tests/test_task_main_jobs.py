@@ -66,7 +66,9 @@ def test_addition_preset_buckets_votes_and_takes_later_ties_and_the_other_tasks_
         assert cfg.train.cpu_bf16 is None  # bf16 where the CPU has AMX: 3 seeds each (docs/RESULTS.md)
         # OR's earliest 100% selection step missed in bf16; its last step did not (docs/RESULTS.md)
         assert str(cfg.train.select_ties) == ("later" if task == "bitwise_or" else "earlier")
-    assert compose(["+experiment=quickstart_sorting"]).model.eval_vote_ks is None  # the vote did not help
+    cfg = compose(["+experiment=quickstart_sorting"])
+    assert cfg.model.eval_vote_ks is None  # the offsets' vote did not help
+    assert cfg.model.eval_order_votes == 9  # the vote over orders of the items did (docs/RESULTS.md)
 
 
 def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):

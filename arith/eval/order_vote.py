@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -151,31 +152,49 @@ def copeland(answers: Sequence[list[int] | None], labels: Sequence[int]) -> list
     return sorted(labels, key=lambda x: (-score[x], first.get(x, len(labels)), list(labels).index(x)))
 
 
+def settled(answers: Sequence[list[int] | None], labels: Sequence[int], views: int) -> list[int] | None:
+    """The answer naming every label once that more than half of all `views` orders gave, when there is one:
+    it wins every pair whatever the orders still to decode say, so it is `copeland`'s answer; else None."""
+    full = Counter(tuple(a) for a in answers if a is not None and len(a) == len(labels))
+    best = full.most_common(1)
+    return list(best[0][0]) if best and 2 * best[0][1] > views else None
+
+
 def decode(
-    inner: Callable[[torch.Tensor], torch.Tensor],
+    inner: Callable[[torch.Tensor, list[int]], torch.Tensor],
     prompts: torch.Tensor,
     max_new: int,
     views: int,
     t: ItemTokens,
 ) -> torch.Tensor:
-    """`views` orders of each prompt decoded by `inner(prompts)` (the offset vote's decoding, whose (B, max_new)
-    rows it returns) and combined by `copeland`; the same shape and padding as `inner`'s."""
+    """`views` orders of each prompt decoded by `inner(prompts, rows)` (the offset vote's decoding of those rows
+    of the batch, whose (len(rows), max_new) output it returns) and combined by `copeland`; the same shape and
+    padding as `inner`'s. A problem stops decoding once one answer has more than half of its orders
+    (`settled`): the same answers as decoding every order, fewer decodes on the problems the model agrees on."""
     rows = prompts.tolist()
     pis = [orders(r, views, t) for r in rows]
+    labels = [[label for *_, label in _items(r, t)] for r in rows]
     got: list[list[list[int] | None]] = [[] for _ in rows]
-    own = None
+    result = prompts.new_full((len(rows), max_new), t.pad)
+    done: dict[int, list[int] | None] = {}
+    todo = list(range(len(rows)))
     for v in range(views):
-        views_v = [permuted(r, pi[v], t) for r, pi in zip(rows, pis)]
-        ids = torch.as_tensor([p for p, _ in views_v], dtype=prompts.dtype, device=prompts.device)
-        out = inner(ids)
-        own = out if v == 0 else own
-        for b, (row, (_, back)) in enumerate(zip(out.tolist(), views_v)):
-            got[b].append(_labels(row, back, t))
-    result = own.clone()
-    for b, answers in enumerate(got):
-        order = copeland(answers, [label for *_, label in _items(rows[b], t)])
+        views_v = {b: permuted(rows[b], pis[b][v], t) for b in todo}
+        ids = torch.as_tensor([views_v[b][0] for b in todo], dtype=prompts.dtype, device=prompts.device)
+        out = inner(ids, todo)
+        if v == 0:
+            result = out.clone()  # the problem's own answers: they stand where no order votes
+        for b, row in zip(todo, out.tolist()):
+            got[b].append(_labels(row, views_v[b][1], t))
+            win = settled(got[b], labels[b], views)
+            if win is not None or v == views - 1:
+                done[b] = win if win is not None else copeland(got[b], labels[b])
+        todo = [b for b in todo if b not in done]
+        if not todo:
+            break
+    for b, order in done.items():
         if order is None:
-            continue  # no valid answer: the prompt's own stands
+            continue  # no answer named two labels once: the prompt's own stands
         toks = [x for label in order for x in (label, t.comma)][:-1] + [t.eos]
         result[b] = t.pad
         result[b, : min(len(toks), max_new)] = torch.as_tensor(toks[:max_new], dtype=result.dtype)

@@ -80,10 +80,13 @@ def decode(
         if items is None:
             raise ValueError(f"order_votes={views} needs items=order_vote.ItemTokens.of(tok)")
         kw = dict(recurrences=recurrences, k=k, vote_ks=vote_ks, vote_mode=vote_mode, use_cache=use_cache)
-        kw.update(limits=limits, pad=pad, order_votes=0)
-        return order_vote.decode(
-            lambda ids: decode(model, ids, max_new, eos_id, pad_id, **kw), prompts, max_new, views, items
-        )
+
+        def rows(ids: torch.Tensor, idx: list[int]) -> torch.Tensor:  # those rows of the batch, their limits
+            sub = dict(kw, limits=None if limits is None else [limits[i] for i in idx])
+            sub["pad"] = None if pad is None else pad[torch.as_tensor(idx, device=pad.device)]
+            return decode(model, ids, max_new, eos_id, pad_id, order_votes=0, **sub)
+
+        return order_vote.decode(rows, prompts, max_new, views, items)
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
