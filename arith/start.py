@@ -52,6 +52,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
     from arith.eval.order_vote import check_task
+    from arith.eval.settings import check_order_votes
     from arith.model.config_checks import validate as validate_model
 
     t, d = cfg.train, cfg.data
@@ -107,7 +108,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     validate_model(cfg.model)
     validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))
-    check_task(cfg.model.eval_order_votes or 0, task_for(d), "model.eval_order_votes")
+    votes = check_order_votes(cfg.model.eval_order_votes, "model.eval_order_votes")
+    check_task(votes, task_for(d), "model.eval_order_votes")
 
 
 def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:

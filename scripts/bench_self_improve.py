@@ -201,10 +201,7 @@ def parse_cells(text: str) -> list[tuple[int, int]]:
     return cells
 
 
-@user_errors
-def main(argv=None) -> None:
-    import arith
-
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--lens", default="8,16,24,32,40,48,56,64", help="diagonal cells L x L")
@@ -240,6 +237,14 @@ def main(argv=None) -> None:
         help="addition: carry-heavy sums, each digit pair summing to 9 with this probability (0..1)",
     )
     p.add_argument("--json", default=None, help="also write the numbers here")
+    return p
+
+
+@user_errors
+def main(argv=None) -> None:
+    import arith
+
+    p = parser()
     args = p.parse_args(argv)
     if args.cells is None:
         cells = [int(x) for x in args.lens.split(",")]

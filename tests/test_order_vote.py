@@ -12,7 +12,6 @@ from arith.eval import settings as eval_settings
 from arith.eval.order_vote import ItemTokens, copeland, orders, permuted
 from arith.eval.quick import evaluate_cell
 from arith.eval.vote import decode
-from arith.model.config_checks import validate
 from arith.schema import ModelConfig
 from tests.test_decode import TOK, make
 
@@ -119,7 +118,8 @@ def test_the_vote_maps_every_order_back_to_the_problem(task):
 
 
 def test_a_problem_stops_once_one_answer_has_most_of_its_orders():
-    prompts = torch.tensor([prompt_ids(LABEL_LAST, p) for p in ["305,7,41,99,1234,6", "900,8,77,10,2345,3", "120,4,55,11,1000,2"]])
+    problems = ["305,7,41,99,1234,6", "900,8,77,10,2345,3", "120,4,55,11,1000,2"]  # one prompt length
+    prompts = torch.tensor([prompt_ids(LABEL_LAST, p) for p in problems])
     wrong = prompts[0].tolist()
     calls = []
 
@@ -178,7 +178,7 @@ def test_settings_record_the_order_vote():
     with pytest.raises(ConfigError, match=r"^eval.order_votes=-1 must be an integer >= 0"):
         eval_settings.resolve(cfg, "100", "raw", order_votes=-1)
     with pytest.raises(ConfigError, match=r"^model.eval_order_votes=True must be an integer >= 0"):
-        validate(ModelConfig(eval_order_votes=True))
+        eval_settings.resolve(ModelConfig(eval_order_votes=True), "100", "raw")
 
 
 def test_pretrain_refuses_an_order_vote_on_a_task_without_items(compose):
@@ -187,3 +187,24 @@ def test_pretrain_refuses_an_order_vote_on_a_task_without_items(compose):
     validate_pretrain(compose(["+experiment=quickstart_sorting", "model.eval_order_votes=9"]))
     with pytest.raises(ConfigError, match="^model.eval_order_votes=9 needs sorting"):
         validate_pretrain(compose(["+experiment=quickstart", "model.eval_order_votes=9"]))
+    with pytest.raises(ConfigError, match="^model.eval_order_votes=-2 must be an integer >= 0"):
+        validate_pretrain(compose(["+experiment=quickstart_sorting", "model.eval_order_votes=-2"]))
+
+
+def test_the_benchmark_and_solve_refuse_an_order_vote_on_addition(tiny_adder, capsys):
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_self_improve
+
+    from arith.solve import main as solve_main
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_self_improve.main([str(tiny_adder), "--lens", "1", "--n", "2", "--order-votes", "9"])
+    assert exit_.value.code == 2
+    assert "error: --order-votes=9 needs sorting" in capsys.readouterr().err
+    assert solve_main([str(tiny_adder), "1+2", "--order-votes", "9"]) == 2
+    assert "error: order_votes=9 needs sorting" in capsys.readouterr().err
+    assert solve_main([str(tiny_adder), "1+2", "--order-votes", "1"]) == 0  # one order: plain decoding

@@ -8,7 +8,6 @@ import math
 
 from arith.aux_loss import aux_spec
 from arith.errors import ConfigError
-from arith.eval.settings import check_order_votes
 from arith.model import numbers
 from arith.model.blocks import BLOCKS
 from arith.model.positions import ABS_POS, POS_TABLES, REL_POS, offset_schemes, scheme
@@ -80,7 +79,6 @@ def _check_names(cfg) -> None:
     ):
         scheme(valid, cfg, key)  # raises for an unknown name
     check_vote_ks(getattr(cfg, "eval_vote_ks", None), cfg.abs_pos, "model.eval_vote_ks")
-    check_order_votes(getattr(cfg, "eval_order_votes", None), "model.eval_order_votes")
     period = getattr(cfg, "row_period", 0)
     if period and not ABS_POS[cfg.abs_pos].takes_offset:
         offsets = offset_schemes()
