@@ -16,8 +16,8 @@ answers vote pairwise:
 Equal numbers keep their relative order in every view (they are written in label order, which only the
 problem's own order can show), so an answer right in a view is right after mapping back. An answer that does
 not end in EOS, or names a token that is not one of the problem's labels, does not vote; with no answer that
-names two labels once the problem's own answer stands. Each problem's orders come from a generator seeded by its own tokens, so an answer
-does not depend on the batch it was decoded in. Off (N <= 1): plain decoding, the same tokens.
+names two labels once the problem's own answer stands. Each problem's orders come from a generator seeded by its
+own tokens, so an answer does not depend on the batch it was decoded in. Off (N <= 1): plain decoding.
 """
 
 from __future__ import annotations
@@ -112,13 +112,11 @@ def permuted(row: Sequence[int], pi: Sequence[int], t: ItemTokens) -> tuple[list
     items = _items(row, t)
     if not items:
         return list(row), {}
-    out = list(row[: items[0][0]])
+    out = list(row[: items[0][0]])  # PADs, and the first label where it leads its item
     for j, (_, end, _) in enumerate(items):
-        src = items[pi[j]]
-        out += list(row[src[0] : src[1]])  # item pi[j]'s digits
-        out += list(
-            row[end : items[j + 1][0] if j + 1 < len(items) else len(row)]
-        )  # item j's ':', label, ','
+        src_start, src_end, _ = items[pi[j]]
+        stop = items[j + 1][0] if j + 1 < len(items) else len(row)
+        out += list(row[src_start:src_end]) + list(row[end:stop])  # item pi[j]'s digits, then item j's rest
     labels = [label for _, _, label in items]
     back = {labels[j]: labels[pi[j]] for j in range(len(items)) if labels[j] is not None}
     return out, back
