@@ -51,7 +51,6 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     here, the model's and the task's own checks called from here (each component owns its rules)."""
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
-    from arith.eval.order_vote import check_task
     from arith.eval.settings import check_order_votes
     from arith.model.config_checks import validate as validate_model
 
@@ -108,8 +107,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     validate_model(cfg.model)
     validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))
-    votes = check_order_votes(cfg.model.eval_order_votes, "model.eval_order_votes")
-    check_task(votes, task_for(d), "model.eval_order_votes")
+    spec = task_for(d)
+    check_order_votes(cfg.model.eval_order_votes, "model.eval_order_votes", (spec.name, spec.answer_format))
 
 
 def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:

@@ -169,7 +169,7 @@ def accuracy(
         by_len.setdefault(len(ids), []).append((ids, want))
     max_new = task.max_answer_len(a_len, b_len)  # answer tokens and EOS
     settings = eval_settings.for_run(run, prefix="--", row_window=row_window, order_votes=order_votes)
-    order_vote.check_task(settings.order_votes, task, "--order-votes")
+    eval_settings.check_order_votes(settings.order_votes, "--order-votes", (task.name, task.answer_format))
     items = order_vote.ItemTokens.of(tok) if settings.order_votes > 1 else None
     with eval_settings.applied(run, settings):
         for group in by_len.values():

@@ -133,13 +133,8 @@ class _Read:
 def _answers(run, problems, settings, batch_size, show_work, progress, stop_early=False):
     """(answers: a string or the ArithError of each problem, the untrained-rows warning or None). stop_early:
     no decoding when a problem cannot be read (its error is all the caller raises)."""
-    s = eval_settings.for_run(run, prefix="", **settings)
     spec = task_for(run.cfg.data)
-    order_vote.check_task(
-        s.order_votes,
-        spec,
-        "order_votes" if settings.get("order_votes") is not None else "model.eval_order_votes",
-    )
+    s = eval_settings.for_run(run, prefix="", task=(spec.name, spec.answer_format), **settings)
     answers: list = [None] * len(problems)
     reads: dict[int, _Read] = {}
     checked: dict[Cell, ArithError | None] = {}  # position_needs once per cell

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 
 import torch
 
-from arith.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class ItemTokens:
@@ -53,16 +51,6 @@ class ItemTokens:
             tok.pad_id,
             frozenset(tok.digit_ids),
             frozenset(tok.label_ids),
-        )
-
-
-def check_task(votes: int, task, key: str = "eval.order_votes") -> None:
-    """Order votes need a prompt of labelled items and an answer of labels: sorting, not its `values` format."""
-    if votes > 1 and (task.name != "sorting" or task.answer_format == "values"):
-        what = task.name if task.name != "sorting" else "sorting with data.format=values"
-        raise ConfigError(
-            f"{key}={votes} needs sorting with an answer of labels (the items of its prompt can be reordered); "
-            f"this run's task is {what}"
         )
 
 
@@ -173,7 +161,7 @@ def decode(
     pis = [orders(r, views, t) for r in rows]
     labels = [[label for *_, label in _items(r, t)] for r in rows]
     got: list[list[list[int] | None]] = [[] for _ in rows]
-    result = prompts.new_full((len(rows), max_new), t.pad)
+    result: torch.Tensor | None = None  # the problems' own answers (the first order), then the vote's
     done: dict[int, list[int] | None] = {}
     todo = list(range(len(rows)))
     for v in range(views):

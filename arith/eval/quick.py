@@ -9,6 +9,7 @@ import torch
 
 from arith.data.tasks import eval_cell, get_task, task_for
 from arith.eval import order_vote
+from arith.eval.settings import check_order_votes
 from arith.eval.vote import decode, default_order_votes
 
 
@@ -60,7 +61,8 @@ def evaluate_cells(
     device = next(model.parameters()).device
     votes = decode_kw.get("order_votes")
     votes = default_order_votes(model) if votes is None else votes
-    order_vote.check_task(votes, get_task(task))
+    spec = get_task(task)
+    check_order_votes(votes, "eval.order_votes", (spec.name, spec.answer_format))
     if votes > 1:
         decode_kw = dict(decode_kw, order_votes=votes, items=order_vote.ItemTokens.of(tok))
     exs = [eval_cell(task, tok, a_len, b_len, n, seed) for a_len, b_len in cells]

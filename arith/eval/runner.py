@@ -12,7 +12,6 @@ from tqdm import tqdm
 from arith.data.tasks import get_task, task_for
 from arith.dist import pick_device
 from arith.errors import ConfigError
-from arith.eval import order_vote
 from arith.eval import settings as eval_settings
 from arith.eval.grid import GridCSV, csv_path, grid_cells, shard_cells
 from arith.eval.quick import evaluate_cells
@@ -32,9 +31,7 @@ def run_grid(cfg: EvalAppConfig, sorting: bool) -> list[dict]:
         cfg.run, device, checkpoint=e.checkpoint, weights=None if e.weights is None else str(e.weights)
     )
     task, spec = _task(cfg, run, sorting)
-    s = _settings(run, e)
-    key = "eval.order_votes" if e.order_votes is not None else "model.eval_order_votes"
-    order_vote.check_task(s.order_votes, spec, key)
+    s = _settings(run, e, spec)
     cells = shard_cells(grid_cells(e.a_lens, e.b_lens, e.square), e.num_shards, e.shard, spec)
     if cells:  # fail before any work when the longest cell does not fit the position table
         a_max, b_max = max(c.a_len for c in cells), max(c.b_len for c in cells)
@@ -73,8 +70,9 @@ def _task(cfg: EvalAppConfig, run, sorting: bool):
     return task, spec
 
 
-def _settings(run, e) -> eval_settings.EvalSettings:
-    """The evaluation settings: eval.* where given, the run's own defaults otherwise."""
+def _settings(run, e, spec) -> eval_settings.EvalSettings:
+    """The evaluation settings: eval.* where given, the run's own defaults otherwise; checked for the task `spec`
+    the grid evaluates."""
     return eval_settings.for_run(
         run,
         k=e.k,
@@ -86,6 +84,7 @@ def _settings(run, e) -> eval_settings.EvalSettings:
         attn_scale_where=e.attn_scale_where,
         row_window=e.row_window,
         order_votes=e.order_votes,
+        task=(spec.name, spec.answer_format),
     )
 
 

@@ -121,12 +121,21 @@ class EvalSettings:
         return Temperature(self.attn_scale, self.attn_scale_mode, self.attn_scale_where, train_len)
 
 
-def check_order_votes(votes, key: str) -> int:
-    """`votes` as an int (None -> 0); a one-line ConfigError naming `key` unless it is an integer >= 0."""
+def check_order_votes(votes, key: str, task: tuple[str, str] | None = None) -> int:
+    """`votes` as an int (None -> 0); a one-line ConfigError naming `key` unless it is an integer >= 0 and, when
+    above 1 and `task` = (task name, answer format) is given, the task is sorting with an answer of labels (the
+    items of its prompt can be reordered; arith/eval/order_vote.py)."""
     votes = 0 if votes is None else votes
     if isinstance(votes, bool) or not isinstance(votes, int) or votes < 0:
         raise ConfigError(
             f"{key}={votes!r} must be an integer >= 0 (0 or 1 = off: the prompt's own order only)"
+        )
+    name, answer_format = task if task is not None else ("sorting", "direct")  # no task: nothing to check
+    if votes > 1 and (name != "sorting" or answer_format == "values"):
+        what = name if name != "sorting" else "sorting with data.format=values"
+        raise ConfigError(
+            f"{key}={votes} needs sorting with an answer of labels (the items of its prompt can be reordered); "
+            f"this run's task is {what}"
         )
     return votes
 
@@ -149,12 +158,14 @@ def resolve(
     attn_scale_where: str = "all",
     row_window: int | None = None,
     order_votes: int | None = None,
+    task: tuple[str, str] | None = None,
     prefix: str = "eval.",
     check: bool = True,
 ) -> EvalSettings:
     """Defaults filled in from the run's model config (config.yaml) and every value checked; raises a one-line
     ConfigError naming the key (`prefix` + name) otherwise. check=False trusts the vote set (no torch import:
-    the model config was validated when the run was built)."""
+    the model config was validated when the run was built). task: (task name, answer format) the problems
+    are, for the order vote's check (`check_order_votes`); None: not checked."""
     k = model_cfg.eval_k if k is None else k
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise ConfigError(f"{prefix}k={k!r} must be an integer >= 0")
@@ -187,10 +198,10 @@ def resolve(
         raise ConfigError(f"{window_key}={row_window} must be below model.row_period / 2 = {period / 2:g}")
     if order_votes is None:
         order_votes = check_order_votes(
-            getattr(model_cfg, "eval_order_votes", None), "model.eval_order_votes"
+            getattr(model_cfg, "eval_order_votes", None), "model.eval_order_votes", task
         )
     else:
-        order_votes = check_order_votes(order_votes, f"{prefix}order_votes")
+        order_votes = check_order_votes(order_votes, f"{prefix}order_votes", task)
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
