@@ -19,7 +19,13 @@ from arith.schema import ModelConfig, PretrainConfig
 
 # model keys read only at evaluation, never by training: they may change on resume, and for them the run's
 # config.yaml (rewritten by every resume) wins over a checkpoint's model_config.json when a run is loaded
-EVAL_ONLY_MODEL_KEYS = ("eval_k", "eval_recurrences", "eval_vote_ks", "eval_order_votes")
+EVAL_ONLY_MODEL_KEYS = (
+    "eval_k",
+    "eval_recurrences",
+    "eval_vote_ks",
+    "eval_order_votes",
+    "eval_label_permutation",
+)
 
 
 def load_config(run_dir: Path) -> PretrainConfig:

@@ -225,6 +225,9 @@ class ModelConfig:
     # sorting: orders of each prompt's items whose answers vote pairwise (eval.order_votes overrides; the prompt's own
     # order first, arith/eval/order_vote.py); None / 0 / 1 = off
     eval_order_votes: Optional[int] = None
+    # sorting: each answer decoded as a permutation of its prompt's labels (no label twice, none missing;
+    # eval.label_permutation overrides; arith/eval/constrain.py); false = plain greedy decoding
+    eval_label_permutation: bool = False
     attn_logit_scale: float = 1.0  # every q.k / sqrt(D) logit times this, in training and evaluation
     # each head's queries and keys RMS-normalized, with a learned gain per channel, before the logits (QK-norm: bounds
     # the attention-logit growth behind loss spikes); off = no parameters, today's logits
@@ -390,6 +393,9 @@ class EvalConfig:
     vote_mode: VoteMode = VoteMode.answer
     # sorting: orders of the items that vote (arith/eval/order_vote.py); None -> model.eval_order_votes; 0 / 1 = off
     order_votes: Optional[int] = None
+    # sorting: each answer a permutation of its prompt's labels (arith/eval/constrain.py); None ->
+    # model.eval_label_permutation
+    label_permutation: Optional[bool] = None
     attn_scale: float = 1.0  # test-time attention temperature (1 with const = off)
     attn_scale_mode: AttnScaleMode = AttnScaleMode.const
     attn_scale_where: AttnScaleWhere = AttnScaleWhere.all

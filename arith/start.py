@@ -51,7 +51,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     here, the model's and the task's own checks called from here (each component owns its rules)."""
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
-    from arith.eval.settings import check_order_votes
+    from arith.eval.settings import check_label_permutation, check_order_votes
     from arith.model.config_checks import validate as validate_model
 
     t, d = cfg.train, cfg.data
@@ -109,6 +109,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     task_for(d).validate_lengths(*train_lengths(d))
     spec = task_for(d)
     check_order_votes(cfg.model.eval_order_votes, "model.eval_order_votes", (spec.name, spec.answer_format))
+    check_label_permutation(
+        cfg.model.eval_label_permutation, "model.eval_label_permutation", (spec.name, spec.answer_format)
+    )
 
 
 def save_run_config(cfg: PretrainConfig, run_dir: Path, tok: ArithTokenizer) -> None:

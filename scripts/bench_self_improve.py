@@ -19,7 +19,8 @@ Python's integers; the task is the run's own (data.task):
   sorting: a cell AxB is B numbers of 1..A digits (uniform; one number has exactly A), "n1,n2,..."; the answer is
     the labels Sorting.prompt gives them (a, b, c, ...) in ascending order of value, ties by position: "b,c,a".
 Each run decodes with its vote (--votes, else its model.eval_vote_ks; sorting: --order-votes, else its
-model.eval_order_votes) in batches of one prompt length. Prints a
+model.eval_order_votes, and --label-permutation, else its model.eval_label_permutation) in batches of one prompt
+length. Prints a
 markdown table (one row per run, then the median over runs) and writes the numbers as JSON when asked.
 """
 
@@ -155,10 +156,20 @@ def problems_for(task, cell, n: int, seed: int, carry: float | None = None) -> l
 
 @torch.no_grad()
 def accuracy(
-    run, cell, n: int, seed: int, vote_ks, batch: int, row_window=None, carry=None, order_votes=None
+    run,
+    cell,
+    n: int,
+    seed: int,
+    vote_ks,
+    batch: int,
+    row_window=None,
+    carry=None,
+    order_votes=None,
+    label_permutation=None,
 ) -> float:
     """Exact match on n problems of a cell (an int L: L x L); carry: carry-heavy sums (`carry_problems`);
-    order_votes: sorting's vote over orders of the items (None: the run's model.eval_order_votes)."""
+    order_votes: sorting's vote over orders of the items (None: the run's model.eval_order_votes);
+    label_permutation: sorting's answers as permutations of the labels (None: the run's)."""
     task = task_for(run.cfg.data)
     a_len, b_len = _cell(cell)
     tok, right = run.tok, 0
@@ -168,9 +179,17 @@ def accuracy(
         ids = tok.encode(task.prompt(problem))
         by_len.setdefault(len(ids), []).append((ids, want))
     max_new = task.max_answer_len(a_len, b_len)  # answer tokens and EOS
-    settings = eval_settings.for_run(run, prefix="--", row_window=row_window, order_votes=order_votes)
-    eval_settings.check_order_votes(settings.order_votes, "--order-votes", (task.name, task.answer_format))
-    items = order_vote.ItemTokens.of(tok) if settings.order_votes > 1 else None
+    settings = eval_settings.for_run(
+        run,
+        prefix="--",
+        row_window=row_window,
+        order_votes=order_votes,
+        label_permutation=label_permutation,
+    )
+    task_key = (task.name, task.answer_format)
+    eval_settings.check_order_votes(settings.order_votes, "--order-votes", task_key)
+    eval_settings.check_label_permutation(settings.label_permutation, "--label-permutation", task_key)
+    items = order_vote.ItemTokens.of(tok) if settings.order_votes > 1 or settings.label_permutation else None
     with eval_settings.applied(run, settings):
         for group in by_len.values():
             prompts = torch.tensor([ids for ids, _ in group])
@@ -183,6 +202,7 @@ def accuracy(
                     tok.pad_id,
                     vote_ks=vote_ks,
                     order_votes=settings.order_votes,
+                    label_permutation=settings.label_permutation,
                     items=items,
                 )
                 for (_, want), row in zip(group[start : start + batch], out.tolist()):
@@ -221,6 +241,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="sorting: orders of the items that vote (0 or 1 = off; default: each run's own)",
+    )
+    p.add_argument(
+        "--label-permutation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sorting: decode each answer as a permutation of the prompt's labels (default: each run's own)",
     )
     p.add_argument("--checkpoint", default=None, help="best | latest | STEP (default: arith.load's)")
     p.add_argument(
@@ -271,6 +297,7 @@ def main(argv=None) -> None:
                 args.row_window,
                 args.carry,
                 args.order_votes,
+                args.label_permutation,
             )
             for k, cell in zip(keys, cells)
         }
@@ -289,6 +316,7 @@ def main(argv=None) -> None:
                     "seed": args.seed,
                     "votes": vote_ks,
                     "order_votes": args.order_votes,
+                    "label_permutation": args.label_permutation,
                     "carry": args.carry,
                     "results": results,
                 },

@@ -192,16 +192,21 @@ def test_a_grid_written_before_a_later_settings_column_resumes(tmp_path):
     path = tmp_path / "eval" / "sorting.csv"
     GridCSV(path, settings=settings(k=5).columns()).append("sorting", Cell(1, 1), n=10, correct=7)
     lines = [line.split(",") for line in path.read_text().splitlines()]
-    drop = lines[0].index("order_votes")  # the file as written before the column existed
-    path.write_text("\n".join(",".join(c for i, c in enumerate(line) if i != drop) for line in lines) + "\n")
+    drop = {lines[0].index("order_votes"), lines[0].index("label_permutation")}  # as before both columns
+    path.write_text(
+        "\n".join(",".join(c for i, c in enumerate(line) if i not in drop) for line in lines) + "\n"
+    )
     table = GridCSV(path, settings=settings(k=5).columns())
-    assert table.done() == {(1, 1)}  # its rows read as made without an order vote
+    assert table.done() == {(1, 1)}  # its rows read as made without an order vote or a label permutation
     assert GridCSV(path, settings=settings(k=5, order_votes=9).columns()).done() == set()
+    assert GridCSV(path, settings=settings(k=5, label_permutation=True).columns()).done() == set()
     table.append("sorting", Cell(1, 2), n=10, correct=3)
-    assert path.read_text().splitlines()[0].split(",")[-1] == "order_votes"  # rewritten with the column
-    assert [(r["b_len"], r["order_votes"]) for r in read_results(tmp_path)] == [(1, None), (2, None)]
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["order_votes", "label_permutation"]  # rewritten with the columns
+    got = [(r["b_len"], r["order_votes"], r["label_permutation"]) for r in read_results(tmp_path)]
+    assert got == [(1, None, None), (2, None, None)]
     lines = [line.split(",") for line in path.read_text().splitlines()]
-    path.write_text("\n".join(",".join(line[:-2]) for line in lines) + "\n")  # row_window gone too: not ours
+    path.write_text("\n".join(",".join(line[:-3]) for line in lines) + "\n")  # row_window gone too: not ours
     with pytest.raises(DataError, match="header"):
         GridCSV(path, settings=settings(k=5).columns()).done()
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from arith.eval.constrain import LabelPermutation
 from arith.model.decoder import DecoderCache
 from arith.model.positions import watch_rows
 
@@ -36,6 +37,7 @@ def generate(
     ks: Sequence[int] | None = None,
     pad: torch.Tensor | None = None,
     limits: torch.Tensor | Sequence[int] | None = None,
+    label_ids: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """prompts (B, P), all of length P -> (B, max_new) greedy tokens; after a row's EOS its tokens are pad_id.
     pad (B,) long: prompts of different lengths, each left-padded with pad[b] PAD tokens to P (a model with
@@ -45,7 +47,8 @@ def generate(
     Decoding runs in eval mode (no dropout, fixed positions; k None -> model.eval_k, recurrences None ->
     the model's eval recurrences) and restores the previous mode afterwards. Stops once every row has
     emitted EOS (or reached its limit). ks: decode with the mean next-token probabilities over these offsets
-    instead of one k (a single offset in ks is plain greedy at that offset).
+    instead of one k (a single offset in ks is plain greedy at that offset). label_ids: sorting's label tokens;
+    given, each answer is decoded as a permutation of its prompt's labels (`constrain.LabelPermutation`).
 
     With the cache (an `ArithModel`'s), each KV storage is sized once for P + max_new tokens, finished rows leave
     the batch and its caches once a `DROP_AT` fraction of the rows left has finished (the others decode as
@@ -55,7 +58,8 @@ def generate(
     if limits is not None:
         limits = torch.as_tensor(limits, dtype=torch.long, device=prompts.device)
     with _attention_kernels(prompts.device):
-        return _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks, pad, limits)
+        args = (recurrences, k, use_cache, ks, pad, limits, label_ids)
+        return _generate(model, prompts, max_new, eos_id, pad_id, *args)
 
 
 def _attention_kernels(device: torch.device):
@@ -70,7 +74,7 @@ def _attention_kernels(device: torch.device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks, pad, limits):
+def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache, ks, pad, limits, label_ids):
     was_training = model.training
     model.eval()
     # the position table's range check deferred to the one host read per token below (`positions.RowWatch`)
@@ -92,9 +96,13 @@ def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache
 
         seq = prompts  # (B, P + t): the reference path re-reads it whole
         nxt_scores = batch.prefill(prompts)
+        if label_ids is not None:
+            batch.rule = LabelPermutation(prompts, label_ids, eos_id, nxt_scores.shape[-1])
         if max_new <= 0 and watch is not None:
             stop_here()
         for t in range(max_new):
+            if batch.rule is not None:
+                nxt_scores = batch.rule.mask(nxt_scores)
             nxt = batch.write(t, nxt_scores.argmax(dim=-1), eos_id)
             if t == max_new - 1:
                 if watch is not None:  # the rows of the last scores are not read yet
@@ -118,7 +126,8 @@ def _generate(model, prompts, max_new, eos_id, pad_id, recurrences, k, use_cache
 class _Batch:
     """The rows of a decode still decoding: `out` (B, max_new) holds every row's tokens, `live` the rows of `out`
     the batch still holds (None: all, in order), `finished` which of those wrote EOS or reached their limit;
-    `caches` (one per offset; None without the cache), `pad` and `limits` follow the rows held."""
+    `caches` (one per offset; None without the cache), `pad`, `limits` and `rule` (a `LabelPermutation`) follow
+    the rows held."""
 
     def __init__(self, model, offsets, recurrences, prompts, max_new, pad_id, limits, pad, use_cache):
         B, P = prompts.shape
@@ -127,6 +136,7 @@ class _Batch:
         self.finished = torch.zeros(B, dtype=torch.bool, device=prompts.device)
         self.live: torch.Tensor | None = None
         self.pad_id, self.limits, self.pad = pad_id, limits, pad
+        self.rule: LabelPermutation | None = None
         self.caches = [model.new_cache() for _ in offsets] if use_cache else None
         # rows leave, and prefill in groups, only with an `ArithModel`'s caches (a stand-in's may not follow them)
         self.own = bool(self.caches) and all(isinstance(c, DecoderCache) for c in self.caches)
@@ -179,6 +189,8 @@ class _Batch:
         else:
             self.out[self.live, t] = nxt
         self.finished |= nxt == eos_id
+        if self.rule is not None:
+            self.rule.wrote(nxt)
         if self.limits is not None:
             self.finished |= self.limits <= t + 1
         return nxt
@@ -196,6 +208,8 @@ class _Batch:
             self.limits = self.limits[keep]
         if self.pad is not None:
             self.pad = self.pad[keep]
+        if self.rule is not None:
+            self.rule.select(keep)
         for cache in self.caches:
             cache.select(keep, self.pad)
         return nxt[keep]

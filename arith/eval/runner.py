@@ -84,6 +84,7 @@ def _settings(run, e, spec) -> eval_settings.EvalSettings:
         attn_scale_where=e.attn_scale_where,
         row_window=e.row_window,
         order_votes=e.order_votes,
+        label_permutation=e.label_permutation,
         task=(spec.name, spec.answer_format),
     )
 
@@ -154,4 +155,5 @@ def _cells(run, spec, e, s, group: list) -> list[dict]:
         vote_ks=s.vote_ks,
         vote_mode=s.vote_mode or "answer",
         order_votes=s.order_votes,
+        label_permutation=s.label_permutation,
     )

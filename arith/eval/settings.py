@@ -26,6 +26,7 @@ __all__ = [
     "SETTINGS_COLUMNS",
     "EvalSettings",
     "applied",
+    "check_label_permutation",
     "check_order_votes",
     "default_settings",
     "for_run",
@@ -36,7 +37,7 @@ __all__ = [
 # how a grid's rows were made (`EvalSettings.columns`); CSVs written before they were recorded lack them
 SETTINGS_COLUMNS = tuple(
     "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window"
-    " order_votes".split()
+    " order_votes label_permutation".split()
 )
 VOTE_MODES = tuple(m.value for m in VoteMode)
 SCALE_MODES = tuple(m.value for m in AttnScaleMode)
@@ -56,6 +57,7 @@ class EvalSettings:
     attn_scale_where: str = "all"
     row_window: int = 0  # 0 = every key visible (model.row_window)
     order_votes: int = 0  # sorting's vote over orders of the items (arith/eval/order_vote.py); <= 1 = off
+    label_permutation: bool = False  # sorting's answers decoded as permutations of the labels (constrain.py)
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -80,6 +82,7 @@ class EvalSettings:
             "attn_scale_where": self.attn_scale_where,
             "row_window": str(self.row_window),
             "order_votes": str(self.order_votes) if self.order_votes > 1 else "",  # as in CSVs from before it
+            "label_permutation": "true" if self.label_permutation else "",
         }
 
     def tag(self) -> str:
@@ -97,6 +100,8 @@ class EvalSettings:
             tag += f"_win{self.row_window}"
         if self.order_votes > 1:
             tag += f"_orders{self.order_votes}"
+        if self.label_permutation:
+            tag += "_perm"
         return tag
 
     def describe(self) -> str:
@@ -110,6 +115,8 @@ class EvalSettings:
             text += f", row window {self.row_window}"
         if self.order_votes > 1:
             text += f", vote over {self.order_votes} orders of the items"
+        if self.label_permutation:
+            text += ", answers constrained to permutations of the labels"
         return text
 
     def temperature(self, train_len: int | None):
@@ -130,14 +137,31 @@ def check_order_votes(votes, key: str, task: tuple[str, str] | None = None) -> i
         raise ConfigError(
             f"{key}={votes!r} must be an integer >= 0 (0 or 1 = off: the prompt's own order only)"
         )
-    name, answer_format = task if task is not None else ("sorting", "direct")  # no task: nothing to check
-    if votes > 1 and (name != "sorting" or answer_format == "values"):
+    if votes > 1:
+        _labels_answer(key, votes, "the items of its prompt can be reordered", task)
+    return votes
+
+
+def check_label_permutation(value, key: str, task: tuple[str, str] | None = None) -> bool:
+    """`value` as a bool (None -> False); a one-line ConfigError naming `key` unless it is a bool and, when true and
+    `task` = (task name, answer format) is given, the task is sorting with an answer of labels (an answer is then a
+    permutation of its prompt's labels; arith/eval/constrain.py)."""
+    value = False if value is None else value
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if value:
+        _labels_answer(key, "true", "its answer is a permutation of the prompt's labels", task)
+    return value
+
+
+def _labels_answer(key: str, value, why: str, task: tuple[str, str] | None) -> None:
+    """Raise a one-line ConfigError unless `task` (None: not checked) is sorting with an answer of labels."""
+    name, answer_format = task if task is not None else ("sorting", "direct")
+    if name != "sorting" or answer_format == "values":
         what = name if name != "sorting" else "sorting with data.format=values"
         raise ConfigError(
-            f"{key}={votes} needs sorting with an answer of labels (the items of its prompt can be reordered); "
-            f"this run's task is {what}"
+            f"{key}={value} needs sorting with an answer of labels ({why}); this run's task is {what}"
         )
-    return votes
 
 
 def _number(value) -> bool:
@@ -158,6 +182,7 @@ def resolve(
     attn_scale_where: str = "all",
     row_window: int | None = None,
     order_votes: int | None = None,
+    label_permutation: bool | None = None,
     task: tuple[str, str] | None = None,
     prefix: str = "eval.",
     check: bool = True,
@@ -165,7 +190,8 @@ def resolve(
     """Defaults filled in from the run's model config (config.yaml) and every value checked; raises a one-line
     ConfigError naming the key (`prefix` + name) otherwise. check=False trusts the vote set (no torch import:
     the model config was validated when the run was built). task: (task name, answer format) the problems
-    are, for the order vote's check (`check_order_votes`); None: not checked."""
+    are, for the order vote's and the label permutation's checks (`check_order_votes`, `check_label_permutation`);
+    None: not checked."""
     k = model_cfg.eval_k if k is None else k
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise ConfigError(f"{prefix}k={k!r} must be an integer >= 0")
@@ -202,6 +228,12 @@ def resolve(
         )
     else:
         order_votes = check_order_votes(order_votes, f"{prefix}order_votes", task)
+    perm_key = (
+        f"{prefix}label_permutation" if label_permutation is not None else "model.eval_label_permutation"
+    )
+    if label_permutation is None:
+        label_permutation = getattr(model_cfg, "eval_label_permutation", False)
+    label_permutation = check_label_permutation(label_permutation, perm_key, task)
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
@@ -216,6 +248,7 @@ def resolve(
         attn_scale_where=where,
         row_window=int(row_window),
         order_votes=order_votes if order_votes > 1 else 0,
+        label_permutation=label_permutation,
     )
 
 

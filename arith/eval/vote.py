@@ -38,6 +38,11 @@ def default_order_votes(model) -> int:
     return int(getattr(model.cfg, "eval_order_votes", None) or 0)
 
 
+def default_label_permutation(model) -> bool:
+    """Whether the model's sorting answers are decoded as permutations of the labels (model.eval_label_permutation)."""
+    return bool(getattr(model.cfg, "eval_label_permutation", False))
+
+
 def majority(answers: Sequence[tuple], ks: Sequence[int], tie_k: int | None) -> int:
     """Index (into ks) of the winning answer of one problem; answers[i] is offset ks[i]'s answer."""
     counts = Counter(answers)
@@ -68,18 +73,24 @@ def decode(
     pad: torch.Tensor | None = None,
     order_votes: int | None = None,
     items: order_vote.ItemTokens | None = None,
+    label_permutation: bool | None = None,
 ) -> torch.Tensor:
     """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks.
     order_votes: sorting's vote over that many orders of each prompt's items (None -> the model's
-    eval_order_votes; 0 or 1: off), which needs `items` (`order_vote.ItemTokens.of(tok)`).
+    eval_order_votes; 0 or 1: off), which needs `items` (`order_vote.ItemTokens.of(tok)`). label_permutation:
+    each answer decoded as a permutation of its prompt's labels (`constrain.LabelPermutation`; None -> the model's
+    eval_label_permutation), which needs `items` too.
     limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of different
     answer lengths): its tokens past that are pad_id, and the vote sees the row as if it had been decoded alone
     with max_new = its limit. pad (B,): each prompt's left PADs (`generate`'s; prompts of different lengths)."""
     views = default_order_votes(model) if order_votes is None else int(order_votes)
+    perm = default_label_permutation(model) if label_permutation is None else bool(label_permutation)
+    if (views > 1 or perm) and items is None:
+        what = f"order_votes={views}" if views > 1 else "label_permutation=True"
+        raise ValueError(f"{what} needs items=order_vote.ItemTokens.of(tok)")
     if views > 1:
-        if items is None:
-            raise ValueError(f"order_votes={views} needs items=order_vote.ItemTokens.of(tok)")
         kw = dict(recurrences=recurrences, k=k, vote_ks=vote_ks, vote_mode=vote_mode, use_cache=use_cache)
+        kw.update(items=items, label_permutation=perm)
 
         def rows(ids: torch.Tensor, idx: list[int]) -> torch.Tensor:  # those rows of the batch, their limits
             sub = dict(kw, limits=None if limits is None else [limits[i] for i in idx])
@@ -92,6 +103,8 @@ def decode(
     if vote_mode not in VOTE_MODES:
         raise ValueError(f"vote_mode={vote_mode!r} unknown; valid: {', '.join(VOTE_MODES)}")
     args = dict(recurrences=recurrences, use_cache=use_cache)
+    if perm:
+        args["label_ids"] = sorted(items.labels)
     if pad is not None:
         args["pad"] = pad
     if limits is not None:  # each row stops at its limit (`generate`), as alone with max_new = its limit
