@@ -152,22 +152,3 @@ def test_pretrain_refuses_a_label_permutation_on_a_task_without_labels(compose):
     validate_pretrain(compose(["+experiment=quickstart_sorting", "model.eval_label_permutation=true"]))
     with pytest.raises(ConfigError, match="^model.eval_label_permutation=true needs sorting"):
         validate_pretrain(compose(["+experiment=quickstart", "model.eval_label_permutation=true"]))
-
-
-def test_the_benchmark_and_solve_refuse_a_label_permutation_on_addition(tiny_adder, capsys):
-    import sys
-
-    from tests.conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_self_improve
-
-    from arith.solve import main as solve_main
-
-    with pytest.raises(SystemExit) as exit_:
-        bench_self_improve.main([str(tiny_adder), "--lens", "1", "--n", "2", "--label-permutation"])
-    assert exit_.value.code == 2
-    assert "error: --label-permutation=true needs sorting" in capsys.readouterr().err
-    assert solve_main([str(tiny_adder), "1+2", "--label-permutation"]) == 2
-    assert "error: label_permutation=true needs sorting" in capsys.readouterr().err
-    assert solve_main([str(tiny_adder), "1+2", "--no-label-permutation"]) == 0

@@ -191,7 +191,18 @@ def test_pretrain_refuses_an_order_vote_on_a_task_without_items(compose):
         validate_pretrain(compose(["+experiment=quickstart_sorting", "model.eval_order_votes=-2"]))
 
 
-def test_the_benchmark_and_solve_refuse_an_order_vote_on_addition(tiny_adder, capsys):
+SORTING_ONLY_FLAGS = [  # (the flag's arguments, its name and value in the errors, arguments that turn it off)
+    (["--order-votes", "9"], ("--order-votes=9", "order_votes=9"), ["--order-votes", "1"]),
+    (
+        ["--label-permutation"],
+        ("--label-permutation=true", "label_permutation=true"),
+        ["--no-label-permutation"],
+    ),
+]
+
+
+@pytest.mark.parametrize("on, named, off", SORTING_ONLY_FLAGS, ids=["order_votes", "label_permutation"])
+def test_the_benchmark_and_solve_refuse_a_sorting_only_flag_on_addition(tiny_adder, capsys, on, named, off):
     import sys
 
     from tests.conftest import ROOT
@@ -202,9 +213,9 @@ def test_the_benchmark_and_solve_refuse_an_order_vote_on_addition(tiny_adder, ca
     from arith.solve import main as solve_main
 
     with pytest.raises(SystemExit) as exit_:
-        bench_self_improve.main([str(tiny_adder), "--lens", "1", "--n", "2", "--order-votes", "9"])
+        bench_self_improve.main([str(tiny_adder), "--lens", "1", "--n", "2", *on])
     assert exit_.value.code == 2
-    assert "error: --order-votes=9 needs sorting" in capsys.readouterr().err
-    assert solve_main([str(tiny_adder), "1+2", "--order-votes", "9"]) == 2
-    assert "error: order_votes=9 needs sorting" in capsys.readouterr().err
-    assert solve_main([str(tiny_adder), "1+2", "--order-votes", "1"]) == 0  # one order: plain decoding
+    assert f"error: {named[0]} needs sorting" in capsys.readouterr().err
+    assert solve_main([str(tiny_adder), "1+2", *on]) == 2
+    assert f"error: {named[1]} needs sorting" in capsys.readouterr().err
+    assert solve_main([str(tiny_adder), "1+2", *off]) == 0  # off: plain decoding
