@@ -215,25 +215,13 @@ def resolve(
         raise ConfigError(f"{prefix}attn_scale_mode={mode!r} unknown; valid: {', '.join(SCALE_MODES)}")
     if where not in SCALE_WHERE:
         raise ConfigError(f"{prefix}attn_scale_where={where!r} unknown; valid: {', '.join(SCALE_WHERE)}")
-    window_key = f"{prefix}row_window" if row_window is not None else "model.row_window"
-    row_window = getattr(model_cfg, "row_window", 0) if row_window is None else row_window
+    row_window, window_key = _chosen(row_window, "row_window", model_cfg, "row_window", prefix, 0)
     if not isinstance(row_window, int) or isinstance(row_window, bool) or row_window < 0:
         raise ConfigError(f"{window_key}={row_window!r} must be an integer >= 0 (0 = off)")
     period = getattr(model_cfg, "row_period", 0)
     if period and row_window * 2 >= period:
         raise ConfigError(f"{window_key}={row_window} must be below model.row_period / 2 = {period / 2:g}")
-    if order_votes is None:
-        order_votes = check_order_votes(
-            getattr(model_cfg, "eval_order_votes", None), "model.eval_order_votes", task
-        )
-    else:
-        order_votes = check_order_votes(order_votes, f"{prefix}order_votes", task)
-    perm_key = (
-        f"{prefix}label_permutation" if label_permutation is not None else "model.eval_label_permutation"
-    )
-    if label_permutation is None:
-        label_permutation = getattr(model_cfg, "eval_label_permutation", False)
-    label_permutation = check_label_permutation(label_permutation, perm_key, task)
+    order_votes, label_permutation = _sorting_keys(model_cfg, order_votes, label_permutation, task, prefix)
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
@@ -250,6 +238,23 @@ def resolve(
         order_votes=order_votes if order_votes > 1 else 0,
         label_permutation=label_permutation,
     )
+
+
+def _chosen(value, name: str, model_cfg, model_name: str, prefix: str, default=None) -> tuple:
+    """(the eval.* value where given, else the run's model.<model_name>; the key an error about it names)."""
+    if value is not None:
+        return value, f"{prefix}{name}"
+    return getattr(model_cfg, model_name, default), f"model.{model_name}"
+
+
+def _sorting_keys(model_cfg, order_votes, label_permutation, task, prefix: str) -> tuple[int, bool]:
+    """Sorting's order vote and label permutation (eval.* where given, else the run's model.eval_*), checked for
+    `task` (`check_order_votes`, `check_label_permutation`)."""
+    votes, votes_key = _chosen(order_votes, "order_votes", model_cfg, "eval_order_votes", prefix)
+    perm, perm_key = _chosen(
+        label_permutation, "label_permutation", model_cfg, "eval_label_permutation", prefix, False
+    )
+    return check_order_votes(votes, votes_key, task), check_label_permutation(perm, perm_key, task)
 
 
 def for_run(run, prefix: str = "eval.", **overrides) -> EvalSettings:
