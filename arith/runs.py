@@ -25,6 +25,7 @@ EVAL_ONLY_MODEL_KEYS = (
     "eval_vote_ks",
     "eval_order_votes",
     "eval_label_permutation",
+    "eval_order_view_items",
 )
 
 

@@ -225,6 +225,10 @@ class ModelConfig:
     # sorting: orders of each prompt's items whose answers vote pairwise (eval.order_votes overrides; the prompt's own
     # order first, arith/eval/order_vote.py); None / 0 / 1 = off
     eval_order_votes: Optional[int] = None
+    # sorting: the most items one order of that vote shows; with fewer than the prompt has, the vote reads sub-arrays
+    # of that many items until each pair of items is ordered by eval_order_votes answers (eval.order_view_items
+    # overrides; arith/eval/order_vote.py); None / 0 = every item
+    eval_order_view_items: Optional[int] = None
     # sorting: each answer decoded as a permutation of its prompt's labels (no label twice, none missing;
     # eval.label_permutation overrides; arith/eval/constrain.py); false = plain greedy decoding
     eval_label_permutation: bool = False
@@ -393,6 +397,8 @@ class EvalConfig:
     vote_mode: VoteMode = VoteMode.answer
     # sorting: orders of the items that vote (arith/eval/order_vote.py); None -> model.eval_order_votes; 0 / 1 = off
     order_votes: Optional[int] = None
+    # sorting: the most items one order of that vote shows (sub-arrays); None -> model.eval_order_view_items; 0 = all
+    order_view_items: Optional[int] = None
     # sorting: each answer a permutation of its prompt's labels (arith/eval/constrain.py); None ->
     # model.eval_label_permutation
     label_permutation: Optional[bool] = None

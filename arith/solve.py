@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sorting: decode each answer as a permutation of the prompt's labels (default: the run's)",
     )
+    parser.add_argument(
+        "--order-view-items",
+        type=int,
+        default=None,
+        help="sorting: the most items one order of the vote shows (sub-arrays; 0 = all; default: the run's)",
+    )
     parser.add_argument("--checkpoint", default=None, help="best, latest or a step (default: best if any)")
     parser.add_argument("--weights", default=None, help="ema or raw (default: ema when saved)")
     parser.add_argument("--verbose", action="store_true", help="name the checkpoint and settings on stderr")

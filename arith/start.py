@@ -51,7 +51,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     here, the model's and the task's own checks called from here (each component owns its rules)."""
     from arith.aux_loss import validate_aux
     from arith.data.tasks import task_for, train_lengths
-    from arith.eval.settings import check_label_permutation, check_order_votes
+    from arith.eval.settings import check_label_permutation, check_order_view_items, check_order_votes
     from arith.model.config_checks import validate as validate_model
 
     t, d = cfg.train, cfg.data
@@ -111,6 +111,9 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     check_order_votes(cfg.model.eval_order_votes, "model.eval_order_votes", (spec.name, spec.answer_format))
     check_label_permutation(
         cfg.model.eval_label_permutation, "model.eval_label_permutation", (spec.name, spec.answer_format)
+    )
+    check_order_view_items(
+        cfg.model.eval_order_view_items, "model.eval_order_view_items", (spec.name, spec.answer_format)
     )
 
 

@@ -166,10 +166,12 @@ def accuracy(
     carry=None,
     order_votes=None,
     label_permutation=None,
+    order_view_items=None,
 ) -> float:
     """Exact match on n problems of a cell (an int L: L x L); carry: carry-heavy sums (`carry_problems`);
     order_votes: sorting's vote over orders of the items (None: the run's model.eval_order_votes);
-    label_permutation: sorting's answers as permutations of the labels (None: the run's)."""
+    label_permutation: sorting's answers as permutations of the labels (None: the run's); order_view_items: the
+    most items one order of that vote shows (None: the run's)."""
     task = task_for(run.cfg.data)
     a_len, b_len = _cell(cell)
     tok, right = run.tok, 0
@@ -185,10 +187,13 @@ def accuracy(
         row_window=row_window,
         order_votes=order_votes,
         label_permutation=label_permutation,
+        order_view_items=order_view_items,
     )
     task_key = (task.name, task.answer_format)
     eval_settings.check_order_votes(settings.order_votes, "--order-votes", task_key)
     eval_settings.check_label_permutation(settings.label_permutation, "--label-permutation", task_key)
+    if order_view_items is not None:
+        eval_settings.check_order_view_items(order_view_items, "--order-view-items", task_key)
     items = order_vote.ItemTokens.of(tok) if settings.order_votes > 1 or settings.label_permutation else None
     with eval_settings.applied(run, settings):
         for group in by_len.values():
@@ -203,6 +208,7 @@ def accuracy(
                     vote_ks=vote_ks,
                     order_votes=settings.order_votes,
                     label_permutation=settings.label_permutation,
+                    order_view_items=settings.order_view_items,
                     items=items,
                 )
                 for (_, want), row in zip(group[start : start + batch], out.tolist()):
@@ -247,6 +253,12 @@ def parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="sorting: decode each answer as a permutation of the prompt's labels (default: each run's own)",
+    )
+    p.add_argument(
+        "--order-view-items",
+        type=int,
+        default=None,
+        help="sorting: the most items one order of the vote shows (sub-arrays; 0 = all; default: each run's own)",
     )
     p.add_argument("--checkpoint", default=None, help="best | latest | STEP (default: arith.load's)")
     p.add_argument(
@@ -298,6 +310,7 @@ def main(argv=None) -> None:
                 args.carry,
                 args.order_votes,
                 args.label_permutation,
+                args.order_view_items,
             )
             for k, cell in zip(keys, cells)
         }
@@ -317,6 +330,7 @@ def main(argv=None) -> None:
                     "votes": vote_ks,
                     "order_votes": args.order_votes,
                     "label_permutation": args.label_permutation,
+                    "order_view_items": args.order_view_items,
                     "carry": args.carry,
                     "results": results,
                 },

@@ -233,8 +233,10 @@ def test_grid_vote_and_scale_are_recorded(adder, compose):
     assert len(run_grid(cfg, sorting=False)) == 4
     (path,) = (adder / "v3").glob("*.csv")
     assert path.name.endswith("_vote0-1-2-logits_attn1.2-first.csv")
-    ((ck, weights, k, r, ks, mode, scale, scale_mode, where, window, orders, perm),) = settings_of(path)
-    assert (weights, k, r, ks, mode, scale, scale_mode, where, window, orders, perm) == (
+    ((ck, weights, k, r, ks, mode, scale, scale_mode, where, window, orders, perm, views),) = settings_of(
+        path
+    )
+    assert (weights, k, r, ks, mode, scale, scale_mode, where, window, orders, perm, views) == (
         "raw",
         "0",
         "1",
@@ -246,6 +248,7 @@ def test_grid_vote_and_scale_are_recorded(adder, compose):
         "0",
         "",  # no order vote (sorting's)
         "",  # no label permutation (sorting's)
+        "",  # no sub-arrays (sorting's)
     )
     assert ck == arith.load(adder).checkpoint
 

@@ -192,21 +192,32 @@ def test_a_grid_written_before_a_later_settings_column_resumes(tmp_path):
     path = tmp_path / "eval" / "sorting.csv"
     GridCSV(path, settings=settings(k=5).columns()).append("sorting", Cell(1, 1), n=10, correct=7)
     lines = [line.split(",") for line in path.read_text().splitlines()]
-    drop = {lines[0].index("order_votes"), lines[0].index("label_permutation")}  # as before both columns
+    drop = {
+        lines[0].index(c) for c in ("order_votes", "label_permutation", "order_view_items")
+    }  # as before them
     path.write_text(
         "\n".join(",".join(c for i, c in enumerate(line) if i not in drop) for line in lines) + "\n"
     )
     table = GridCSV(path, settings=settings(k=5).columns())
     assert table.done() == {(1, 1)}  # its rows read as made without an order vote or a label permutation
+    views = settings(k=5, order_votes=3, order_view_items=3).columns()
+    assert GridCSV(path, settings=views).done() == set()
     assert GridCSV(path, settings=settings(k=5, order_votes=9).columns()).done() == set()
     assert GridCSV(path, settings=settings(k=5, label_permutation=True).columns()).done() == set()
     table.append("sorting", Cell(1, 2), n=10, correct=3)
     header = path.read_text().splitlines()[0].split(",")
-    assert header[-2:] == ["order_votes", "label_permutation"]  # rewritten with the columns
-    got = [(r["b_len"], r["order_votes"], r["label_permutation"]) for r in read_results(tmp_path)]
-    assert got == [(1, None, None), (2, None, None)]
+    assert header[-3:] == [
+        "order_votes",
+        "label_permutation",
+        "order_view_items",
+    ]  # rewritten with the columns
+    got = [
+        (r["b_len"], r["order_votes"], r["label_permutation"], r["order_view_items"])
+        for r in read_results(tmp_path)
+    ]
+    assert got == [(1, None, None, None), (2, None, None, None)]
     lines = [line.split(",") for line in path.read_text().splitlines()]
-    path.write_text("\n".join(",".join(line[:-3]) for line in lines) + "\n")  # row_window gone too: not ours
+    path.write_text("\n".join(",".join(line[:-4]) for line in lines) + "\n")  # row_window gone too: not ours
     with pytest.raises(DataError, match="header"):
         GridCSV(path, settings=settings(k=5).columns()).done()
 

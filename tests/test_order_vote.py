@@ -109,11 +109,15 @@ def test_the_vote_maps_every_order_back_to_the_problem(task):
     prompts = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])  # left-padded
     right = by_the_rules(prompts)
     # a decoder that is right in every order gives the right answer: each order's labels mapped back
-    assert torch.equal(order_vote.decode(lambda ids, rows: by_the_rules(ids), prompts, 12, 7, ITEMS), right)
+    assert torch.equal(
+        order_vote.decode(lambda ids, rows, added: by_the_rules(ids), prompts, 12, 7, ITEMS), right
+    )
     # one that errs on the problem's own order of the first problem is outvoted by the other orders
     wrong = prompts[0].tolist()
     assert not torch.equal(by_the_rules(prompts, wrong_on=wrong), right)
-    voted = order_vote.decode(lambda ids, rows: by_the_rules(ids, wrong_on=wrong), prompts, 12, 5, ITEMS)
+    voted = order_vote.decode(
+        lambda ids, rows, added: by_the_rules(ids, wrong_on=wrong), prompts, 12, 5, ITEMS
+    )
     assert torch.equal(voted, right)
 
 
@@ -123,7 +127,7 @@ def test_a_problem_stops_once_one_answer_has_most_of_its_orders():
     wrong = prompts[0].tolist()
     calls = []
 
-    def counted(ids, rows):
+    def counted(ids, rows, added):
         calls.append(list(rows))
         return by_the_rules(ids, wrong_on=wrong)
 
@@ -198,10 +202,17 @@ SORTING_ONLY_FLAGS = [  # (the flag's arguments, its name and value in the error
         ("--label-permutation=true", "label_permutation=true"),
         ["--no-label-permutation"],
     ),
+    (
+        ["--order-view-items", "3"],
+        ("--order-view-items=3", "order_view_items=3"),
+        ["--order-view-items", "0"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("on, named, off", SORTING_ONLY_FLAGS, ids=["order_votes", "label_permutation"])
+@pytest.mark.parametrize(
+    "on, named, off", SORTING_ONLY_FLAGS, ids=["order_votes", "label_permutation", "order_view_items"]
+)
 def test_the_benchmark_and_solve_refuse_a_sorting_only_flag_on_addition(tiny_adder, capsys, on, named, off):
     import sys
 

@@ -68,7 +68,9 @@ def test_addition_preset_buckets_votes_and_takes_later_ties_and_the_other_tasks_
         assert str(cfg.train.select_ties) == ("later" if task == "bitwise_or" else "earlier")
     cfg = compose(["+experiment=quickstart_sorting"])
     assert cfg.model.eval_vote_ks is None  # the offsets' vote did not help
-    assert cfg.model.eval_order_votes == 9  # the vote over orders of the items did (docs/RESULTS.md)
+    # the vote over sub-arrays of 4 items, each answer a permutation of the labels, did (docs/RESULTS.md)
+    assert cfg.model.eval_order_votes == 3 and cfg.model.eval_order_view_items == 4
+    assert cfg.model.eval_label_permutation is True
 
 
 def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):

@@ -43,7 +43,7 @@ __all__ = ["SETTINGS", "solve", "solve_many"]
 # the eval.* keywords of `solve` and `solve_many` (None: the run's), named as `eval_settings.resolve` names them
 SETTINGS = tuple(
     "recurrences k vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window order_votes"
-    " label_permutation".split()
+    " label_permutation order_view_items".split()
 )
 ERRORS = ("raise", "return")
 # a mixed batch: its shortest prompt at least half its longest, or at most this many tokens shorter
@@ -64,6 +64,7 @@ def solve(
     show_work: bool = False,
     order_votes: int | None = None,
     label_permutation: bool | None = None,
+    order_view_items: int | None = None,
 ) -> str:
     """The answer of `run` (an `arith.runs.Run`: its checkpoint and weights are `run.checkpoint`, `run.weights`)
     to `problem`, in natural form; the keyword arguments are the eval.* settings of the grid (None = the run's
@@ -92,7 +93,7 @@ def solve_many(
     to batch_size problems of like prompt lengths, left-padded (of one prompt length when the model does not allow
     left padding; the module docstring). settings: the eval.* keywords of `solve` (recurrences, k,
     vote_ks, vote_mode, attn_scale, attn_scale_mode, attn_scale_where, row_window, order_votes,
-    label_permutation); an invalid one raises
+    label_permutation, order_view_items); an invalid one raises
     ConfigError for the whole call.
 
     errors="raise" (default): a problem it cannot read (DataError), one past the position table (ConfigError)
@@ -273,6 +274,7 @@ def _decode(run, s, reads: list[_Read]) -> list[list[int]]:
         vote_mode=s.vote_mode or "answer",
         order_votes=s.order_votes,
         label_permutation=s.label_permutation,
+        order_view_items=s.order_view_items,
         items=order_vote.ItemTokens.of(run.tok) if s.order_votes > 1 or s.label_permutation else None,
         limits=limits if len(set(limits)) > 1 else None,
         pad=torch.as_tensor(pads, device=device) if any(pads) else None,

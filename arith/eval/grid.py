@@ -25,7 +25,7 @@ from arith.files import atomic_write_text
 BASE_COLUMNS = ("task", "a_len", "b_len", "n", "correct", "acc")
 _INT_COLUMNS = ("a_len", "b_len", "n", "correct")
 # settings columns added after grids were first written: a file without them resumes, reading them as empty (off)
-ADDED_LATER = ("order_votes", "label_permutation")
+ADDED_LATER = ("order_votes", "label_permutation", "order_view_items")
 
 
 # ----------------------------------------------------------------------------------------------------------------

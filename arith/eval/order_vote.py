@@ -18,6 +18,12 @@ problem's own order can show), so an answer right in a view is right after mappi
 not end in EOS, or names a token that is not one of the problem's labels, does not vote; with no answer that
 names two labels once the problem's own answer stands. Each problem's orders come from a generator seeded by its
 own tokens, so an answer does not depend on the batch it was decoded in. Off (N <= 1): plain decoding.
+
+Sub-arrays (`eval.order_view_items` S, `model.eval_order_view_items`): a problem of more than S items is answered
+by its own order and views of S of its items, each a smaller sorting problem (the first S item places and their
+labels, the rest dropped, left-padded to the row's length), drawn until every pair of items is in N - 1 of them;
+so every pair is still ordered by N answers, each read at an array length training saw. Problems of at most S
+items vote over whole orders as above.
 """
 
 from __future__ import annotations
@@ -73,41 +79,77 @@ def _items(row: Sequence[int], t: ItemTokens) -> list[tuple[int, int, int | None
     return items
 
 
-def orders(row: Sequence[int], views: int, t: ItemTokens) -> list[list[int]]:
-    """`views` orders of the row's items (pi: view position -> the problem's item), the identity first; equal
-    numbers keep their relative order in each. Seeded by the row's tokens."""
+def _keep_equal_in_order(pi: list[int], groups: dict[tuple, list[int]]) -> list[int]:
+    """pi with each group of equal numbers refilled, in the problem's order, into the places pi gives them."""
+    for members in groups.values():
+        if len(members) > 1:
+            places = [j for j in range(len(pi)) if pi[j] in members]
+            chosen = sorted(pi[j] for j in places)
+            for place, item in zip(places, chosen):
+                pi[place] = item
+    return pi
+
+
+def _sub_arrays(m: int, size: int, cover: int, rng: random.Random) -> list[list[int]]:
+    """Sets of `size` of the m items (in a random order each) until every pair of items is in at least `cover`
+    of them: each starts from a least-covered pair and adds the item that covers most pairs still short."""
+    count = {(x, y): 0 for x in range(m) for y in range(x + 1, m)}
+    out: list[list[int]] = []
+    while min(count.values()) < cover:
+        low = min(count.values())
+        view = list(rng.choice([p for p, c in count.items() if c == low]))
+        while len(view) < size:
+            short = {
+                z: sum(count[min(z, v), max(z, v)] < cover for v in view) for z in range(m) if z not in view
+            }
+            best = max(short.values())
+            view.append(rng.choice([z for z, n in short.items() if n == best]))
+        for i, x in enumerate(view):
+            for y in view[i + 1 :]:
+                count[min(x, y), max(x, y)] += 1
+        out.append(rng.sample(view, len(view)))
+    return out
+
+
+def orders(row: Sequence[int], views: int, t: ItemTokens, size: int = 0) -> list[list[int]]:
+    """The views of the row's items (pi: view position -> the problem's item), the problem's own order first;
+    equal numbers keep their relative order in each; seeded by the row's tokens. With size 0 or at least the
+    item count: `views` orders of all items. Else (sub-arrays): the problem's own order, then sets of `size`
+    items until every pair of items is in `views` - 1 of them, so that each pair is ordered by `views` answers."""
     numbers = [tuple(row[a:b]) for a, b, _ in _items(row, t)]
     m = len(numbers)
     rng = random.Random(zlib.crc32(bytes(str(list(row)), "ascii")))
     groups: dict[tuple, list[int]] = {}
     for i, n in enumerate(numbers):
         groups.setdefault(n, []).append(i)
-    out = [list(range(m))]
-    for _ in range(views - 1):
-        pi = rng.sample(range(m), m)
-        for members in groups.values():  # equal numbers: their places in pi, filled in their own order
-            if len(members) > 1:
-                places = sorted(j for j in range(m) if pi[j] in members)
-                for place, item in zip(places, members):
-                    pi[place] = item
-        out.append(pi)
-    return out
+    if 1 < size < m:
+        subs = _sub_arrays(m, size, views - 1, rng)
+    else:
+        subs = [rng.sample(range(m), m) for _ in range(views - 1)]
+    return [list(range(m))] + [_keep_equal_in_order(pi, groups) for pi in subs]
 
 
 def permuted(row: Sequence[int], pi: Sequence[int], t: ItemTokens) -> tuple[list[int], dict[int, int]]:
-    """The row with item j's digits replaced by item pi[j]'s (the same length in all), and the map from the
-    view's label tokens to the problem's."""
+    """The row with item j's digits replaced by item pi[j]'s for j < len(pi), and the map from the view's label
+    tokens to the problem's. With fewer entries in pi than items (a sub-array view), the view keeps the first
+    len(pi) item places (their labels: the start of the problem's label run, as in training), drops the rest and
+    is left-padded to the row's length; with as many, it has the row's length and layout."""
     items = _items(row, t)
     if not items:
         return list(row), {}
+    eq = list(row).index(t.eq) if t.eq in row else len(row)
     out = list(row[: items[0][0]])  # PADs, and the first label where it leads its item
-    for j, (_, end, _) in enumerate(items):
+    for j, (_, end, _) in enumerate(items[: len(pi)]):
         src_start, src_end, _ = items[pi[j]]
-        stop = items[j + 1][0] if j + 1 < len(items) else len(row)
-        out += list(row[src_start:src_end]) + list(row[end:stop])  # item pi[j]'s digits, then item j's rest
+        if j + 1 < len(pi):
+            rest = list(row[end : items[j + 1][0]])  # item j's rest, the comma, the next item's lead
+        else:  # item j's rest up to its comma, then '=' and what follows it
+            close = next(i for i in range(end, eq + 1) if i == eq or row[i] == t.comma)
+            rest = list(row[end:close]) + list(row[eq:])
+        out += list(row[src_start:src_end]) + rest
     labels = [label for _, _, label in items]
-    back = {labels[j]: labels[pi[j]] for j in range(len(items)) if labels[j] is not None}
-    return out, back
+    back = {labels[j]: labels[pi[j]] for j in range(len(pi)) if labels[j] is not None}
+    return [t.pad] * (len(row) - len(out)) + out, back
 
 
 def _labels(answer: Sequence[int], back: dict[int, int], t: ItemTokens) -> list[int] | None:
@@ -146,34 +188,43 @@ def settled(answers: Sequence[list[int] | None], labels: Sequence[int], views: i
     return list(best[0][0]) if best and 2 * best[0][1] > views else None
 
 
+def _pads(row: Sequence[int], t: ItemTokens) -> int:
+    """The row's left PADs."""
+    return next((i for i, x in enumerate(row) if x != t.pad), len(row))
+
+
 def decode(
-    inner: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    inner: Callable[[torch.Tensor, list[int], list[int]], torch.Tensor],
     prompts: torch.Tensor,
     max_new: int,
     views: int,
     t: ItemTokens,
+    size: int = 0,
 ) -> torch.Tensor:
-    """`views` orders of each prompt decoded by `inner(prompts, rows)` (the offset vote's decoding of those rows
-    of the batch, whose (len(rows), max_new) output it returns) and combined by `copeland`; the same shape and
-    padding as `inner`'s. A problem stops decoding once one answer has more than half of its orders
-    (`settled`): the same answers as decoding every order, fewer decodes on the problems the model agrees on."""
+    """Each prompt's views (`orders`; size: the most items a view shows, 0 = all) decoded by `inner(prompts,
+    rows, added)` (the offset vote's decoding of those rows of the batch, whose (len(rows), max_new) output it
+    returns; added: the left PADs each view has beyond its row's, 0 but for sub-arrays) and combined by
+    `copeland`; the same shape and padding as `inner`'s. A problem whose views show all its items stops decoding
+    once one answer has more than half of its orders (`settled`): the same answers as decoding every order,
+    fewer decodes on the problems the model agrees on."""
     rows = prompts.tolist()
-    pis = [orders(r, views, t) for r in rows]
+    pis = [orders(r, views, t, size) for r in rows]
     labels = [[label for *_, label in _items(r, t)] for r in rows]
     got: list[list[list[int] | None]] = [[] for _ in rows]
     result: torch.Tensor | None = None  # the problems' own answers (the first order), then the vote's
     done: dict[int, list[int] | None] = {}
     todo = list(range(len(rows)))
-    for v in range(views):
+    for v in range(max(map(len, pis), default=0)):
         views_v = {b: permuted(rows[b], pis[b][v], t) for b in todo}
         ids = torch.as_tensor([views_v[b][0] for b in todo], dtype=prompts.dtype, device=prompts.device)
-        out = inner(ids, todo)
+        out = inner(ids, todo, [_pads(views_v[b][0], t) - _pads(rows[b], t) for b in todo])
         if v == 0:
             result = out.clone()  # the problem's own answers: they stand where no order votes
         for b, row in zip(todo, out.tolist()):
             got[b].append(_labels(row, views_v[b][1], t))
-            win = settled(got[b], labels[b], views)
-            if win is not None or v == views - 1:
+            whole = all(len(pi) == len(labels[b]) for pi in pis[b])
+            win = settled(got[b], labels[b], len(pis[b])) if whole else None
+            if win is not None or v == len(pis[b]) - 1:
                 done[b] = win if win is not None else copeland(got[b], labels[b])
         todo = [b for b in todo if b not in done]
         if not todo:

@@ -9,8 +9,8 @@ import torch
 
 from arith.data.tasks import eval_cell, get_task, task_for
 from arith.eval import order_vote
-from arith.eval.settings import check_label_permutation, check_order_votes
-from arith.eval.vote import decode, default_label_permutation, default_order_votes
+from arith.eval.settings import check_label_permutation, check_order_view_items, check_order_votes
+from arith.eval.vote import decode, default_label_permutation, default_order_view_items, default_order_votes
 
 
 @torch.no_grad()
@@ -30,16 +30,18 @@ def evaluate_cell(
     vote_mode: str = "answer",
     order_votes: int | None = None,
     label_permutation: bool | None = None,
+    order_view_items: int | None = None,
 ) -> dict:
     """Exact match of the whole answer up to EOS, and (for sorting) whether the first answer token is right.
 
     vote_ks / vote_mode: test-time ensembling over offsets (`arith/eval/vote.py`; None -> the model's
     eval_vote_ks); order_votes: sorting's over orders of the items (`arith/eval/order_vote.py`; None -> the
     model's eval_order_votes); label_permutation: sorting's answers as permutations of the labels
-    (`arith/eval/constrain.py`; None -> the model's eval_label_permutation). One cell of `evaluate_cells`.
+    (`arith/eval/constrain.py`; None -> the model's eval_label_permutation); order_view_items: the most items one
+    order of that vote shows (None -> the model's eval_order_view_items). One cell of `evaluate_cells`.
     """
     kw = dict(k=k, recurrences=recurrences, vote_ks=vote_ks, vote_mode=vote_mode, order_votes=order_votes)
-    kw["label_permutation"] = label_permutation
+    kw.update(label_permutation=label_permutation, order_view_items=order_view_items)
     return evaluate_cells(model, tok, task, [(a_len, b_len)], n, seed, batch_size, use_cache, **kw)[0]
 
 
@@ -69,7 +71,10 @@ def evaluate_cells(
     perm = decode_kw.get("label_permutation")
     perm = default_label_permutation(model) if perm is None else perm
     check_label_permutation(perm, "eval.label_permutation", (spec.name, spec.answer_format))
-    decode_kw = dict(decode_kw, order_votes=votes, label_permutation=perm)
+    size = decode_kw.get("order_view_items")
+    size = default_order_view_items(model) if size is None else size
+    check_order_view_items(size, "eval.order_view_items", (spec.name, spec.answer_format))
+    decode_kw = dict(decode_kw, order_votes=votes, label_permutation=perm, order_view_items=size)
     if votes > 1 or perm:
         decode_kw["items"] = order_vote.ItemTokens.of(tok)
     exs = [eval_cell(task, tok, a_len, b_len, n, seed) for a_len, b_len in cells]

@@ -85,6 +85,7 @@ def _settings(run, e, spec) -> eval_settings.EvalSettings:
         row_window=e.row_window,
         order_votes=e.order_votes,
         label_permutation=e.label_permutation,
+        order_view_items=e.order_view_items,
         task=(spec.name, spec.answer_format),
     )
 
@@ -156,4 +157,5 @@ def _cells(run, spec, e, s, group: list) -> list[dict]:
         vote_mode=s.vote_mode or "answer",
         order_votes=s.order_votes,
         label_permutation=s.label_permutation,
+        order_view_items=s.order_view_items,
     )

@@ -27,6 +27,7 @@ __all__ = [
     "EvalSettings",
     "applied",
     "check_label_permutation",
+    "check_order_view_items",
     "check_order_votes",
     "default_settings",
     "for_run",
@@ -37,7 +38,7 @@ __all__ = [
 # how a grid's rows were made (`EvalSettings.columns`); CSVs written before they were recorded lack them
 SETTINGS_COLUMNS = tuple(
     "checkpoint weights k recurrences vote_ks vote_mode attn_scale attn_scale_mode attn_scale_where row_window"
-    " order_votes label_permutation".split()
+    " order_votes label_permutation order_view_items".split()
 )
 VOTE_MODES = tuple(m.value for m in VoteMode)
 SCALE_MODES = tuple(m.value for m in AttnScaleMode)
@@ -58,6 +59,7 @@ class EvalSettings:
     row_window: int = 0  # 0 = every key visible (model.row_window)
     order_votes: int = 0  # sorting's vote over orders of the items (arith/eval/order_vote.py); <= 1 = off
     label_permutation: bool = False  # sorting's answers decoded as permutations of the labels (constrain.py)
+    order_view_items: int = 0  # the most items one order of that vote shows (sub-arrays); 0 = all, or no vote
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -83,6 +85,7 @@ class EvalSettings:
             "row_window": str(self.row_window),
             "order_votes": str(self.order_votes) if self.order_votes > 1 else "",  # as in CSVs from before it
             "label_permutation": "true" if self.label_permutation else "",
+            "order_view_items": str(self.order_view_items) if self.order_view_items else "",
         }
 
     def tag(self) -> str:
@@ -100,6 +103,8 @@ class EvalSettings:
             tag += f"_win{self.row_window}"
         if self.order_votes > 1:
             tag += f"_orders{self.order_votes}"
+        if self.order_view_items:
+            tag += f"-of{self.order_view_items}"
         if self.label_permutation:
             tag += "_perm"
         return tag
@@ -115,6 +120,8 @@ class EvalSettings:
             text += f", row window {self.row_window}"
         if self.order_votes > 1:
             text += f", vote over {self.order_votes} orders of the items"
+        if self.order_view_items:
+            text += f" (sub-arrays of at most {self.order_view_items})"
         if self.label_permutation:
             text += ", answers constrained to permutations of the labels"
         return text
@@ -140,6 +147,21 @@ def check_order_votes(votes, key: str, task: tuple[str, str] | None = None) -> i
     if votes > 1:
         _labels_answer(key, votes, "the items of its prompt can be reordered", task)
     return votes
+
+
+def check_order_view_items(size, key: str, task: tuple[str, str] | None = None) -> int:
+    """`size` as an int (None -> 0); a one-line ConfigError naming `key` unless it is 0 (every item) or an integer
+    >= 2 and, when not 0 and `task` = (task name, answer format) is given, the task is sorting with an answer of
+    labels (arith/eval/order_vote.py's sub-arrays)."""
+    size = 0 if size is None else size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size == 1:
+        raise ConfigError(
+            f"{key}={size!r} must be 0 (each order shows every item) or an integer >= 2 (the most items one "
+            "order shows: the vote reads sub-arrays of that many)"
+        )
+    if size:
+        _labels_answer(key, size, "a sub-array of its prompt's items is a sorting problem too", task)
+    return size
 
 
 def check_label_permutation(value, key: str, task: tuple[str, str] | None = None) -> bool:
@@ -183,6 +205,7 @@ def resolve(
     row_window: int | None = None,
     order_votes: int | None = None,
     label_permutation: bool | None = None,
+    order_view_items: int | None = None,
     task: tuple[str, str] | None = None,
     prefix: str = "eval.",
     check: bool = True,
@@ -221,7 +244,9 @@ def resolve(
     period = getattr(model_cfg, "row_period", 0)
     if period and row_window * 2 >= period:
         raise ConfigError(f"{window_key}={row_window} must be below model.row_period / 2 = {period / 2:g}")
-    order_votes, label_permutation = _sorting_keys(model_cfg, order_votes, label_permutation, task, prefix)
+    order_votes, label_permutation, view_items = _sorting_keys(
+        model_cfg, order_votes, label_permutation, order_view_items, task, prefix
+    )
     if mode == "const" and attn_scale == 1:
         where = "all"  # no scaling anywhere: one setting, however `where` was spelled
     return EvalSettings(
@@ -237,6 +262,7 @@ def resolve(
         row_window=int(row_window),
         order_votes=order_votes if order_votes > 1 else 0,
         label_permutation=label_permutation,
+        order_view_items=view_items if order_votes > 1 else 0,
     )
 
 
@@ -247,14 +273,21 @@ def _chosen(value, name: str, model_cfg, model_name: str, prefix: str, default=N
     return getattr(model_cfg, model_name, default), f"model.{model_name}"
 
 
-def _sorting_keys(model_cfg, order_votes, label_permutation, task, prefix: str) -> tuple[int, bool]:
-    """Sorting's order vote and label permutation (eval.* where given, else the run's model.eval_*), checked for
-    `task` (`check_order_votes`, `check_label_permutation`)."""
+def _sorting_keys(
+    model_cfg, order_votes, label_permutation, view_items, task, prefix: str
+) -> tuple[int, bool, int]:
+    """Sorting's order vote, label permutation and sub-array size (eval.* where given, else the run's
+    model.eval_*), checked for `task` (`check_order_votes`, `check_label_permutation`, `check_order_view_items`)."""
     votes, votes_key = _chosen(order_votes, "order_votes", model_cfg, "eval_order_votes", prefix)
     perm, perm_key = _chosen(
         label_permutation, "label_permutation", model_cfg, "eval_label_permutation", prefix, False
     )
-    return check_order_votes(votes, votes_key, task), check_label_permutation(perm, perm_key, task)
+    size, size_key = _chosen(view_items, "order_view_items", model_cfg, "eval_order_view_items", prefix)
+    return (
+        check_order_votes(votes, votes_key, task),
+        check_label_permutation(perm, perm_key, task),
+        check_order_view_items(size, size_key, task),
+    )
 
 
 def for_run(run, prefix: str = "eval.", **overrides) -> EvalSettings:

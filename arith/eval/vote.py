@@ -33,6 +33,11 @@ def default_vote_ks(model) -> list[int]:
     return list(getattr(model.cfg, "eval_vote_ks", None) or [])
 
 
+def default_order_view_items(model) -> int:
+    """The most items one order of the model's order vote shows (model.eval_order_view_items), 0 = all."""
+    return int(getattr(model.cfg, "eval_order_view_items", None) or 0)
+
+
 def default_order_votes(model) -> int:
     """The model's own number of item orders that vote (model.eval_order_votes), 0 when off."""
     return int(getattr(model.cfg, "eval_order_votes", None) or 0)
@@ -74,12 +79,15 @@ def decode(
     order_votes: int | None = None,
     items: order_vote.ItemTokens | None = None,
     label_permutation: bool | None = None,
+    order_view_items: int | None = None,
 ) -> torch.Tensor:
     """prompts (B, P) -> (B, max_new) tokens, like `generate`; vote_ks None -> the model's eval_vote_ks.
     order_votes: sorting's vote over that many orders of each prompt's items (None -> the model's
     eval_order_votes; 0 or 1: off), which needs `items` (`order_vote.ItemTokens.of(tok)`). label_permutation:
     each answer decoded as a permutation of its prompt's labels (`constrain.LabelPermutation`; None -> the model's
-    eval_label_permutation), which needs `items` too.
+    eval_label_permutation), which needs `items` too. order_view_items: the most items one order of the vote
+    shows (sub-arrays of the prompt's items, `order_vote.orders`; None -> the model's eval_order_view_items; 0 =
+    all items).
     limits: per row, the most tokens it may write (<= max_new; `solve_many`'s batches of problems of different
     answer lengths): its tokens past that are pad_id, and the vote sees the row as if it had been decoded alone
     with max_new = its limit. pad (B,): each prompt's left PADs (`generate`'s; prompts of different lengths)."""
@@ -92,12 +100,19 @@ def decode(
         kw = dict(recurrences=recurrences, k=k, vote_ks=vote_ks, vote_mode=vote_mode, use_cache=use_cache)
         kw.update(items=items, label_permutation=perm)
 
-        def rows(ids: torch.Tensor, idx: list[int]) -> torch.Tensor:  # those rows of the batch, their limits
+        def rows(
+            ids: torch.Tensor, idx: list[int], added: list[int]
+        ) -> torch.Tensor:  # those rows, their limits
             sub = dict(kw, limits=None if limits is None else [limits[i] for i in idx])
             sub["pad"] = None if pad is None else pad[torch.as_tensor(idx, device=pad.device)]
+            if any(added):  # sub-array views: their own left PADs, those all rows share cut
+                own = torch.as_tensor(added, device=ids.device) + (0 if sub["pad"] is None else sub["pad"])
+                cut = int(own.min())
+                ids, sub["pad"] = ids[:, cut:], own - cut
             return decode(model, ids, max_new, eos_id, pad_id, order_votes=0, **sub)
 
-        return order_vote.decode(rows, prompts, max_new, views, items)
+        size = default_order_view_items(model) if order_view_items is None else int(order_view_items)
+        return order_vote.decode(rows, prompts, max_new, views, items, size)
     ks = default_vote_ks(model) if vote_ks is None else [int(x) for x in vote_ks]
     vote_mode = str(vote_mode)
     if vote_mode not in VOTE_MODES:
