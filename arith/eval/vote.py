@@ -100,9 +100,8 @@ def decode(
         kw = dict(recurrences=recurrences, k=k, vote_ks=vote_ks, vote_mode=vote_mode, use_cache=use_cache)
         kw.update(items=items, label_permutation=perm)
 
-        def rows(
-            ids: torch.Tensor, idx: list[int], added: list[int]
-        ) -> torch.Tensor:  # those rows, their limits
+        # those rows of the batch with their limits, and the left PADs a sub-array view adds
+        def rows(ids: torch.Tensor, idx: list[int], added: list[int]) -> torch.Tensor:
             sub = dict(kw, limits=None if limits is None else [limits[i] for i in idx])
             sub["pad"] = None if pad is None else pad[torch.as_tensor(idx, device=pad.device)]
             if any(added):  # sub-array views: their own left PADs, those all rows share cut
