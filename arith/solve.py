@@ -82,7 +82,8 @@ def _write_csv(stream, rows) -> None:
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: a problem or --file, and the eval.* settings as flags."""
     parser = argparse.ArgumentParser(prog="python -m arith.solve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("problem", nargs="?", help='e.g. "12345+678" (natural digit order)')
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="best, latest or a step (default: best if any)")
     parser.add_argument("--weights", default=None, help="ema or raw (default: ema when saved)")
     parser.add_argument("--verbose", action="store_true", help="name the checkpoint and settings on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if (args.problem is None) == (args.file is None):
         parser.error(

@@ -45,6 +45,14 @@ def evaluate_cell(
     return evaluate_cells(model, tok, task, [(a_len, b_len)], n, seed, batch_size, use_cache, **kw)[0]
 
 
+# sorting's decoding keys: (name, the model's default, its check)
+SORTING_KEYS = (
+    ("order_votes", default_order_votes, check_order_votes),
+    ("label_permutation", default_label_permutation, check_label_permutation),
+    ("order_view_items", default_order_view_items, check_order_view_items),
+)
+
+
 @torch.no_grad()
 def evaluate_cells(
     model,
@@ -64,18 +72,13 @@ def evaluate_cells(
     problems is bound by kernel launches (docs/GPU.md).
     """
     device = next(model.parameters()).device
-    votes = decode_kw.get("order_votes")
-    votes = default_order_votes(model) if votes is None else votes
     spec = get_task(task)
-    check_order_votes(votes, "eval.order_votes", (spec.name, spec.answer_format))
-    perm = decode_kw.get("label_permutation")
-    perm = default_label_permutation(model) if perm is None else perm
-    check_label_permutation(perm, "eval.label_permutation", (spec.name, spec.answer_format))
-    size = decode_kw.get("order_view_items")
-    size = default_order_view_items(model) if size is None else size
-    check_order_view_items(size, "eval.order_view_items", (spec.name, spec.answer_format))
-    decode_kw = dict(decode_kw, order_votes=votes, label_permutation=perm, order_view_items=size)
-    if votes > 1 or perm:
+    decode_kw = dict(decode_kw)
+    for name, default, check in SORTING_KEYS:  # each the eval.* value where given, else the model's; checked
+        value = decode_kw.get(name)
+        decode_kw[name] = default(model) if value is None else value
+        check(decode_kw[name], f"eval.{name}", (spec.name, spec.answer_format))
+    if decode_kw["order_votes"] > 1 or decode_kw["label_permutation"]:
         decode_kw["items"] = order_vote.ItemTokens.of(tok)
     exs = [eval_cell(task, tok, a_len, b_len, n, seed) for a_len, b_len in cells]
     correct = [np.zeros(n, dtype=bool) for _ in cells]
