@@ -268,6 +268,11 @@ class ModelConfig:
     # the length feature's code: log = log(1 + L), linear = L / 10 (a step of one length reads the same at every L,
     # so with the offset every row's lengths compare alike whatever its k)
     length_code: LengthCode = LengthCode.log
+    # the length feature reads each number's length against the row's longest: 1 + L_max - L (1 for the longest,
+    # 2 for one digit shorter, ...) in place of L, so a comparison of lengths reads the same whatever the row's
+    # lengths (sorting: 10-digit arrays compare 10 against 9 as training compared 5 against 4); needs
+    # model.length_feature, and neither length_offset nor value_in_length
+    length_relative: bool = False
     # every non-digit of the prompt adds m x a learned vector, m = 0.d1 d2 ... dn the top n digits of the number just
     # before it (305 -> 0.305): with the length feature, a label carries its number's value in order as two
     # quantities, the length and the leading digits, whatever the length (an xVal-like value code); 0 = off

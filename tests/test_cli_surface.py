@@ -19,7 +19,7 @@ MODEL = (
     "model.abs_pos model.rel_pos model.max_pos model.max_k model.pos_table model.eval_k model.k_per_example "
     "model.fire_max_length model.rope_base model.rope_fraction model.rerope_window model.rerope_leaky_k "
     "model.block model.tie_embeddings model.alpha model.max_backprop model.throttle model.detach_recurrences model.eval_recurrences "
-    "model.eval_vote_ks model.eval_order_votes model.eval_label_permutation model.eval_order_view_items model.attn_logit_scale model.qk_norm model.attn_log_n model.diff_bias model.diff_bias_init model.diff_bias_init_below model.row_window model.row_period model.opener_embedding model.length_feature model.length_offset model.length_code model.value_feature model.value_in_length model.value_vector model.number_window model.item_window model.answer_window model.prompt_window model.item_digits model.hide_prompt_digits model.aux_loss model.aux_weight model.dropout"
+    "model.eval_vote_ks model.eval_order_votes model.eval_label_permutation model.eval_order_view_items model.attn_logit_scale model.qk_norm model.attn_log_n model.diff_bias model.diff_bias_init model.diff_bias_init_below model.row_window model.row_period model.opener_embedding model.length_feature model.length_offset model.length_code model.length_relative model.value_feature model.value_in_length model.value_vector model.number_window model.item_window model.answer_window model.prompt_window model.item_digits model.hide_prompt_digits model.aux_loss model.aux_weight model.dropout"
 )
 TRAIN = (
     "train.steps train.budget_minutes train.batch_size train.lr train.optimizer train.betas train.weight_decay "

@@ -96,6 +96,7 @@ def _check_flags(cfg) -> None:
         "hide_prompt_digits",
         "length_feature",
         "length_offset",
+        "length_relative",
         "value_in_length",
         "value_vector",
         "qk_norm",

@@ -30,7 +30,7 @@ from arith.model.attention import (
 )
 from arith.model.blocks import BLOCKS
 from arith.model.config_checks import validate
-from arith.model.numbers import LENGTH_CODES, number_features, openers
+from arith.model.numbers import LENGTH_CODES, number_features, openers, relative_lengths
 from arith.model.positions import (
     REL_POS,
     abacus_positions,
@@ -119,6 +119,7 @@ class ArithModel(nn.Module):
             nn.Linear(1, cfg.width, bias=False) if getattr(cfg, "length_feature", False) else None
         )
         self.length_offset = bool(getattr(cfg, "length_offset", False))  # ... of L + k (model.length_offset)
+        self.length_relative = bool(getattr(cfg, "length_relative", False))  # ... of 1 + L_max - L
         self.length_code = LENGTH_CODES[str(getattr(cfg, "length_code", "log"))]  # log(1 + L) or L / 10
         # model.value_feature=n: the number's top n digits as 0.d1...dn times one learned vector (`number_tops`)
         self.value_digits = int(getattr(cfg, "value_feature", 0))
@@ -277,6 +278,8 @@ class ArithModel(nn.Module):
             length, top = number_features(
                 tokens, self.digit_lut, self.eq_id, self.digit_value, self.value_digits
             )
+            if self.length_relative:  # against the row's longest: needs the whole row, history included
+                length = relative_lengths(length)
             length, top = length[:, new:, None], top[:, new:, None].to(emb.dtype)  # (B, T, 1) each
         if self.length_emb is not None:
             if self.length_offset:  # L + k where a length is read (k: an int, or (B, 1) per example)

@@ -41,6 +41,8 @@ def validate(cfg) -> None:
     code = str(cfg.length_code)
     if code != "log" and not getattr(cfg, "length_feature", False):
         raise ConfigError(f"model.length_code={code} codes the length feature: set model.length_feature=true")
+    if getattr(cfg, "length_relative", False):
+        _check_relative(cfg)
     if getattr(cfg, "length_offset", False):
         if not getattr(cfg, "length_feature", False):
             raise ConfigError(
@@ -51,6 +53,26 @@ def validate(cfg) -> None:
             raise ConfigError(
                 f"model.length_offset=true: model.abs_pos={cfg.abs_pos} takes no offset; use {offsets}"
             )
+
+
+def _check_relative(cfg) -> None:
+    """model.length_relative: a length read against the row's longest, so the keys that change L refuse it."""
+    if not getattr(cfg, "length_feature", False):
+        raise ConfigError(
+            "model.length_relative=true reads the length feature: set model.length_feature=true"
+        )
+    for key in ("length_offset", "value_in_length"):
+        if getattr(cfg, key, False):
+            raise ConfigError(
+                f"model.length_relative=true and model.{key}=true both change the length feature's L: set one"
+            )
+
+
+def relative_lengths(length: torch.Tensor) -> torch.Tensor:
+    """(B, T) lengths (`number_features`, 0 where none is read) -> 1 + L_max - L where one is read, L_max the
+    longest number of the row (model.length_relative); 0 elsewhere."""
+    longest = length.amax(dim=1, keepdim=True)  # (B, 1)
+    return torch.where(length > 0, longest + 1 - length, length)
 
 
 def openers(tokens: torch.Tensor, digit_lut: torch.Tensor, none: int, pad=None) -> torch.Tensor:
