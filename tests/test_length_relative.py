@@ -29,9 +29,12 @@ def test_each_length_is_read_against_the_rows_longest():
     #       5  0  3  :  a  ,  7  :  b  ,  1  4  :  c  =  b  ,  c  ,  a
     want = [0, 0, 0, 1, 1, 1, 0, 3, 3, 3, 0, 0, 2, 2, 0, 0, 0, 0, 0, 0]
     assert got == want
-    # each row its own longest; a row of no number reads nothing
-    for text, row in (("12:a,3:b", [0, 0, 1, 1, 1, 0, 2, 2]), ("1:a,234:b", [0, 3, 3, 3, 0, 0, 0, 1, 1])):
-        assert relative_lengths(number_lengths(ids_of(text), model.digit_lut, TOK.eq_id))[0].tolist() == row
+    # in a batch each row reads its own longest (a left PAD reads nothing); a row of no number reads nothing
+    two = torch.tensor([[TOK.pad_id, *TOK.encode("12:a,3:b")], TOK.encode("1:a,234:b")])
+    assert relative_lengths(number_lengths(two, model.digit_lut, TOK.eq_id)).tolist() == [
+        [0, 0, 0, 1, 1, 1, 0, 2, 2],
+        [0, 3, 3, 3, 0, 0, 0, 1, 1],
+    ]
     assert relative_lengths(torch.zeros(1, 3, dtype=torch.long)).tolist() == [[0, 0, 0]]
 
 
