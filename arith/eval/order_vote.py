@@ -210,6 +210,8 @@ def decode(
     rows = prompts.tolist()
     pis = [orders(r, views, t, size) for r in rows]
     labels = [[label for *_, label in _items(r, t)] for r in rows]
+    pads = [_pads(r, t) for r in rows]  # each row's own left PADs
+    whole = [all(len(pi) == len(lab) for pi in pi_b) for pi_b, lab in zip(pis, labels)]  # no sub-array view
     got: list[list[list[int] | None]] = [[] for _ in rows]
     result: torch.Tensor | None = None  # the problems' own answers (the first order), then the vote's
     done: dict[int, list[int] | None] = {}
@@ -217,13 +219,12 @@ def decode(
     for v in range(max(map(len, pis), default=0)):
         views_v = {b: permuted(rows[b], pis[b][v], t) for b in todo}
         ids = torch.as_tensor([views_v[b][0] for b in todo], dtype=prompts.dtype, device=prompts.device)
-        out = inner(ids, todo, [_pads(views_v[b][0], t) - _pads(rows[b], t) for b in todo])
+        out = inner(ids, todo, [_pads(views_v[b][0], t) - pads[b] for b in todo])
         if v == 0:
             result = out.clone()  # the problem's own answers: they stand where no order votes
         for b, row in zip(todo, out.tolist()):
             got[b].append(_labels(row, views_v[b][1], t))
-            whole = all(len(pi) == len(labels[b]) for pi in pis[b])
-            win = settled(got[b], labels[b], len(pis[b])) if whole else None
+            win = settled(got[b], labels[b], len(pis[b])) if whole[b] else None
             if win is not None or v == len(pis[b]) - 1:
                 done[b] = win if win is not None else copeland(got[b], labels[b])
         todo = [b for b in todo if b not in done]
