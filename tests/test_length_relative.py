@@ -62,11 +62,27 @@ def test_off_is_the_length_feature_exactly():
     assert before.state_dict().keys() == off.state_dict().keys()
 
 
-def test_cached_and_left_padded_decoding_equal_the_full_forward():
+@pytest.mark.parametrize("value", [0, 5], ids=["alone", "with_value_feature"])  # 5: the sorting preset's
+def test_cached_and_left_padded_decoding_equal_the_full_forward(value):
     torch.manual_seed(0)
-    cfg = cfg_for(rel_pos="fire", item_window=True, length_feature=True, length_relative=True)
+    cfg = cfg_for(
+        rel_pos="fire", item_window=True, length_feature=True, length_relative=True, value_feature=value
+    )
     model = build_model(cfg, TOK).eval()
     assert_decoding_equals_the_full_forward(model, ids_of(ROW), prompt=ROW.index("=") + 1)
+
+
+def test_the_value_feature_adds_its_own_vector_beside_the_relative_length():
+    torch.manual_seed(0)
+    both = build_model(cfg_for(length_feature=True, length_relative=True, value_feature=3), TOK).eval()
+    alone = build_model(cfg_for(length_feature=True, length_relative=True), TOK).eval()
+    alone.load_state_dict(both.state_dict(), strict=False)  # all but the value vector
+    got = both.embed(ids_of(ROW), k=0)[0] - alone.embed(ids_of(ROW), k=0)[0]
+    vec = both.value_emb.weight[:, 0]
+    label = ROW.index("7:b") + 2  # 7's label: m = 0.7, whatever its relative length
+    assert torch.allclose(got[label], 0.7 * vec, atol=1e-6)
+    assert torch.allclose(got[ROW.index("503:a") + 4], 0.305 * vec, atol=1e-6)  # 305's label
+    assert torch.equal(got[ROW.index("=") :], torch.zeros_like(got[ROW.index("=") :]))  # the answer: nothing
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,7 @@ def test_subtraction_preset_ships_the_scratchpad_with_the_window(compose):
     assert cfg.model.item_window is True and cfg.model.answer_window == 0  # each item sees only itself
     assert cfg.model.length_feature is True and cfg.data.length_power == 0  # a label carries log(1 + length)
     assert cfg.model.length_relative is True  # ... against the row's longest number
+    assert cfg.model.value_feature == 5 and cfg.model.value_in_length is False  # and its top 5 digits, apart
     assert cfg.train.budget_minutes <= 15
     assert cfg.train.batch_size == 64 and cfg.train.cooldown == 0.5  # twice the steps, half in cooldown
     assert cfg.model.heads == 2 and cfg.model.width == 128  # two heads of 64
