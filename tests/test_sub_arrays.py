@@ -85,6 +85,32 @@ def test_the_vote_over_sub_arrays_maps_every_view_back(task, size):
     assert torch.equal(order_vote.decode(wrong_on_own, prompts, 16, 3, ITEMS, size), right)
 
 
+@pytest.mark.parametrize("chunk", [1, 5, order_vote.VIEW_ROWS])
+def test_sub_array_views_of_every_problem_share_decoding_calls(chunk):
+    """The sub-array views of all problems and orders go to `inner` together, `chunk` a call, after the own orders
+    (one call); a problem of at most `size` items still votes one whole order a call and stops once settled."""
+    problems = ["305,7,41,7,1000,2", "9,8", "12,12,12,5"]
+    rows = [prompt_ids(LABEL_LAST, p) for p in problems]
+    width = max(map(len, rows))
+    prompts = torch.tensor([[TOK.pad_id] * (width - len(r)) + r for r in rows])
+    calls = []
+
+    def inner(ids, idx, added):
+        calls.append(list(idx))
+        return by_the_rules(ids, max_new=16)
+
+    assert torch.equal(
+        order_vote.decode(inner, prompts, 16, 3, ITEMS, 2, chunk=chunk), by_the_rules(prompts, 16)
+    )
+    views = [len(orders(r, 3, ITEMS, 2)) - 1 for r in prompts.tolist()]  # beyond the own order
+    assert views[0] >= 15 * 2 and views[2] >= 6 * 2  # each pair in 2 views of 2
+    subs = [b for b, n in enumerate(views) if b != 1 for _ in range(n)]  # row 1 (2 items) votes whole orders
+    assert calls[0] == [0, 1, 2]
+    assert calls[-1] == [1]  # its second order agrees with its first: settled, the third never decoded
+    assert [b for c in calls[1:-1] for b in c] == subs  # each problem's views in their order
+    assert [len(c) for c in calls[1:-1]] == [min(chunk, len(subs) - i) for i in range(0, len(subs), chunk)]
+
+
 def test_a_real_model_decodes_each_sub_array_as_it_would_alone():
     model = sorting_model(eval_k=1)
     model.eval()

@@ -129,12 +129,18 @@ def orders(row: Sequence[int], views: int, t: ItemTokens, size: int = 0) -> list
     return [list(range(m))] + [_keep_equal_in_order(pi, groups) for pi in subs]
 
 
-def permuted(row: Sequence[int], pi: Sequence[int], t: ItemTokens) -> tuple[list[int], dict[int, int]]:
+def permuted(
+    row: Sequence[int],
+    pi: Sequence[int],
+    t: ItemTokens,
+    items: list[tuple[int, int, int | None]] | None = None,
+) -> tuple[list[int], dict[int, int]]:
     """The row with item j's digits replaced by item pi[j]'s for j < len(pi), and the map from the view's label
     tokens to the problem's. With fewer entries in pi than items (a sub-array view), the view keeps the first
     len(pi) item places (their labels: the start of the problem's label run, as in training), drops the rest and
-    is left-padded to the row's length; with as many, it has the row's length and layout."""
-    items = _items(row, t)
+    is left-padded to the row's length; with as many, it has the row's length and layout. items: the row's
+    `_items`, when the caller has them (a problem's many views read them once)."""
+    items = _items(row, t) if items is None else items
     if not items:
         return list(row), {}
     eq = list(row).index(t.eq) if t.eq in row else len(row)
@@ -193,6 +199,11 @@ def _pads(row: Sequence[int], t: ItemTokens) -> int:
     return next((i for i, x in enumerate(row) if x != t.pad), len(row))
 
 
+VIEW_ROWS = (
+    1024  # the most sub-array views one decoding call takes (views of several problems and orders at once)
+)
+
+
 def decode(
     inner: Callable[[torch.Tensor, list[int], list[int]], torch.Tensor],
     prompts: torch.Tensor,
@@ -200,36 +211,52 @@ def decode(
     views: int,
     t: ItemTokens,
     size: int = 0,
+    chunk: int = VIEW_ROWS,
 ) -> torch.Tensor:
     """Each prompt's views (`orders`; size: the most items a view shows, 0 = all) decoded by `inner(prompts,
-    rows, added)` (the offset vote's decoding of those rows of the batch, whose (len(rows), max_new) output it
-    returns; added: the left PADs each view has beyond its row's, 0 but for sub-arrays) and combined by
-    `copeland`; the same shape and padding as `inner`'s. A problem whose views show all its items stops decoding
-    once one answer has more than half of its orders (`settled`): the same answers as decoding every order,
-    fewer decodes on the problems the model agrees on."""
+    rows, added)` (the offset vote's decoding of those rows of the batch, a row listed once per view of it, whose
+    (len(rows), max_new) output it returns; added: the left PADs each view has beyond its row's, 0 but for
+    sub-arrays) and combined by `copeland`; the same shape and padding as `inner`'s. The problems' own orders are
+    decoded first, in one call. A problem whose views show all its items then decodes one order at a time and
+    stops once one answer has more than half of its orders (`settled`): the same answers as decoding every order,
+    fewer decodes on the problems the model agrees on. The sub-array views of the other problems, which cannot
+    settle early, are decoded together, `chunk` views a call whatever problem and order they come from (a problem
+    of 15 items has 211 views of 2: one call per view would decode each with only the batch's other problems)."""
     rows = prompts.tolist()
     pis = [orders(r, views, t, size) for r in rows]
-    labels = [[label for *_, label in _items(r, t)] for r in rows]
+    found = [_items(r, t) for r in rows]  # each row's items, read once for all its views
+    labels = [[label for *_, label in items] for items in found]
     pads = [_pads(r, t) for r in rows]  # each row's own left PADs
-    whole = [all(len(pi) == len(lab) for pi in pi_b) for pi_b, lab in zip(pis, labels)]  # no sub-array view
     got: list[list[list[int] | None]] = [[] for _ in rows]
-    result: torch.Tensor | None = None  # the problems' own answers (the first order), then the vote's
+
+    def run(jobs: list[tuple[int, int]]) -> torch.Tensor:
+        """Decode views (b, v) in one call, each answer appended to got[b] (jobs in v order for each b)."""
+        seen = [permuted(rows[b], pis[b][v], t, found[b]) for b, v in jobs]
+        ids = torch.as_tensor([view for view, _ in seen], dtype=prompts.dtype, device=prompts.device)
+        out = inner(
+            ids, [b for b, _ in jobs], [_pads(view, t) - pads[b] for (view, _), (b, _) in zip(seen, jobs)]
+        )
+        for (b, _), (_, back), answer in zip(jobs, seen, out.tolist()):
+            got[b].append(_labels(answer, back, t))
+        return out
+
+    result = run([(b, 0) for b in range(len(rows))]).clone()  # the own answers stand where no order votes
     done: dict[int, list[int] | None] = {}
-    todo = list(range(len(rows)))
-    for v in range(max(map(len, pis), default=0)):
-        views_v = {b: permuted(rows[b], pis[b][v], t) for b in todo}
-        ids = torch.as_tensor([views_v[b][0] for b in todo], dtype=prompts.dtype, device=prompts.device)
-        out = inner(ids, todo, [_pads(views_v[b][0], t) - pads[b] for b in todo])
-        if v == 0:
-            result = out.clone()  # the problem's own answers: they stand where no order votes
-        for b, row in zip(todo, out.tolist()):
-            got[b].append(_labels(row, views_v[b][1], t))
-            win = settled(got[b], labels[b], len(pis[b])) if whole[b] else None
-            if win is not None or v == len(pis[b]) - 1:
+    whole = [all(len(pi) == len(lab) for pi in pi_b) for pi_b, lab in zip(pis, labels)]  # no sub-array view
+    jobs = [(b, v) for b in range(len(rows)) if not whole[b] for v in range(1, len(pis[b]))]
+    for start in range(0, len(jobs), max(1, chunk)):
+        run(jobs[start : start + max(1, chunk)])
+    done.update({b: copeland(got[b], labels[b]) for b in range(len(rows)) if not whole[b]})
+    todo = [b for b in range(len(rows)) if whole[b]]
+    for v in range(1, max((len(pis[b]) for b in todo), default=0) + 1):
+        for b in todo:
+            win = settled(got[b], labels[b], len(pis[b]))
+            if win is not None or v >= len(pis[b]):
                 done[b] = win if win is not None else copeland(got[b], labels[b])
         todo = [b for b in todo if b not in done]
         if not todo:
             break
+        run([(b, v) for b in todo])
     for b, order in done.items():
         if order is None:
             continue  # no answer named two labels once: the prompt's own stands
