@@ -66,7 +66,28 @@ def test_the_mask_rules_out_repeats_absent_labels_and_an_early_eos():
     assert masked[0, [A, B]].tolist() == [float("-inf")] * 2 and masked[0, C] == 0
     assert masked[0, TOK.eos_id] == float("-inf")  # c is still to come
     rule.wrote(torch.tensor([C]))
-    assert rule.mask(scores)[0, TOK.eos_id] == 0
+    masked = rule.mask(scores)
+    assert masked[0, TOK.eos_id] == 0  # every label written: EOS, and nothing else (no trailing ',')
+    assert (masked[0, torch.arange(TOK.vocab_size) != TOK.eos_id] == float("-inf")).all()
+
+
+class TrailingComma(PrefersA):
+    """Stand-in model: PrefersA, but ',' after a label outscores EOS (the sorting preset's answer to a lone
+    15-digit number was `a,`)."""
+
+    def forward(self, ids, recurrences=None, k=None, cache=None, start=0, pad=None):
+        logits = super().forward(ids, recurrences, k, cache, start, pad)
+        after_label = torch.isin(ids[:, -1], torch.tensor(TOK.label_ids))
+        logits[:, -1, TOK.comma_id] = torch.where(after_label, 20.0, -50.0)
+        return logits
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_the_last_label_ends_the_answer(use_cache):
+    ids = prompts("305,7,41", "5")
+    kw = dict(pad=pads(ids), use_cache=use_cache)
+    out = generate(TrailingComma(), ids, 8, TOK.eos_id, TOK.pad_id, label_ids=TOK.label_ids, **kw)
+    assert [TOK.decode(row) for row in out.tolist()] == ["a,b,c", "a"]  # not "a,b,c," and "a,"
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -5,8 +5,8 @@ A sorting answer in a label format (`label_first`, `label_last`) is a permutatio
 that keep the answer such a permutation:
 
     a label      only one of the prompt's labels not written yet (no repeat, none the prompt lacks)
-    EOS          only once every label of the prompt is written
-    the rest     (',', digits, ...) as the model scores them
+    EOS          only once every label of the prompt is written, and then nothing else (no trailing ',')
+    the rest     (',', digits, ...) as the model scores them while labels are still to come
 
 So the model still chooses which item comes next, and where a separator goes; the constraint only rules out the
 answers no sorting can have. Off: plain greedy decoding, token for token.
@@ -35,8 +35,10 @@ class LabelPermutation:
 
     def mask(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, V) scores (logits, or a vote's probabilities) -> the same with the ruled-out tokens at -inf."""
-        banned = self.is_label[None] & ~self.left  # labels written already, or not in the prompt
-        banned[:, self.eos_id] = self.left.any(dim=1)  # EOS only once every label is written
+        done = ~self.left.any(dim=1, keepdim=True)  # (B, 1): every label of the row written
+        # labels written already or not in the prompt; after the last label, EOS alone (a lone 15-digit item: 'a,')
+        banned = (self.is_label[None] & ~self.left) | done
+        banned[:, self.eos_id] = ~done[:, 0]
         return scores.masked_fill(banned, float("-inf"))
 
     def wrote(self, tokens: torch.Tensor) -> None:
