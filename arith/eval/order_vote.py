@@ -199,9 +199,8 @@ def _pads(row: Sequence[int], t: ItemTokens) -> int:
     return next((i for i, x in enumerate(row) if x != t.pad), len(row))
 
 
-VIEW_ROWS = (
-    1024  # the most sub-array views one decoding call takes (views of several problems and orders at once)
-)
+# the most sub-array views one decoding call takes (views of several problems and orders at once)
+VIEW_ROWS = 1024
 
 
 def decode(
