@@ -20,11 +20,12 @@ MACHINE_KEYS = ("runs_root", "run_dir", "data.root", "data.name")
 # the training command
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict:
+def flat_keys(tree: dict, prefix: str = "") -> dict:
+    """A nested dict flattened to dotted keys, e.g. {"model": {"k": 5}} -> {"model.k": 5}."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -69,14 +70,14 @@ def train_command(run_cfg: dict) -> str:
     from hydra import compose
     from omegaconf import OmegaConf
 
-    target = {k: v for k, v in _leaves(run_cfg).items() if k not in (*MACHINE_KEYS, "name")}
+    target = {k: v for k, v in flat_keys(run_cfg).items() if k not in (*MACHINE_KEYS, "name")}
     presets = [None, *sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))]
     best: list[str] | None = None
     with _hydra():
         for preset in presets:
             head = [f"+experiment={preset}"] if preset else []
             base = compose("pretrain", overrides=head)
-            base = _leaves(OmegaConf.to_container(base, resolve=True, enum_to_str=True))
+            base = flat_keys(OmegaConf.to_container(base, resolve=True, enum_to_str=True))
             args = head + [f"{k}={_value(v)}" for k, v in target.items() if k not in base or base[k] != v]
             if best is None or len(args) < len(best):
                 best = args

@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from arith import checkpoint
+from arith.card import flat_keys
 from arith.errors import CheckpointError, ConfigError
 from arith.eval.grid import read_results, summary_by_length
 from arith.metrics import read_metrics
@@ -53,18 +54,8 @@ class RunFacts:
     results: list[dict] = field(default_factory=list)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _plain(cfg) -> dict[str, object]:
-    return _flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def gather(run_dir: str | os.PathLike) -> RunFacts:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import arith
 from arith import checkpoint
-from arith.card import MACHINE_KEYS, _leaves, train_command
+from arith.card import MACHINE_KEYS, flat_keys, train_command
 from arith.errors import CheckpointError, ConfigError
 from arith.eval.grid import read_results
 from arith.eval.runner import run_grid
@@ -187,7 +187,7 @@ def test_card_command_composes_the_same_config(compose, overrides, preset):
     args = command_args(train_command(saved))
     assert (args[0] == f"+experiment={preset}") if preset else not args[0].startswith("+")
     again = OmegaConf.to_container(compose(args), resolve=True, enum_to_str=True)
-    drop = lambda cfg: {k: v for k, v in _leaves(cfg).items() if k not in MACHINE_KEYS}  # noqa: E731
+    drop = lambda cfg: {k: v for k, v in flat_keys(cfg).items() if k not in MACHINE_KEYS}  # noqa: E731
     assert drop(again) == drop(saved)
     if preset:  # the preset's own values need no overrides: only ours and the name
         assert sorted(args) == sorted(overrides)

@@ -151,11 +151,5 @@ def _cells(run, spec, e, s, group: list) -> list[dict]:
         e.seed,
         batch_size=e.batch_size,
         use_cache=e.cache,
-        k=s.k,
-        recurrences=s.recurrences,
-        vote_ks=s.vote_ks,
-        vote_mode=s.vote_mode or "answer",
-        order_votes=s.order_votes,
-        label_permutation=s.label_permutation,
-        order_view_items=s.order_view_items,
+        **s.decode_args(),
     )

@@ -126,6 +126,18 @@ class EvalSettings:
             text += ", answers constrained to permutations of the labels"
         return text
 
+    def decode_args(self) -> dict[str, object]:
+        """The decoding keywords of these settings, as `vote.decode` and `quick.evaluate_cells` take them."""
+        return {
+            "k": self.k,
+            "recurrences": self.recurrences,
+            "vote_ks": self.vote_ks,
+            "vote_mode": self.vote_mode or "answer",
+            "order_votes": self.order_votes,
+            "label_permutation": self.label_permutation,
+            "order_view_items": self.order_view_items,
+        }
+
     def temperature(self, train_len: int | None):
         """The `arith.model.attention.Temperature` to set on the model, or None."""
         if not self.scaled:

@@ -40,7 +40,18 @@ class GeluGLU(nn.Module):
         return self.w_out(F.gelu(a) * b)
 
 
-class PreLNBlock(nn.Module):
+class _AttnFFNLayer:
+    """`prepare` and `out_projections` of a layer whose attention and FFN both write into the residual stream."""
+
+    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
+        return self.attn.prepare(q_pos, k_pos)
+
+    def out_projections(self) -> list[nn.Linear]:
+        """The projections that write into the residual stream (scaled down at init)."""
+        return [self.attn.proj, self.ffn.w_out]
+
+
+class PreLNBlock(_AttnFFNLayer, nn.Module):
     """x + attn(ln(x)), then x + ffn(ln(x)). Pre-LN instead of the paper's post-LN: it trains without warm-up
     tricks at any depth, which matters for looped models whose effective depth changes at evaluation."""
 
@@ -53,13 +64,6 @@ class PreLNBlock(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.width, bias=False)
         self.ffn = GeluGLU(cfg.width, cfg.ffn)
         self.drop = nn.Dropout(cfg.dropout)
-
-    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
-        return self.attn.prepare(q_pos, k_pos)
-
-    def out_projections(self) -> list[nn.Linear]:
-        """The projections that write into the residual stream (scaled down at init)."""
-        return [self.attn.proj, self.ffn.w_out]
 
     def forward(
         self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
@@ -100,7 +104,7 @@ class PostLNBlock(PreLNBlock):
         return self.ln2(x + self.drop(self.ffn(x)))
 
 
-class ParallelBlock(nn.Module):
+class ParallelBlock(_AttnFFNLayer, nn.Module):
     """x + attn(ln(x)) + ffn(ln(x)): both sub-blocks read one norm of the same input (GPT-J; PaLM, Chowdhery
     et al. 2022). GPT-NeoX-20B (Black et al. 2022) is parallel too, with two norms. Half the sequential depth per
     layer; on accelerators the two input matmuls could also fuse into one (not done here)."""
@@ -113,12 +117,6 @@ class ParallelBlock(nn.Module):
         self.attn = Attention(cfg)
         self.ffn = GeluGLU(cfg.width, cfg.ffn)
         self.drop = nn.Dropout(cfg.dropout)
-
-    def prepare(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> AttnInputs:
-        return self.attn.prepare(q_pos, k_pos)
-
-    def out_projections(self) -> list[nn.Linear]:
-        return [self.attn.proj, self.ffn.w_out]
 
     def forward(
         self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
