@@ -185,6 +185,23 @@ def broadcast_object(obj):
     return box[0]
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's value of a picklable object, in rank order, on every rank; over the host group (gloo), so
+    CPU tensors in it are fine beside NCCL. One process: [obj]."""
+    if not tdist.is_initialized():
+        return [obj]
+    out = [None] * tdist.get_world_size()
+    tdist.all_gather_object(out, obj, group=_host_group)
+    return out
+
+
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, the world size); (0, 1) without a process group."""
+    if not tdist.is_initialized():
+        return 0, 1
+    return tdist.get_rank(), tdist.get_world_size()
+
+
 def main_only(fn, share: bool = False):
     """fn() on rank 0 alone (a write, a lock); the other ranks wait for it, and raise its ArithError too, so
     that no rank is left waiting in a collective for one that failed. share: every rank gets fn's result

@@ -29,6 +29,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def own_rng(state: dict, rank: int, world: int) -> dict:
+    """This rank's RNG state in a trainer state: its own when the checkpoint kept every rank's (`rng_ranks`, a run
+    of this world size), else rank 0's (`rng`: one process, a checkpoint from before `rng_ranks`, or a resume on
+    another world size, which cannot follow the same path anyway: the ranks' rows change)."""
+    ranks = state.get("rng_ranks")
+    return ranks[rank] if ranks is not None and len(ranks) == world else state["rng"]
+
+
 # ---------------------------------------------------------------------------------------------- the loop's state
 @dataclass
 class LoopState:

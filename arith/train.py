@@ -26,7 +26,7 @@ from arith.data.tokenizer import ArithTokenizer
 from arith.errors import DivergedError
 from arith.eval.reach import position_needs
 from arith.lock import RunLock
-from arith.loop_state import LoopState, rng_state, set_rng_state
+from arith.loop_state import LoopState, own_rng, rng_state, set_rng_state
 from arith.metrics import MetricsLog
 from arith.model import build_model
 from arith.model.flex import check_training as check_flex_training
@@ -212,7 +212,7 @@ def _resume(cfg, run_dir: Path, cleanup: ExitStack, s: LoopState, raw_model, opt
     if ema is not None:
         checkpoint.load_weights(ckpt, ema.module, "ema")
         ema.n_averaged = int(state["ema_n"])
-    set_rng_state(state["rng"])
+    set_rng_state(own_rng(state, *dist.rank_world()))
     s.saved = ckpt.name
     dist.print0(f"resuming {run_dir} from step {s.step} ({s.elapsed / 60:.1f} min trained)")
 
@@ -403,6 +403,8 @@ class _Trainer:
         if it fails)."""
         self.check_finite(s)
         ema, keep_last = self.ema, self.cfg.train.keep_last
+        # every rank's generators (dropout draws masks of each rank's own rows): each resumes from its own
+        rngs = dist.all_gather_object(rng_state())
 
         def write() -> None:
             state = {
@@ -411,9 +413,11 @@ class _Trainer:
                 "elapsed": s.elapsed,
                 "tokens": s.tokens,
                 "useful_tokens": s.useful_tokens,
-                "rng": rng_state(),
+                "rng": rngs[0],
                 **self.selection.state(),
             }
+            if len(rngs) > 1:
+                state["rng_ranks"] = rngs
             if ema is not None:
                 state["ema_n"] = int(ema.n_averaged)
             ema_module = ema.module if ema is not None else None

@@ -97,6 +97,24 @@ def test_ddp_run_resumes_and_extends(compose, tmp_path):
     assert_same_run(ref_dir, tmp_path / "two" / "ddp")
 
 
+def test_ddp_resume_with_dropout_restores_every_ranks_rng(tmp_path):
+    """With dropout each rank draws its own masks (its rows, its padded length), so the ranks' generators part
+    ways; a checkpoint keeps every rank's RNG state and each rank resumes from its own: a run stopped at step 3
+    and resumed ends with the weights of one that never stopped."""
+    drop = ["model.dropout=0.2"]
+    torchrun(tmp_path / "whole", "train.steps=6", *drop)
+    torchrun(tmp_path / "halves", "train.steps=3", *drop)
+    torchrun(tmp_path / "halves", "train.steps=6", *drop)
+    state = checkpoint.load_trainer_state(checkpoint.latest(tmp_path / "halves" / "ddp"))
+    assert len(state["rng_ranks"]) == 2 and not torch.equal(
+        state["rng_ranks"][0]["torch"], state["rng_ranks"][1]["torch"]
+    ), "the ranks' generators differ, so resuming rank 1 from rank 0's state would change its masks"
+    whole = load_file(str(checkpoint.latest(tmp_path / "whole" / "ddp") / checkpoint.WEIGHTS))
+    halves = load_file(str(checkpoint.latest(tmp_path / "halves" / "ddp") / checkpoint.WEIGHTS))
+    for name in whole:
+        assert torch.equal(whole[name], halves[name]), name
+
+
 @pytest.mark.slow
 def test_compile_and_ddp_coexist_without_flags(compose, tmp_path):
     """train.compile=true under torchrun: compiled layers inside DDP, the same losses as eager one-process."""

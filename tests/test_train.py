@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import arith
 from arith import checkpoint
 from arith.errors import CheckpointError, ConfigError, DataError
+from arith.loop_state import own_rng
 from arith.tiny import tiny_overrides
 from arith.train import lm_loss, progressive_depths, train
 from tests.conftest import ROOT
@@ -132,6 +133,17 @@ def test_answer_only_loss_starts_after_the_last_equals(compose):
             logits[row, t] = torch.randn(tok.vocab_size)
             changed = not torch.equal(lm_loss(logits, ids, tok, True, Reduction.mean), base)
             assert changed == (t + 1 >= first_target), (row, t)
+
+
+def test_each_rank_resumes_from_its_own_rng_state_when_the_world_is_the_same():
+    """`rng_ranks` (every rank's state, saved by a multi-rank run) serves a resume of the same world size; one
+    process, a checkpoint without it and a resume on another world size take rank 0's `rng`."""
+    states = [{"torch": torch.full((2,), r)} for r in range(3)]
+    multi = {"rng": states[0], "rng_ranks": states}
+    assert own_rng(multi, 2, 3) is states[2] and own_rng(multi, 0, 3) is states[0]
+    assert own_rng(multi, 1, 2) is states[0], "another world size: rank 0's"
+    assert own_rng({"rng": states[0]}, 1, 3) is states[0], "a checkpoint from before rng_ranks"
+    assert own_rng({"rng": states[0]}, 0, 1) is states[0]
 
 
 def test_per_sample_reduction_is_a_mean_of_row_means():
