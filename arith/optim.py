@@ -58,18 +58,21 @@ class Lion(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, wd, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                m, g = state["exp_avg"], p.grad
-                update = m.mul(beta1).add_(g, alpha=1 - beta1).sign_()
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr)
-                m.mul_(beta2).add_(g, alpha=1 - beta2)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # the rule on all of a group's tensors at once (torch's multi-tensor kernels on CUDA: a few launches
+            # a group, not a few a tensor), the same arithmetic as one tensor at a time
+            grads = [p.grad for p in params]
+            moms = [self.state[p].setdefault("exp_avg", torch.zeros_like(p)) for p in params]
+            update = torch._foreach_mul(moms, beta1)
+            torch._foreach_add_(update, grads, alpha=1 - beta1)
+            torch._foreach_sign_(update)
+            if wd:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_add_(params, update, alpha=-lr)
+            torch._foreach_mul_(moms, beta2)
+            torch._foreach_add_(moms, grads, alpha=1 - beta2)
         return loss
 
 

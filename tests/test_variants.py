@@ -307,6 +307,27 @@ def test_lion_step_is_the_sign_rule():
     torch.testing.assert_close(opt.state[p]["exp_avg"], 0.01 * torch.tensor([0.3, -0.2, 0.0, -1.0]))
 
 
+def test_lion_on_all_tensors_at_once_is_the_rule_one_tensor_at_a_time():
+    """The multi-tensor step gives bitwise the weights and momenta of the rule applied to each tensor alone."""
+    model, ref = make(seed=0), make(seed=0)
+    opt = Lion(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    moms = {}
+    for _ in range(3):
+        for m in (model, ref):
+            m.zero_grad()
+            m(BATCH, k=1).logsumexp(-1).mean().backward()
+        opt.step()
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                m = moms.setdefault(n, torch.zeros_like(p))
+                update = m.mul(0.9).add_(p.grad, alpha=0.1).sign_()
+                p.mul_(1 - 1e-3 * 0.1).add_(update, alpha=-1e-3)
+                m.mul_(0.99).add_(p.grad, alpha=0.01)
+    for (n, p), q in zip(ref.named_parameters(), model.parameters()):
+        assert torch.equal(p, q), n
+        assert torch.equal(moms[n], opt.state[q]["exp_avg"]), n
+
+
 @pytest.mark.parametrize("name", ["adamw", "lion", "tiger"])
 def test_optimizer_lowers_the_loss_and_resumes(name):
     cfg = TrainConfig(lr=3e-3, optimizer=Optimizer(name))
