@@ -64,7 +64,10 @@ class Lion(torch.optim.Optimizer):
             # the rule on all of a group's tensors at once (torch's multi-tensor kernels on CUDA: a few launches
             # a group, not a few a tensor), the same arithmetic as one tensor at a time
             grads = [p.grad for p in params]
-            moms = [self.state[p].setdefault("exp_avg", torch.zeros_like(p)) for p in params]
+            for p in params:
+                if "exp_avg" not in self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p)
+            moms = [self.state[p]["exp_avg"] for p in params]
             update = torch._foreach_mul(moms, beta1)
             torch._foreach_add_(update, grads, alpha=1 - beta1)
             torch._foreach_sign_(update)
