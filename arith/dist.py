@@ -195,13 +195,6 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def rank_world() -> tuple[int, int]:
-    """(this process's rank, the world size); (0, 1) without a process group."""
-    if not tdist.is_initialized():
-        return 0, 1
-    return tdist.get_rank(), tdist.get_world_size()
-
-
 def main_only(fn, share: bool = False):
     """fn() on rank 0 alone (a write, a lock); the other ranks wait for it, and raise its ArithError too, so
     that no rank is left waiting in a collective for one that failed. share: every rank gets fn's result

@@ -109,7 +109,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
     tcfg, s = cfg.train, LoopState()
     batches, tok = _data(cfg, info)
     raw_model, opt, ema, selection = _build(cfg, info, tok)
-    _resume(cfg, run_dir, cleanup, s, raw_model, opt, ema, selection)
+    _resume(cfg, info, run_dir, cleanup, s, raw_model, opt, ema, selection)
     model, autocast = _wrap(cfg, info, raw_model)
     log = _open_log(cfg, run_dir, tok, s.step, cleanup)
     model_cfg, task = checkpoint.model_config_dict(cfg.model, tok), task_for(cfg.data)
@@ -188,7 +188,9 @@ def _build(cfg: PretrainConfig, info: dist.DistInfo, tok):
     return raw_model, opt, ema, selection
 
 
-def _resume(cfg, run_dir: Path, cleanup: ExitStack, s: LoopState, raw_model, opt, ema, selection) -> None:
+def _resume(
+    cfg, info: dist.DistInfo, run_dir: Path, cleanup: ExitStack, s: LoopState, raw_model, opt, ema, selection
+) -> None:
     """The run directory: rank 0 locks it (a second trainer fails here, naming the holder), then picks the resume
     point, moving damaged checkpoints aside; nothing is written before this. A checkpoint found is loaded into
     the model, the optimizer, the EMA, the selection, the RNG and `s`."""
@@ -212,7 +214,7 @@ def _resume(cfg, run_dir: Path, cleanup: ExitStack, s: LoopState, raw_model, opt
     if ema is not None:
         checkpoint.load_weights(ckpt, ema.module, "ema")
         ema.n_averaged = int(state["ema_n"])
-    set_rng_state(own_rng(state, *dist.rank_world()))
+    set_rng_state(own_rng(state, info.rank, info.world))
     s.saved = ckpt.name
     dist.print0(f"resuming {run_dir} from step {s.step} ({s.elapsed / 60:.1f} min trained)")
 
