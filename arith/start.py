@@ -104,6 +104,11 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         f"model.detach_recurrences={n} must be in 0..{R - 1} (model.recurrences={R}): the last recurrence keeps "
         "its gradient",
     )
+    require(
+        not t.trim_prompt or (t.mask_before_equals and str(cfg.model.aux_loss) == "none"),
+        "train.trim_prompt=true needs train.mask_before_equals=true and model.aux_loss=none: the loss must read "
+        "the answer's logits only",
+    )
     validate_model(cfg.model)
     validate_aux(cfg.model, d)
     task_for(d).validate_lengths(*train_lengths(d))

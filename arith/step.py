@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -17,12 +18,20 @@ from arith.schema import PretrainConfig, Reduction
 
 # ---------------------------------------------------------------------------------------------- loss
 def lm_loss(
-    logits: torch.Tensor, ids: torch.Tensor, tok: ArithTokenizer, answer_only: bool, reduction: Reduction
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    tok: ArithTokenizer,
+    answer_only: bool,
+    reduction: Reduction,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy over ids[:, 1:], normalised over the *global* batch.
 
     Each rank divides its summed loss by the global token (or sample) count times the world size, so that
     DDP's gradient averaging yields exactly the single-process gradient of the same global batch.
+    rows (B, A) long: the logits are those of these input positions of each row (the model's `trim`,
+    `answer_positions`: every target the answer-only loss reads, then repeats of the row's last one, masked), so
+    the loss is the untrimmed one.
     """
     targets = ids[:, 1:]  # (B, T-1)
     valid = targets != tok.pad_id
@@ -30,6 +39,10 @@ def lm_loss(
     if answer_only:
         seen = torch.cumsum(ids[:, :-1] == tok.eq_id, dim=1)
         valid &= (seen > 0) & (seen == seen[:, -1:])
+    if rows is not None:
+        fresh = torch.ones_like(rows, dtype=torch.bool)
+        fresh[:, 1:] = rows[:, 1:] != rows[:, :-1]  # a position repeated at the row's end counts once
+        targets, valid = targets.gather(1, rows), valid.gather(1, rows) & fresh
     token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
     if reduction == Reduction.mean:
         return dist.global_mean(token_loss, valid)
@@ -54,19 +67,55 @@ def progressive_depths(recurrences: int, max_backprop: int | None, throttle: boo
     return n, k
 
 
-def forward_loss(model, raw_model, ids, cfg: PretrainConfig, tok) -> torch.Tensor:
+def answer_positions(ids: torch.Tensor, tok: ArithTokenizer) -> torch.Tensor | None:
+    """The input positions whose logits the answer-only loss reads, row by row: (B, A) long, row b's last '=' of
+    ids[:, :-1] and the A - 1 positions after it (A: the batch's longest answer; a position past ids[:, :-1]'s end
+    repeats its last one), for the model's `trim`. None when that saves nothing. ids: the batch on the host,
+    before its copy to the device (numpy, no device sync); a row holds no PAD before its end."""
+    x = ids.numpy()
+    n = x.shape[1] - 1  # input positions 0..n-1
+    eq = x[:, :-1] == tok.eq_id
+    has = eq.any(axis=1)
+    if n < 2 or not has.any():
+        return None
+    last = n - 1 - eq[:, ::-1].argmax(axis=1)  # each row's last '=' (rows without one: read nothing)
+    need = (x != tok.pad_id).sum(axis=1) - 1 - last  # targets last+1 .. the row's end
+    width = int(need[has].max())
+    if width >= n:
+        return None
+    return torch.from_numpy(np.minimum(last[:, None] + np.arange(width), n - 1))
+
+
+def trims(cfg: PretrainConfig, device: torch.device) -> bool:
+    """Whether the step computes the last block application's outputs from the answer on only (train.trim_prompt;
+    null: on a CPU without compiled layers, where the step is bound by its FLOPs, when the loss reads the
+    answer's logits alone)."""
+    tcfg = cfg.train
+    if tcfg.trim_prompt is not None:
+        return bool(tcfg.trim_prompt)
+    answer_only = tcfg.mask_before_equals and str(getattr(cfg.model, "aux_loss", "none")) == "none"
+    return device.type == "cpu" and not tcfg.compile and answer_only
+
+
+def forward_loss(
+    model, raw_model, ids, cfg: PretrainConfig, tok, trim: torch.Tensor | None = None
+) -> torch.Tensor:
     """The step's loss: the LM loss at full depth (and the progressive loss's random-depth pass), plus
-    model.aux_weight x the auxiliary loss (model.aux_loss, arith/aux_loss.py) on every pass."""
+    model.aux_weight x the auxiliary loss (model.aux_loss, arith/aux_loss.py) on every pass.
+    trim (B, A) long, on the host: the passes' last block applications compute these positions only
+    (`answer_positions`; the same loss)."""
     m = cfg.model
     x = ids[:, :-1]
     k = raw_model.training_offset(x.shape[0])  # one position offset per step, shared by every pass
     aux = str(getattr(m, "aux_loss", "none"))
     extra = {} if aux == "none" else {"return_aux": True}  # off: the call is today's (wrappers need not know)
+    if trim is not None:
+        trim = extra["trim"] = trim.to(ids.device, non_blocking=True)
 
     def loss_at(depth: int, no_grad: int = 0) -> torch.Tensor:
         out = model(x, recurrences=depth, no_grad_recurrences=no_grad, k=k, **extra)
         logits, probe = out if aux != "none" else (out, None)
-        loss = lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction)
+        loss = lm_loss(logits, ids, tok, cfg.train.mask_before_equals, cfg.train.loss_reduction, trim)
         if probe is not None:
             loss = loss + m.aux_weight * aux_loss(probe, ids, tok, aux)
         return loss

@@ -36,7 +36,15 @@ from arith.optim import build_optimizer, load_optimizer_state, run_progress, tra
 from arith.schema import PretrainConfig
 from arith.selection import Selection, make_ema
 from arith.start import check_resume_compatible, save_run_config, validate_pretrain
-from arith.step import compile_blocks, eager_layers, forward_loss, lm_loss, progressive_depths
+from arith.step import (
+    answer_positions,
+    compile_blocks,
+    eager_layers,
+    forward_loss,
+    lm_loss,
+    progressive_depths,
+    trims,
+)
 
 __all__ = [  # what other modules, scripts and tests import from here (the helpers re-exported)
     "LoopState",
@@ -133,6 +141,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo, run_dir: Path, cleanup: Exi
         autocast,
         log,
         rows,
+        trims(cfg, info.device),
     )
 
     # ======== loop
@@ -293,6 +302,7 @@ class _Trainer:
     autocast: object  # bf16, or nullcontext
     log: MetricsLog | None  # rank 0 only
     rows: object  # the RowWatch of the position table, or None
+    trim: bool  # the last block application from the answer on (train.trim_prompt, `step.trims`)
 
     # ------------------------------------------------------------------ the step
     def train_step(self, s: LoopState, lr: float):
@@ -302,9 +312,10 @@ class _Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # embedding tables may train slower (optim.py)
         ids, n_useful = self.batches.counted_batch(s.step)  # n_useful: from the row lengths, on the host
+        trim = answer_positions(ids, self.tok) if self.trim else None  # read on the host too
         ids = ids.to(self.info.device, non_blocking=True)
         with self.autocast:
-            loss = forward_loss(self.model, self.raw_model, ids, self.cfg, self.tok)
+            loss = forward_loss(self.model, self.raw_model, ids, self.cfg, self.tok, trim)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), tcfg.clip)

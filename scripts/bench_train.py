@@ -8,7 +8,9 @@
 Each config is a Hydra preset plus overrides (CONFIGS below), built with `build_model` and fed real streaming
 batches from `make_batches`. A step is what `train()` does: fetch the batch, bf16 autocast (CUDA; CPU only with
 train.cpu_bf16, or where it is null and the CPU has AMX), `forward_loss` (progressive loss included), backward,
-gradient clipping, optimizer step (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does.
+gradient clipping, optimizer step (fused AdamW on CUDA); `--compile` compiles the layers as `train.compile` does,
+and train.trim_prompt's last block application from the answer on (on a CPU without --compile by default; the
+FLOPs below count the whole application, the work the model defines, so the MFU of a trimmed step reads higher).
 Warm-up steps (compilation) are not timed; the table reports medians over the timed steps, which keeps late
 recompilations out. Each row also counts the frames torch.compile (re)compiled during the timed steps, and with
 --sync-debug (CUDA) the host-device synchronizations they made (torch.cuda.set_sync_debug_mode("warn")); --json
@@ -63,6 +65,7 @@ from arith.data.datasets import make_batches  # noqa: E402
 from arith.model import build_model  # noqa: E402
 from arith.model.flex import set_attention_impl  # noqa: E402
 from arith.optim import build_optimizer  # noqa: E402
+from arith.step import answer_positions, trims  # noqa: E402
 from arith.train import compile_blocks, forward_loss  # noqa: E402
 
 PAPER = ["+experiment=paper_addition"]  # width 1024, FFN 2048, 16 heads, addition up to 20 digits
@@ -264,6 +267,8 @@ def bench(name: str, cfg, args, device: torch.device) -> dict:
     use_bf16 = dist.use_bf16(device, tcfg.bf16, tcfg.cpu_bf16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     counter = CountingModel(model)
+    # the step's trim as train() decides it (train.trim_prompt; --compile compiles the layers as train.compile does)
+    trim_on = trims(cfg, device) and not (args.compile and tcfg.trim_prompt is None)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     model.train()
@@ -280,11 +285,12 @@ def bench(name: str, cfg, args, device: torch.device) -> dict:
         t0 = time.perf_counter()
         with syncs.watch() if timed else nullcontext():
             ids, useful = batches.counted_batch(step)  # useful: non-PAD tokens, from the host-side lengths
+            trim = answer_positions(ids, tok) if trim_on else None
             ids = ids.to(device, non_blocking=True)
             t_data = time.perf_counter() - t0  # batch generation + copy: the GPU idles meanwhile in train()
             counter.calls.clear()
             with autocast:
-                loss = forward_loss(counter, model, ids, cfg, tok)
+                loss = forward_loss(counter, model, ids, cfg, tok, trim)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
@@ -315,6 +321,7 @@ def bench(name: str, cfg, args, device: torch.device) -> dict:
         "useful_fps": statistics.median(useful_fps),  # model FLOP/s of the input positions with a real target
         "mem_gib": peak_memory_gib(device),
         "bf16": use_bf16,
+        "trim": trim_on,  # train.trim_prompt: the last block application from the answer on
         "recompiles_timed": frames,  # frames torch.compile compiled during the timed steps (0 is right)
         "graphs_timed": graphs,
         "sync_warnings_timed": syncs.count if syncs.enabled else None,  # None: not watched (--sync-debug)
@@ -447,7 +454,8 @@ def main() -> None:
             "",
             f"- command: `{cmd}`",
             f"- torch {torch.__version__}; compile={args.compile}, attention={args.attention}, "
-            f"bf16 autocast={'on' if any(r['bf16'] for r in rows) else 'off'}; {args.warmup} warm-up + "
+            f"bf16 autocast={'on' if any(r['bf16'] for r in rows) else 'off'}, "
+            f"trim_prompt={'on' if any(r['trim'] for r in rows) else 'off'}; {args.warmup} warm-up + "
             f"{args.steps} timed steps, medians",
             f"- MFU divides matmul FLOPs (scripts/bench_train.py docstring) by {peak_note}; useful tokens/s and "
             "useful MFU count the non-PAD tokens only (the same docstring)",

@@ -24,7 +24,7 @@ MODEL = (
 TRAIN = (
     "train.steps train.budget_minutes train.batch_size train.lr train.optimizer train.betas train.weight_decay "
     "train.clip train.embedding_lr_scale train.warmup train.cooldown train.mask_before_equals "
-    "train.loss_reduction train.seed train.device train.compile train.attention train.bf16 train.cpu_bf16 train.threads "
+    "train.loss_reduction train.seed train.device train.compile train.attention train.bf16 train.cpu_bf16 train.threads train.trim_prompt "
     "train.save_every_minutes train.save_every_steps train.keep_last train.select_every train.select_lens "
     "train.select_n train.select_seed train.select_ties train.ema train.log_every train.wandb train.wandb_project "
     "train.tensorboard train.progress"

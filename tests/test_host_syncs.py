@@ -7,8 +7,10 @@ tensor's value on the host (`.item()`, `int()`, `float()`, `bool()`, `.tolist()`
 every data-dependent shape (`nonzero`, `masked_select`, ...), and every blocking copy of a host tensor to the
 device. Tensors that live on the host by design are left out: those drawn from torch's CPU generator without a
 device (`torch.randint(...)`, `torch.randperm(...)`, `torch.tensor(...)`: the checkpointed RNG stream stays on the
-CPU on CUDA too), what is computed from them alone, and foreach AdamW's step counters (CPU tensors; fused AdamW
-on CUDA keeps them on the device and reads none). A host tensor copied to the device is a device tensor after.
+CPU on CUDA too), the batches made from numpy arrays (`torch.from_numpy`: read on the host before their copy, e.g.
+for train.trim_prompt's answer positions), what is computed from them alone, and foreach AdamW's step counters (CPU
+tensors; fused AdamW on CUDA keeps them on the device and reads none). A host tensor copied to the device is a
+device tensor after.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ READS = {
     aten.unique_consecutive.default,
     aten.repeat_interleave.Tensor,
 }
-HOST_FACTORIES = ("randint", "randperm", "tensor", "as_tensor")
+HOST_FACTORIES = ("randint", "randperm", "tensor", "as_tensor", "from_numpy")
 
 
 class HostReads(TorchDispatchMode):

@@ -310,6 +310,11 @@ def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     return k_idx <= q_idx
 
 
+def positions_of(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """x (B, T, C) at the positions keep (B, A) long of each row -> (B, A, C); all of x when keep is None."""
+    return x if keep is None else x.gather(1, keep[:, :, None].expand(-1, -1, x.shape[-1]))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -370,13 +375,17 @@ class Attention(nn.Module):
         allowed = causal_mask(t_q, t_k, q_pos.device)
         return AttnInputs(rot, bias.masked_fill(~allowed, float("-inf")), False)
 
-    def forward(self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, inp: AttnInputs, cache: KVCache | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); keep (B, A) long: project only the outputs of those positions of each row,
+        -> (B, A, C) (the decoder's `trim`: every token is still a key and a value)."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
         scalars = None if self.diff is None else self.diff.scalars(x)
         y = self.attend(q, k, v, inp, cache, scalars)  # (B, H, T, D)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, H*D)
+        return self.proj(positions_of(y.transpose(1, 2).reshape(B, T, C), keep))  # (B, T or A, H*D)
 
     def attend(
         self,

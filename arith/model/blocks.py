@@ -5,7 +5,9 @@ this forward pass (None: a fresh causal sequence at positions 0..T-1), `cache` i
 first gives every matrix its normal(0.02) init and `out_projections()` the depth-scaled one; a layer with its
 own prescription adds `init_weights(depth)`, depth being the unrolled training depth (layers x recurrences).
 `left_pad = True`: a left-padded row (PADs masked in `inp.allow`) gives what the row alone gives (opt-in; the
-decoder allows left padding only then, `ArithModel.pads_left`).
+decoder allows left padding only then, `ArithModel.pads_left`). `trims = True`: `forward(..., keep=rows)` returns
+the outputs at the positions rows (B, A) long of each row only, every token still a key and a value (the decoder's
+`trim`; without it the decoder picks them from the layer's whole output).
 
     pre_ln    x + attn(ln(x)), then + ffn(ln(x))                 the default
     post_ln   ln(x + attn(x)), then ln(x + ffn(x))               the original's, with DeepNet's init
@@ -20,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arith.model.attention import Attention, AttnInputs, KVCache
+from arith.model.attention import Attention, AttnInputs, KVCache, positions_of
 
 
 class GeluGLU(nn.Module):
@@ -56,6 +58,7 @@ class PreLNBlock(_AttnFFNLayer, nn.Module):
     tricks at any depth, which matters for looped models whose effective depth changes at evaluation."""
 
     left_pad = True  # every token on its own but in attention, which masks the PADs
+    trims = True  # forward's keep: the outputs at those positions only
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()
@@ -66,10 +69,14 @@ class PreLNBlock(_AttnFFNLayer, nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        inp: AttnInputs | None = None,
+        cache: KVCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         inp = default_inputs(self, x) if inp is None else inp
-        x = x + self.drop(self.attn(self.ln1(x), inp, cache))
+        x = positions_of(x, keep) + self.drop(self.attn(self.ln1(x), inp, cache, keep))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -97,10 +104,14 @@ class PostLNBlock(PreLNBlock):
                 nn.init.xavier_normal_(lin.weight, gain=gain)
 
     def forward(
-        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        inp: AttnInputs | None = None,
+        cache: KVCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         inp = default_inputs(self, x) if inp is None else inp
-        x = self.ln1(x + self.drop(self.attn(x, inp, cache)))
+        x = self.ln1(positions_of(x, keep) + self.drop(self.attn(x, inp, cache, keep)))
         return self.ln2(x + self.drop(self.ffn(x)))
 
 
@@ -110,6 +121,7 @@ class ParallelBlock(_AttnFFNLayer, nn.Module):
     layer; on accelerators the two input matmuls could also fuse into one (not done here)."""
 
     left_pad = True
+    trims = True
 
     def __init__(self, cfg, index: int = 0):
         super().__init__()
@@ -119,11 +131,16 @@ class ParallelBlock(_AttnFFNLayer, nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, inp: AttnInputs | None = None, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        inp: AttnInputs | None = None,
+        cache: KVCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         inp = default_inputs(self, x) if inp is None else inp
         h = self.ln(x)
-        return x + self.drop(self.attn(h, inp, cache)) + self.drop(self.ffn(h))
+        attn = self.drop(self.attn(h, inp, cache, keep))
+        return positions_of(x, keep) + attn + self.drop(self.ffn(positions_of(h, keep)))
 
 
 def identity_minus_mean(alpha: torch.Tensor, gamma: torch.Tensor, t_q: int, t_k: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from arith.model.attention import (
     item_window_mask,
     log_key_counts,
     number_window_mask,
+    positions_of,
     prompt_digits_hidden_mask,
     prompt_window_mask,
     row_window_mask,
@@ -332,6 +333,7 @@ class ArithModel(nn.Module):
         start: int = 0,
         pad: torch.Tensor | None = None,
         return_aux: bool = False,
+        trim: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """ids (B, T) -> logits (B, T, vocab) in float32; with return_aux (model.aux_loss set), also the probe's
         (B, T) float32 reading of the same hidden states.
@@ -342,12 +344,17 @@ class ArithModel(nn.Module):
         pad (B,) long: row b starts with pad[b] PAD tokens (left padding, for decoding prompts of different lengths
         together; `pads_left` models only): no real token sees them and every position counts from the row's
         first real token, so each row's logits are those of the row alone (up to float rounding).
+        trim (B, A) long: return the logits at those positions of each row only, (B, A, vocab); the last block
+        application computes its outputs there only (every token stays a key and a value), so a loss that reads
+        no other logit (the answer's, `arith.step.answer_positions`) is the same for less work. No cache.
         """
         B, T = ids.shape
         R = self.resolve_recurrences(recurrences)
         k, pad = self._call(B, R, k, cache, start, pad)
         if not 0 <= no_grad_recurrences <= R:
             raise ValueError(f"no_grad_recurrences={no_grad_recurrences} must be in 0..{R}")
+        if trim is not None and (cache is not None or trim.dim() != 2 or trim.shape[0] != B):
+            raise ValueError(f"trim must be ({B}, A) positions, without a cache; got {tuple(trim.shape)}")
 
         if torch.is_tensor(k):  # per-example offsets, drawn on the host: an asynchronous copy, no host sync
             k = k.to(ids.device, non_blocking=True)
@@ -375,7 +382,14 @@ class ArithModel(nn.Module):
                     if self.inject and (r > 0 or i > 0) and (i == 0 or self.inject_every_layer):
                         h = h + emb  # never before the very first layer: h is the embedding there
                     inp = first if r == 0 and i == 0 else inputs[i]
-                    h = layer(h, inp, None if cache is None else cache.layer(r, i))
+                    if trim is not None and r == R - 1 and i == len(self.layers) - 1:  # the last application
+                        h = (
+                            layer(h, inp, keep=trim)
+                            if getattr(layer, "trims", False)
+                            else positions_of(layer(h, inp), trim)
+                        )
+                    else:
+                        h = layer(h, inp, None if cache is None else cache.layer(r, i))
         if cache is not None:
             cache.tokens = ids if cache.tokens is None else torch.cat([cache.tokens, ids], dim=1)
         z = self.ln_f(h)

@@ -47,7 +47,7 @@ from arith.schema import SelfImproveConfig
 from arith.selfimprove import label as L
 from arith.selfimprove.report import heldout, plot_rounds
 from arith.selfimprove.round_labels import label_round, make_voters, own_vote_ks, voters_text
-from arith.step import forward_loss
+from arith.step import answer_positions, forward_loss, trims
 
 SETTINGS = "self_improve.yaml"  # the child run's self-improvement config (a resume must repeat it)
 # what a resume may change: how long, how it shows, and how rounds not yet labeled are labeled (a round's
@@ -361,8 +361,11 @@ def _train_step(p: _Parts, step: int, lr: float) -> torch.Tensor:
     """One optimizer step on the batch of `step` at learning rate `lr`; returns the loss, on the device."""
     for group in p.opt.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-    ids = p.batches.batch(step, p.tok.pad_id).to(p.device, non_blocking=True)
-    loss = forward_loss(p.model, p.model, ids, p.run_cfg, p.tok)
+    ids = p.batches.batch(step, p.tok.pad_id)
+    trim = (
+        answer_positions(ids, p.tok) if trims(p.run_cfg, p.device) else None
+    )  # on the host, as train() does
+    loss = forward_loss(p.model, p.model, ids.to(p.device, non_blocking=True), p.run_cfg, p.tok, trim)
     p.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.tcfg.clip)
