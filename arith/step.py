@@ -81,7 +81,7 @@ def answer_positions(ids: torch.Tensor, tok: ArithTokenizer) -> torch.Tensor | N
     last = n - 1 - eq[:, ::-1].argmax(axis=1)  # each row's last '=' (rows without one: read nothing)
     need = (x != tok.pad_id).sum(axis=1) - 1 - last  # targets last+1 .. the row's end
     width = int(need[has].max())
-    if width >= n:
+    if not 0 < width < n:  # no target at all, or every position
         return None
     return torch.from_numpy(np.minimum(last[:, None] + np.arange(width), n - 1))
 

@@ -1,6 +1,8 @@
 """train.trim_prompt: the last block application computes only the positions whose logits the answer-only loss
 reads (`step.answer_positions`, the model's `trim`); the loss and its gradients are the untrimmed ones."""
 
+import sys
+
 import pytest
 import torch
 
@@ -11,8 +13,11 @@ from arith.schema import Reduction
 from arith.start import validate_pretrain
 from arith.step import answer_positions, forward_loss, lm_loss, trims
 from arith.train import train
+from tests.conftest import ROOT
 from tests.test_model import TOK, encode, make
 from tests.test_train import metrics, tiny
+
+sys.path.insert(0, str(ROOT / "scripts"))
 
 # (block, abs, rel, layers, recurrences, injection, extra model keys)
 MODELS = [
@@ -60,7 +65,9 @@ def test_answer_positions_read_each_rows_answer_and_mask_what_is_repeated():
         torch.testing.assert_close(
             lm_loss(picked, ids, TOK, True, reduction, rows), lm_loss(logits, ids, TOK, True, reduction)
         )
-    assert answer_positions(encode("1+2", "3+4"), TOK) is None  # no answer: nothing to trim
+    assert answer_positions(encode("1+2", "3+4"), TOK) is None  # no '=': nothing to trim
+    assert answer_positions(encode("1+2=", "3+4=", eos=False), TOK) is None  # no target after '='
+    assert answer_positions(encode("=1", "=2"), TOK) is None  # every position read
 
 
 def test_answer_positions_take_the_last_equals_sign_as_the_loss_does():
@@ -118,3 +125,12 @@ def test_a_run_trains_alike_with_and_without_trim(compose, tmp_path):
     (on, off) = ([row["loss"] for row in metrics(r) if "loss" in row] for r in runs)
     assert len(on) == 6
     assert on == pytest.approx(off, rel=1e-4)
+
+
+def test_the_paired_benchmark_reads_a_saving_and_a_rounding_sized_gradient_difference(capsys):
+    import bench_trim
+
+    assert bench_trim.main(["--configs", "quickstart", "--steps", "2", "--threads", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    assert row[0] == "| quickstart" and row[4].endswith("%")  # the share left out
+    assert float(row[5].rstrip(" |")) < 1e-5  # gradients equal up to float rounding
