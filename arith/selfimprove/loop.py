@@ -362,9 +362,8 @@ def _train_step(p: _Parts, step: int, lr: float) -> torch.Tensor:
     for group in p.opt.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     ids = p.batches.batch(step, p.tok.pad_id)
-    trim = (
-        answer_positions(ids, p.tok) if trims(p.run_cfg, p.device) else None
-    )  # on the host, as train() does
+    # the run's train.trim_prompt, its answer positions read on the host as train() reads them
+    trim = answer_positions(ids, p.tok) if trims(p.run_cfg, p.device) else None
     loss = forward_loss(p.model, p.model, ids.to(p.device, non_blocking=True), p.run_cfg, p.tok, trim)
     p.opt.zero_grad(set_to_none=True)
     loss.backward()
