@@ -367,9 +367,8 @@ class TrainConfig:
     # bf16 autocast on the CPU too: true, false, or null (auto: on where the CPU has AMX tiles, arith.dist.use_bf16)
     cpu_bf16: Optional[bool] = False
     threads: int = 0  # torch CPU threads; 0 = torch's default
-    # the last block application computes only the positions whose logits the answer-only loss reads (each
-    # row's last '=' on; every token stays a key and a value): the same loss for less work. true, false, or null
-    # (auto: on a CPU without compiled layers, arith.step.trims); self-improvement follows the run's
+    # the last block application computes only the answer positions the loss reads (the same loss, less work):
+    # true, false, or null (auto: on a CPU without compiled layers, arith.step.trims); self-improvement follows it
     trim_prompt: Optional[bool] = None
     save_every_minutes: float = 30.0
     save_every_steps: int = 0  # 0 = off; extra trigger, handy in tests
