@@ -53,6 +53,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     from arith.data.tasks import task_for, train_lengths
     from arith.eval.settings import check_label_permutation, check_order_view_items, check_order_votes
     from arith.model.config_checks import validate as validate_model
+    from arith.step import reads_answer_only
 
     t, d = cfg.train, cfg.data
     require(
@@ -105,7 +106,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         "its gradient",
     )
     require(
-        not t.trim_prompt or (t.mask_before_equals and str(cfg.model.aux_loss) == "none"),
+        not t.trim_prompt or reads_answer_only(cfg),
         "train.trim_prompt=true needs train.mask_before_equals=true and model.aux_loss=none: the loss must read "
         "the answer's logits only",
     )

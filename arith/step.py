@@ -86,6 +86,12 @@ def answer_positions(ids: torch.Tensor, tok: ArithTokenizer) -> torch.Tensor | N
     return torch.from_numpy(np.minimum(last[:, None] + np.arange(width), n - 1))
 
 
+def reads_answer_only(cfg: PretrainConfig) -> bool:
+    """Whether the step's loss reads the answer's logits alone (the answer-only LM loss, no probe on every
+    position): what train.trim_prompt needs."""
+    return bool(cfg.train.mask_before_equals) and str(getattr(cfg.model, "aux_loss", "none")) == "none"
+
+
 def trims(cfg: PretrainConfig, device: torch.device) -> bool:
     """Whether the step computes the last block application's outputs from the answer on only (train.trim_prompt;
     null: on a CPU without compiled layers, where the step is bound by its FLOPs, when the loss reads the
@@ -93,8 +99,7 @@ def trims(cfg: PretrainConfig, device: torch.device) -> bool:
     tcfg = cfg.train
     if tcfg.trim_prompt is not None:
         return bool(tcfg.trim_prompt)
-    answer_only = tcfg.mask_before_equals and str(getattr(cfg.model, "aux_loss", "none")) == "none"
-    return device.type == "cpu" and not tcfg.compile and answer_only
+    return device.type == "cpu" and not tcfg.compile and reads_answer_only(cfg)
 
 
 def forward_loss(

@@ -22,26 +22,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from arith import schema  # noqa: E402
+# scripts/ beside this file: the preset composed as bench_train composes it
+from bench_train import compose  # noqa: E402
+
 from arith.data.datasets import make_batches  # noqa: E402
 from arith.model import build_model  # noqa: E402
 from arith.model.flex import set_attention_impl  # noqa: E402
 from arith.step import answer_positions, forward_loss  # noqa: E402
 
 
-def compose(preset: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    schema.register()
-    with initialize_config_dir(config_dir=str(ROOT / "arith" / "config"), version_base="1.3"):
-        return hydra_compose(
-            config_name="pretrain", overrides=[f"+experiment={preset}", "train.cpu_bf16=false"]
-        )
-
-
 def pair_bench(preset: str, steps: int) -> dict:
-    cfg = compose(preset)
+    cfg = compose([f"+experiment={preset}", "train.cpu_bf16=false"])
     batches, tok = make_batches(cfg.data, cfg.train.batch_size, cfg.train.seed)
     torch.manual_seed(0)
     model = build_model(cfg.model, tok).train()
